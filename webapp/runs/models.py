@@ -1,0 +1,146 @@
+"""Runs, their lifecycle log, artifacts and metric time series.
+
+Metric points are the big table (millions of rows per run). Its primary key is
+(run, key, step): the index serves "key K of run R in step order" with one range scan,
+and a retried flush of the same (run, key, step) cannot create a duplicate.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Run(models.Model):
+    Status = RunStatus
+    ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
+    FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="runs")
+    name = models.CharField(max_length=200)
+    method = models.CharField(max_length=20)
+    config = models.JSONField(help_text="The gft_core config this run trains with")
+    dataset = models.ForeignKey("datasets.Dataset", null=True, blank=True, on_delete=models.PROTECT, related_name="runs")
+    reward_config = models.ForeignKey(
+        "rewards.RewardConfig", null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
+    )
+    cloned_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="clones")
+    tags = ArrayField(models.CharField(max_length=50), default=list, blank=True)
+    queue = models.CharField(max_length=50, default="gpu")
+    num_gpus = models.PositiveSmallIntegerField(default=1)
+
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
+    cancel_requested = models.BooleanField(default=False)
+    attempt = models.PositiveIntegerField(default=0, help_text="How many times a worker started this run")
+    celery_task_id = models.CharField(max_length=64, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    step = models.PositiveIntegerField(default=0, help_text="Latest optimizer step reported")
+    total_steps = models.PositiveIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    log_tail = models.TextField(blank=True)
+    summary = models.JSONField(default=dict, blank=True, help_text="Final value of each metric")
+    output_dir = models.CharField(max_length=500, blank=True)
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["team", "-created_at"]), models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.name}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+
+class RunEvent(models.Model):
+    """The lifecycle log of a run: every status change, cancel request and resume."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(auto_now_add=True)
+    kind = models.CharField(max_length=20)  # status | cancel_requested | resume | info | error
+    from_status = models.CharField(max_length=10, blank=True)
+    to_status = models.CharField(max_length=10, blank=True)
+    message = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+
+class Artifact(models.Model):
+    class Kind(models.TextChoices):
+        CHECKPOINT = "checkpoint", "Checkpoint"
+        FINAL_MODEL = "final_model", "Final model"
+        LOG = "log", "Log"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="artifacts")
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    path = models.CharField(max_length=500)
+    step = models.PositiveIntegerField(default=0)
+    size_bytes = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["step", "id"]
+        constraints = [models.UniqueConstraint(fields=["run", "kind", "path"], name="artifact_unique_path")]
+
+
+class MetricKey(models.Model):
+    """Interned metric names: points store a small integer instead of the name."""
+
+    name = models.CharField(max_length=100, unique=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MetricPoint(models.Model):
+    # Composite primary key; Django's admin cannot show such models (Django 5.2), so points are
+    # browsed through the run pages and the metrics API.
+    pk = models.CompositePrimaryKey("run_id", "key_id", "step")
+    run = models.ForeignKey(Run, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    key = models.ForeignKey(MetricKey, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    step = models.IntegerField()
+    value = models.FloatField()
+    wall_time = models.FloatField(help_text="Unix time of the step, seconds")
+
+
+class MetricHistogram(models.Model):
+    pk = models.CompositePrimaryKey("run_id", "key_id", "step")
+    run = models.ForeignKey(Run, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    key = models.ForeignKey(MetricKey, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    step = models.IntegerField()
+    lo = models.FloatField()
+    hi = models.FloatField()
+    counts = ArrayField(models.IntegerField())
+
+
+class GroupSample(models.Model):
+    """A group the trainer sampled for the group inspector (see docs/INTERFACES.md)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="group_samples")
+    step = models.IntegerField()
+    group_index = models.PositiveSmallIntegerField()
+    data = models.JSONField()
+
+    class Meta:
+        ordering = ["step", "group_index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step", "group_index"], name="group_sample_unique")
+        ]

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from . import views
+
+app_name = "runs"
+urlpatterns = [
+    path("", views.run_list, name="list"),
+]

@@ -1,0 +1,60 @@
+"""The Celery app: the bridge between the dashboard and the trainer.
+
+Queues
+- `gpu`: training runs. Start one worker process per GPU, pinned with CUDA_VISIBLE_DEVICES:
+  `celery -A workers worker -Q gpu --concurrency 1 --prefetch-multiplier 1 --max-tasks-per-child 1`.
+- `default`: light work (dataset validation, reward tests, housekeeping).
+
+Choices for multi-hour GPU jobs, made on purpose:
+- prefetch 1 and concurrency 1 on the gpu queue: a worker holds exactly the run it trains, so a
+  queued run waits in Redis (where its queue position can be read) instead of in a busy worker.
+- late ack: a run's message is acknowledged when the task returns, so a worker that dies before
+  it starts a run does not lose it.
+- visibility timeout of 30 days, above any run: with a Redis broker an unacknowledged message is
+  delivered again after this timeout, and a run must never be started twice by the broker. When a
+  worker dies mid-run, the run's heartbeat stops and housekeeping marks it failed within a minute;
+  the user resumes it from its last checkpoint. The Run row, not the broker, owns recovery, and
+  `train_run` refuses to start a run that is not queued, so a late redelivery is harmless.
+- max tasks per child 1: each run gets a fresh process, which frees the CUDA context and all
+  memory; the parent process never touches CUDA.
+- results are ignored: the Run row and the metrics tables are the results.
+"""
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+
+VISIBILITY_TIMEOUT_S = 30 * 24 * 3600
+
+app = Celery("gft_studio")
+app.conf.update(
+    broker_url=settings.CELERY_BROKER_URL,
+    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+    broker_connection_retry_on_startup=True,
+    task_default_queue="default",
+    task_queues=[Queue("default"), Queue("gpu")],
+    task_routes={"workers.tasks.train_run": {"queue": "gpu"}},
+    task_acks_late=True,
+    task_reject_on_worker_lost=False,
+    task_ignore_result=True,
+    task_track_started=False,
+    worker_prefetch_multiplier=1,
+    worker_send_task_events=False,
+    task_serializer="json",
+    accept_content=["json"],
+    timezone="UTC",
+    beat_schedule={
+        "fail-runs-without-heartbeat": {"task": "workers.tasks.housekeeping", "schedule": 15.0},
+    },
+)
+app.autodiscover_tasks(["workers"], related_name="tasks")
