@@ -92,3 +92,244 @@ def build_tokenizer():
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
+
+
+# --------------------------------------------------------------------------- tiny model
+
+
+def make_tiny_model(
+    out_dir: str | Path,
+    *,
+    hidden_size: int = 192,
+    num_layers: int = 4,
+    num_heads: int = 6,
+    intermediate_size: int = 512,
+    max_positions: int = 512,
+    seed: int = 0,
+) -> Path:
+    """Save a randomly initialised (seeded) Llama-style causal LM + the tiny tokenizer to out_dir.
+
+    The directory is an ordinary Hugging Face model directory (config.json, model.safetensors,
+    tokenizer files), loadable with AutoModelForCausalLM / AutoTokenizer.from_pretrained.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        head_dim=hidden_size // num_heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def count_parameters(model_dir: str | Path) -> int:
+    """Number of parameters of the model saved in model_dir (tied weights counted once)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    return sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- toy arithmetic task
+#
+# An expression tree is an int or (op, left, right). Solutions reduce one innermost operation per
+# step; different valid reduction orders and wordings give the teacher answers.
+
+Node = Any
+_PREC = {"+": 1, "-": 1, "*": 2}
+_FORMS = [
+    "a + b * c", "a * b + c", "( a + b ) * c", "a * ( b + c )", "a + b + c",
+    "a * b - c", "a + b - c", "a * b + c * d", "( a + b ) * ( c + d )",
+]
+_QUESTIONS = ["What is {e}?", "Compute {e}.", "Evaluate {e}.", "Find the value of {e}."]
+
+
+def _parse(tokens: list[str]) -> Node:
+    """Recursive-descent parse of a tokenised expression with + - * and parentheses."""
+    pos = 0
+
+    def atom() -> Node:
+        nonlocal pos
+        tok = tokens[pos]
+        pos += 1
+        if tok == "(":
+            node = expr()
+            pos += 1  # ")"
+            return node
+        return int(tok)
+
+    def term() -> Node:
+        nonlocal pos
+        node = atom()
+        while pos < len(tokens) and tokens[pos] == "*":
+            pos += 1
+            node = ("*", node, atom())
+        return node
+
+    def expr() -> Node:
+        nonlocal pos
+        node = term()
+        while pos < len(tokens) and tokens[pos] in "+-":
+            op = tokens[pos]
+            pos += 1
+            node = (op, node, term())
+        return node
+
+    return expr()
+
+
+def _show(node: Node, parent_prec: int = 0, right: bool = False) -> str:
+    if isinstance(node, int):
+        return str(node)
+    op, a, b = node
+    prec = _PREC[op]
+    text = f"{_show(a, prec)} {op} {_show(b, prec, right=True)}"
+    needs = prec < parent_prec or (right and prec == parent_prec and parent_prec == 1)
+    return f"( {text} )" if needs else text
+
+
+def _apply(op: str, x: int, y: int) -> int:
+    return x + y if op == "+" else x - y if op == "-" else x * y
+
+
+def _reducible(node: Node, path: tuple = ()) -> list[tuple]:
+    """Paths (left to right) of operations whose operands are both numbers."""
+    if isinstance(node, int):
+        return []
+    _, a, b = node
+    if isinstance(a, int) and isinstance(b, int):
+        return [path]
+    return _reducible(a, path + (1,)) + _reducible(b, path + (2,))
+
+
+def _get(node: Node, path: tuple) -> Node:
+    for i in path:
+        node = node[i]
+    return node
+
+
+def _replace(node: Node, path: tuple, value: int) -> Node:
+    if not path:
+        return value
+    parts = list(node)
+    parts[path[0]] = _replace(node[path[0]], path[1:], value)
+    return tuple(parts)
+
+
+def _solve(node: Node, pick_last: bool = False) -> list[tuple[str, int, Node]]:
+    """Reduce to a number; each step is (step text "4 * 2 = 8", value, remaining tree)."""
+    steps = []
+    while not isinstance(node, int):
+        paths = _reducible(node)
+        path = paths[-1] if pick_last else paths[0]
+        op, x, y = _get(node, path)
+        value = _apply(op, x, y)
+        node = _replace(node, path, value)
+        steps.append((f"{x} {op} {y} = {value}", value, node))
+    return steps
+
+
+def _left_to_right(tokens: list[str]) -> int | None:
+    """The classic mistake: ignore precedence (None if the expression has parentheses)."""
+    if "(" in tokens:
+        return None
+    value = int(tokens[0])
+    for op, y in zip(tokens[1::2], tokens[2::2]):
+        value = _apply(op, value, int(y))
+    return value
+
+
+def _is_eval_expression(expr: str) -> bool:
+    """A fixed ~20% of all expressions are held out, whatever the seed (stable hash)."""
+    import hashlib
+
+    return int(hashlib.sha256(expr.encode()).hexdigest(), 16) % 5 == 0
+
+
+def toy_example(rng: random.Random, max_operand: int = 9, wrong_teacher_p: float = 0.25) -> dict:
+    """One toy row: prompt, worked expert solution, teacher solutions, ground truth."""
+    while True:
+        form = rng.choice(_FORMS)
+        tokens = [str(rng.randint(1, max_operand)) if t in "abcd" else t for t in form.split()]
+        tree = _parse(tokens)
+        steps = _solve(tree)
+        if all(v >= 0 for _, v, _ in steps):
+            break
+    expr = " ".join(tokens)
+    answer = steps[-1][1]
+    texts = [s for s, _, _ in steps]
+    connectors = ["First"] + ["Then"] * (len(texts) - 1)
+    expert = " ".join(f"{c} {s}." for c, s in zip(connectors, texts)) + f" The answer is \\boxed{{{answer}}}"
+    alt = [s for s, _, _ in _solve(tree, pick_last=True)]  # another valid order when one exists
+    teachers = [
+        "We compute " + ", then ".join(alt) + f". So the answer is \\boxed{{{answer}}}",
+        " ".join(f"Step {i + 1}: {s}." for i, s in enumerate(texts)) + f" \\boxed{{{answer}}}",
+        " = ".join([expr] + [_show(rest) for _, _, rest in steps]) + f". The answer is \\boxed{{{answer}}}",
+    ]
+    wrong = _left_to_right(tokens)
+    if rng.random() < wrong_teacher_p:
+        if wrong is None or wrong == answer:
+            wrong = answer + rng.choice([-1, 1]) * rng.randint(1, 3)
+        teachers[rng.randrange(len(teachers))] = f"From left to right {expr} = {wrong}. The answer is \\boxed{{{wrong}}}"
+    return {
+        "prompt": rng.choice(_QUESTIONS).format(e=expr),
+        "expert": expert,
+        "teachers": teachers,
+        "answer": str(answer),
+        "expression": expr,
+    }
+
+
+def toy_examples(n: int, *, split: str = "train", seed: int = 0, **kw: Any) -> list[dict]:
+    """n toy rows from the train or eval pool of expressions (the pools never overlap)."""
+    rng = random.Random(f"{seed}-{split}")
+    rows: list[dict] = []
+    seen: set[str] = set()
+    attempts = 0
+    while len(rows) < n:
+        attempts += 1
+        row = toy_example(rng, **kw)
+        expr = row["expression"]
+        if _is_eval_expression(expr) != (split == "eval"):
+            continue
+        if expr in seen and attempts < 50 * n:  # prefer distinct problems while there are enough
+            continue
+        seen.add(expr)
+        rows.append(row)
+    return rows
+
+
+def write_jsonl(rows: list[dict], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def make_toy_data(out_dir: str | Path, n_train: int = 2000, n_eval: int = 200, seed: int = 0, **kw: Any) -> dict[str, Path]:
+    """Write out_dir/train.jsonl and out_dir/eval.jsonl (columns prompt/expert/teachers/answer)."""
+    out = Path(out_dir)
+    return {
+        "train": write_jsonl(toy_examples(n_train, split="train", seed=seed, **kw), out / "train.jsonl"),
+        "eval": write_jsonl(toy_examples(n_eval, split="eval", seed=seed, **kw), out / "eval.jsonl"),
+    }

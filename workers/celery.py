@@ -57,4 +57,5 @@ app.conf.update(
         "fail-runs-without-heartbeat": {"task": "workers.tasks.housekeeping", "schedule": 15.0},
     },
 )
-app.autodiscover_tasks(["workers"], related_name="tasks")
+# Training and housekeeping (workers.tasks); dataset validation and reward tests (workers.data_tasks).
+app.conf.include = ["workers.tasks", "workers.data_tasks"]

@@ -114,8 +114,8 @@ class MetricPoint(models.Model):
     # Composite primary key; Django's admin cannot show such models (Django 5.2), so points are
     # browsed through the run pages and the metrics API.
     pk = models.CompositePrimaryKey("run_id", "key_id", "step")
-    run = models.ForeignKey(Run, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
-    key = models.ForeignKey(MetricKey, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    run = models.ForeignKey(Run, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+")
+    key = models.ForeignKey(MetricKey, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+")
     step = models.IntegerField()
     value = models.FloatField()
     wall_time = models.FloatField(help_text="Unix time of the step, seconds")
@@ -123,8 +123,8 @@ class MetricPoint(models.Model):
 
 class MetricHistogram(models.Model):
     pk = models.CompositePrimaryKey("run_id", "key_id", "step")
-    run = models.ForeignKey(Run, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
-    key = models.ForeignKey(MetricKey, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    run = models.ForeignKey(Run, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+")
+    key = models.ForeignKey(MetricKey, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+")
     step = models.IntegerField()
     lo = models.FloatField()
     hi = models.FloatField()

@@ -68,8 +68,8 @@ class Migration(migrations.Migration):
                 ('step', models.IntegerField()),
                 ('value', models.FloatField()),
                 ('wall_time', models.FloatField(help_text='Unix time of the step, seconds')),
-                ('key', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='runs.metrickey')),
-                ('run', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='runs.run')),
+                ('key', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='runs.metrickey')),
+                ('run', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='runs.run')),
             ],
         ),
         migrations.CreateModel(
@@ -80,8 +80,8 @@ class Migration(migrations.Migration):
                 ('lo', models.FloatField()),
                 ('hi', models.FloatField()),
                 ('counts', django.contrib.postgres.fields.ArrayField(base_field=models.IntegerField(), size=None)),
-                ('key', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='runs.metrickey')),
-                ('run', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='runs.run')),
+                ('key', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='runs.metrickey')),
+                ('run', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='runs.run')),
             ],
         ),
         migrations.CreateModel(
