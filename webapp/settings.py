@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -24,6 +24,7 @@ def env_list(name: str, default: str) -> list[str]:
 def database_from_url(url: str) -> dict:
     """Turn postgres://user:pass@host:port/name into a Django DATABASES entry (psycopg 3)."""
     parts = urlparse(url)
+    query = parse_qs(parts.query)
     if parts.scheme not in {"postgres", "postgresql"}:
         raise ImproperlyConfigured(f"DATABASE_URL must be a postgres:// URL, got {url!r}")
     return {
@@ -31,7 +32,8 @@ def database_from_url(url: str) -> dict:
         "NAME": unquote(parts.path.lstrip("/")) or "gft_studio",
         "USER": unquote(parts.username or "postgres"),
         "PASSWORD": unquote(parts.password or ""),
-        "HOST": parts.hostname or "127.0.0.1",
+        # ?host=/path/to/socket-dir selects a Unix socket (the embedded server uses one).
+        "HOST": query.get("host", [parts.hostname or "127.0.0.1"])[0],
         "PORT": str(parts.port or 5432),
         # Connection reuse: one connection per thread kept for a minute, checked before reuse.
         "CONN_MAX_AGE": int(os.environ.get("DB_CONN_MAX_AGE", "60")),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
@@ -59,3 +59,17 @@ app.conf.update(
 )
 # Training and housekeeping (workers.tasks); dataset validation and reward tests (workers.data_tasks).
 app.conf.include = ["workers.tasks", "workers.data_tasks"]
+
+
+@signals.worker_init.connect
+def _check_services(**_) -> None:
+    """Refuse to start, with one clear line, when Postgres or Redis is unreachable."""
+    import sys
+
+    from webapp.preflight import ServiceUnavailable, check_all
+
+    try:
+        check_all()
+    except ServiceUnavailable as exc:
+        print(f"gft-studio worker: {exc}", file=sys.stderr, flush=True)
+        os._exit(1)

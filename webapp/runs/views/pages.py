@@ -6,7 +6,7 @@ from django.shortcuts import render
 
 from webapp.accounts.scoping import scoped
 
-from .models import Run
+from ..models import Run
 
 
 @login_required
