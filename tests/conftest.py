@@ -1,8 +1,7 @@
 """Shared fixtures: real Postgres (pytest-django's test database), real Redis, real processes.
 
-Environment for the whole suite is fixed here, before Django's settings are read:
-- Redis database 15, flushed at the start, so tests never touch a running dev stack (database 0);
-- a temporary ARTIFACT_ROOT and MODEL_ROOTS.
+The environment (test Redis database, temporary artifact and model roots) is set by the plugin
+tests/pytest_env.py, loaded before Django reads its settings.
 Subprocess fixtures (Celery worker, uvicorn) point at the same test database, so tests that use
 them need `transactional_db` (their rows must be committed to be seen).
 """
@@ -13,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,15 +19,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
-_TMP = Path(tempfile.mkdtemp(prefix="gft-tests-"))
-
-os.environ.setdefault("SECRET_KEY", "tests-only-secret")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
-os.environ["CELERY_BROKER_URL"] = os.environ["REDIS_URL"]
-os.environ.setdefault("ARTIFACT_ROOT", str(_TMP / "artifacts"))
-os.environ.setdefault("MODEL_ROOTS", str(_TMP / "models"))
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def pytest_sessionstart(session):

@@ -16,12 +16,14 @@ def redact(url: str) -> str:
     return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def check_postgres(url: str, timeout: float = 3.0) -> None:
+def check_postgres(url: str, timeout: float = 3.0, *, label: str | None = None) -> None:
+    """Connect once; `label` is the URL to name in the message (default: `url`)."""
     try:
         psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ServiceUnavailable(f"Cannot reach Postgres at {redact(url)}: {reason}") from None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[0] if lines else type(exc).__name__
+        raise ServiceUnavailable(f"Cannot reach Postgres at {redact(label or url)}: {reason}") from None
 
 
 def check_redis(url: str, timeout: float = 3.0) -> None:

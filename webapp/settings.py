@@ -130,7 +130,8 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+# Set STATIC_ROOT (and run collectstatic) in containers; locally WhiteNoise serves from the finders.
+STATIC_ROOT = os.environ.get("STATIC_ROOT") or None
 STATICFILES_DIRS = [BASE_DIR / "webapp" / "static"]
 # plotly.js ships inside the plotly wheel; serving it from there keeps the product offline-capable.
 try:

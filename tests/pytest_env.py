@@ -1,0 +1,22 @@
+"""Test environment, loaded as a plugin (`-p tests.pytest_env`) before pytest-django reads settings.
+
+- Redis database 15 of whatever server REDIS_URL names, flushed at the start, so tests never touch a
+  running dev stack (database 0);
+- a temporary ARTIFACT_ROOT and MODEL_ROOTS.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+TMP = Path(tempfile.mkdtemp(prefix="gft-tests-"))
+
+os.environ.setdefault("SECRET_KEY", "tests-only-secret")
+os.environ["REDIS_URL"] = urlparse(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))._replace(path="/15").geturl()
+os.environ["CELERY_BROKER_URL"] = os.environ["REDIS_URL"]
+os.environ.setdefault("ARTIFACT_ROOT", str(TMP / "artifacts"))
+os.environ.setdefault("MODEL_ROOTS", str(TMP / "models"))
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
