@@ -144,3 +144,26 @@ class GroupSample(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["run", "step", "group_index"], name="group_sample_unique")
         ]
+
+
+class MetricRollup(models.Model):
+    """Min and max point of one fixed-width step bucket of a long series (webapp/runs/series.py).
+
+    Charts of runs with millions of points read these few rows instead of scanning every point.
+    Rows are derived data: built lazily from MetricPoint for buckets no new point can enter, and
+    tagged with the run's attempt so a resumed run (whose later steps are rewritten) rebuilds them.
+    """
+
+    pk = models.CompositePrimaryKey("run_id", "key_id", "width", "bucket")
+    run = models.ForeignKey(Run, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+")
+    key = models.ForeignKey(MetricKey, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+")
+    width = models.IntegerField(help_text="Bucket width in steps")
+    bucket = models.IntegerField(help_text="step // width")
+    attempt = models.PositiveIntegerField(default=0)
+    n = models.IntegerField()
+    min_step = models.IntegerField()
+    min_value = models.FloatField()
+    min_wall = models.FloatField()
+    max_step = models.IntegerField()
+    max_value = models.FloatField()
+    max_wall = models.FloatField()
