@@ -82,8 +82,9 @@ def group_advantages(
     gives 0 to every member. A group of one keeps its raw reward (mean 0, std 1 as in the
     authors' code, so R / (1 + eps) when normalising).
     """
-    rewards = torch.as_tensor(rewards, dtype=torch.float32)
-    group_ids = torch.as_tensor(group_ids)
+    rewards = torch.as_tensor(rewards)
+    rewards = rewards if rewards.is_floating_point() else rewards.float()
+    group_ids = torch.as_tensor(group_ids, device=rewards.device)
     if rewards.shape != group_ids.shape or rewards.dim() != 1:
         raise ValueError(
             f"rewards and group_ids: expected two 1-D tensors of the same length, "

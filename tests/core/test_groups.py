@@ -122,6 +122,12 @@ def test_advantages_match_statistics_module():
             assert adv[i].item() == pytest.approx((rewards[i] - mu) / (sd + 1e-6), rel=1e-5)
 
 
+def test_advantages_keep_float_dtype_and_accept_int_rewards():
+    adv64 = group_advantages(torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([0, 0]))
+    assert adv64.dtype == torch.float64
+    assert group_advantages(torch.tensor([1, 0]), torch.tensor([0, 0])).dtype == torch.float32
+
+
 def test_advantages_without_std_normalisation():
     adv = group_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0]), torch.tensor([0, 0, 0, 0]), normalize_std=False)
     torch.testing.assert_close(adv, torch.tensor([0.75, -0.25, -0.25, -0.25]))
