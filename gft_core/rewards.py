@@ -75,9 +75,9 @@ def extract_answer(text: str) -> str | None:
     said = list(re.finditer(r"the answer is[:\s]*", text, flags=re.IGNORECASE))
     if said:
         rest = text[said[-1].end() :].split("\n", 1)[0].strip()
-        math = re.match(r"\$+([^$]+)\$", rest)  # "the answer is $12$ because ..." -> "12"
-        if math or rest:
-            return math.group(1).strip() if math else rest
+        inline = re.match(r"\$+([^$]+)\$", rest)  # "the answer is $12$ because ..." -> "12"
+        if inline or rest:
+            return inline.group(1).strip() if inline else rest
     numbers = _NUMBER.findall(text)
     return numbers[-1].replace(",", "") if numbers else None
 
