@@ -1,4 +1,15 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from . import views
 
 app_name = "datasets"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.dataset_list, name="list"),
+    path("upload/", views.upload, name="upload"),
+    path("<int:pk>/", views.detail, name="detail"),
+    path("<int:pk>/status/", views.status, name="status"),
+    path("<int:pk>/new-version/", views.new_version, name="new_version"),
+    path("<int:pk>/validate/", views.validate, name="validate"),
+    path("<int:pk>/archive/", views.archive, name="archive"),
+    path("<int:pk>/delete/", views.delete, name="delete"),
+]

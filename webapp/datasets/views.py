@@ -1,0 +1,211 @@
+"""Dataset pages: list, upload, detail (validation report, live status), new version, archive, delete."""
+from __future__ import annotations
+
+import functools
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_POST
+
+from webapp.accounts.scoping import get_scoped, membership, require_writer, scoped
+
+from . import services
+from .forms import NewVersionForm, UploadForm, ValidateForm, preset_fields
+from .models import Dataset
+from .uploads import human_bytes
+
+
+class SizeLimitUploadHandler(FileUploadHandler):
+    """Stops reading an upload as soon as it passes UPLOAD_MAX_BYTES, before it fills the disk.
+
+    The service checks the limit again while storing; this handler only spares the temporary
+    file Django would otherwise write in full.
+    """
+
+    def new_file(self, *args, **kwargs):
+        super().new_file(*args, **kwargs)
+        self.received = 0
+
+    def receive_data_chunk(self, raw_data: bytes, start: int):
+        self.received += len(raw_data)
+        if self.received > settings.UPLOAD_MAX_BYTES:
+            self.request.upload_too_large = self.file_name
+            raise StopUpload(connection_reset=False)
+        return raw_data
+
+    def file_complete(self, file_size: int):
+        return None
+
+
+def _with_size_limit(view):
+    """Install the size-limit handler before CSRF checking reads the body (Django docs' pattern)."""
+    protected = csrf_protect(view)
+
+    @csrf_exempt
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        request.upload_too_large = None
+        request.upload_handlers.insert(0, SizeLimitUploadHandler(request))
+        return protected(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _too_large_message(request: HttpRequest) -> str:
+    return f"{request.upload_too_large}: the file is larger than the upload limit of {human_bytes(settings.UPLOAD_MAX_BYTES)}."
+
+
+def _get(request: HttpRequest, pk: int) -> Dataset:
+    return get_scoped(request.user, Dataset.objects.select_related("team", "previous", "created_by"), pk=pk)
+
+
+def _can_write(request: HttpRequest, dataset_or_team) -> bool:
+    team = getattr(dataset_or_team, "team", dataset_or_team)
+    m = membership(request.user, team)
+    return m is not None and m.can_write
+
+
+@login_required
+def dataset_list(request: HttpRequest) -> HttpResponse:
+    qs = scoped(request.user, Dataset.objects.select_related("created_by")).filter(team=request.team)
+    show_archived = request.GET.get("archived") == "1"
+    if not show_archived:
+        qs = qs.filter(archived=False)
+    return render(request, "datasets/list.html", {"datasets": qs[:500], "show_archived": show_archived})
+
+
+@login_required  # outermost, so an anonymous request is redirected before its body is read
+@_with_size_limit
+def upload(request: HttpRequest) -> HttpResponse:
+    if request.team is None:
+        raise Http404("You are not a member of any team.")
+    require_writer(request.user, request.team)
+    duplicate = None
+    if request.method == "POST":
+        form = UploadForm(request.POST, request.FILES)
+        if request.upload_too_large:
+            form.add_error(None, _too_large_message(request))
+        elif form.is_valid():
+            d = form.cleaned_data
+            try:
+                dataset = services.create_dataset_from_upload(
+                    request.team, request.user, d["file"], name=d["name"], filename=d["file"].name,
+                    mapping=d["mapping"], eval_split=d["eval_split"], eval_fraction=d.get("eval_fraction"),
+                    eval_seed=d["eval_seed"], eval_fileobj=d.get("eval_file"),
+                    eval_filename=d["eval_file"].name if d.get("eval_file") else "", tokenizer=d["tokenizer"],
+                    allow_duplicate=d["allow_duplicate"],
+                )
+            except services.DuplicateDatasetError as e:
+                duplicate = e.existing
+                form.add_error(None, str(e))
+            except services.UploadError as e:
+                form.add_error(None, str(e))
+            else:
+                messages.success(request, f"Uploaded {dataset}; validation is running.")
+                return redirect("datasets:detail", pk=dataset.pk)
+    else:
+        form = UploadForm(initial={"eval_split": Dataset.EvalSplit.NONE})
+    return render(request, "datasets/upload.html", {
+        "form": form, "duplicate": duplicate, "presets": preset_fields(),
+        "max_bytes": human_bytes(settings.UPLOAD_MAX_BYTES),
+    })
+
+
+@login_required
+def detail(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = _get(request, pk)
+    versions = Dataset.objects.filter(team=dataset.team, name=dataset.name).order_by("-version")
+    return render(request, "datasets/detail.html", {
+        "dataset": dataset, "report": dataset.report or {}, "runs": services.used_by(dataset),
+        "versions": versions, "can_write": _can_write(request, dataset), "validate_form": ValidateForm(initial={"tokenizer": dataset.tokenizer}),
+        "busy": dataset.status in (Dataset.Status.UPLOADED, Dataset.Status.VALIDATING),
+        "size": human_bytes(dataset.size_bytes),
+        "eval_size": human_bytes(dataset.eval_size_bytes) if dataset.eval_file_path else "",
+        "reward_configs": dataset.team.reward_configs.filter(archived=False).order_by("name", "-version"),
+    })
+
+
+@login_required
+def status(request: HttpRequest, pk: int) -> JsonResponse:
+    """Polled by the detail page while validation runs."""
+    dataset = _get(request, pk)
+    return JsonResponse({"status": dataset.status, "label": dataset.get_status_display(), "started_at": (dataset.report or {}).get("started_at")})
+
+
+@login_required
+@_with_size_limit
+def new_version(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = _get(request, pk)
+    require_writer(request.user, dataset.team)
+    if request.method == "POST":
+        form = NewVersionForm(request.POST, request.FILES)
+        if request.upload_too_large:
+            form.add_error(None, _too_large_message(request))
+        elif form.is_valid():
+            d = form.cleaned_data
+            try:
+                new = services.new_dataset_version(
+                    dataset, request.user, fileobj=d.get("file"), filename=d["file"].name if d.get("file") else "",
+                    mapping=d["mapping"], eval_split=d["eval_split"], eval_fraction=d.get("eval_fraction"),
+                    eval_seed=d["eval_seed"], eval_fileobj=d.get("eval_file"),
+                    eval_filename=d["eval_file"].name if d.get("eval_file") else "", tokenizer=d["tokenizer"],
+                )
+            except services.UploadError as e:
+                form.add_error(None, str(e))
+            else:
+                messages.success(request, f"Created {new} (from v{dataset.version}); validation is running.")
+                return redirect("datasets:detail", pk=new.pk)
+    else:
+        form = NewVersionForm(initial=NewVersionForm.initial_from(dataset))
+    return render(request, "datasets/new_version.html", {
+        "form": form, "dataset": dataset, "presets": preset_fields(), "max_bytes": human_bytes(settings.UPLOAD_MAX_BYTES),
+    })
+
+
+@login_required
+@require_POST
+def validate(request: HttpRequest, pk: int) -> HttpResponse:
+    """Run validation again (e.g. with another tokenizer for the length report)."""
+    dataset = _get(request, pk)
+    require_writer(request.user, dataset.team)
+    form = ValidateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Unknown tokenizer.")
+    else:
+        try:
+            services.start_validation(dataset, tokenizer=form.cleaned_data["tokenizer"])
+            messages.info(request, "Validation queued.")
+        except services.UploadError as e:
+            messages.error(request, str(e))
+    return redirect("datasets:detail", pk=dataset.pk)
+
+
+@login_required
+@require_POST
+def archive(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = _get(request, pk)
+    require_writer(request.user, dataset.team)
+    archived = request.POST.get("archived", "1") == "1"
+    services.archive(dataset, archived)
+    messages.info(request, f"{dataset} {'archived' if archived else 'restored'}.")
+    return redirect("datasets:detail", pk=dataset.pk)
+
+
+@login_required
+@require_POST
+def delete(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = _get(request, pk)
+    require_writer(request.user, dataset.team)
+    try:
+        services.delete(dataset)
+    except services.DatasetInUseError as e:
+        messages.error(request, str(e))
+        return redirect("datasets:detail", pk=pk)
+    messages.info(request, f"Deleted {dataset}.")
+    return redirect(reverse("datasets:list"))
