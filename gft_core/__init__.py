@@ -1,0 +1,52 @@
+"""gft_core: Group Fine-Tuning (GFT, arXiv 2604.14258) as a plain library.
+
+    from gft_core import GFTConfig, Trainer, JSONLSink
+    cfg = GFTConfig.from_dict({...}).validate()
+    Trainer(cfg, sink=JSONLSink("metrics.jsonl")).train()
+
+Names are imported lazily (torch and transformers load on first use), so `import gft_core` is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    # losses and advantages
+    "aggregate": "losses", "dcr_coefficients": "losses", "gft_loss": "losses", "sft_loss": "losses",
+    "dft_loss": "losses", "grpo_loss": "losses",
+    "SOURCES": "groups", "Response": "groups", "Group": "groups", "off_policy_responses": "groups",
+    "group_advantages": "groups",
+    # rewards and data
+    "build_reward": "rewards", "describe_rewards": "rewards", "RewardSpecError": "rewards", "REWARDS": "rewards",
+    "ColumnMapping": "data", "PRESETS": "data", "Example": "data", "iter_rows": "data", "load_examples": "data",
+    "split_eval": "data", "DataError": "data",
+    # configuration
+    "GFTConfig": "config", "DataConfig": "config", "ConfigError": "config", "load_config": "config",
+    "METHODS": "config",
+    # training
+    "Trainer": "trainer", "TrainResult": "trainer", "TrainingError": "trainer", "evaluate_accuracy": "trainer",
+    "generate_samples": "rollout",
+    # metrics
+    "MetricSink": "metrics", "JSONLSink": "metrics", "ConsoleSink": "metrics", "MultiSink": "metrics",
+    "NullSink": "metrics", "METRIC_NAMES": "metrics", "Histogram": "metrics",
+    # tiny model and toy task
+    "build_tokenizer": "tiny", "make_tiny_model": "tiny", "make_toy_data": "tiny", "make_tiny": "tiny",
+    "warmup_sft": "tiny",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gft_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"gft_core.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

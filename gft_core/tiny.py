@@ -102,8 +102,8 @@ def make_tiny_model(
     *,
     hidden_size: int = 192,
     num_layers: int = 4,
-    num_heads: int = 6,
-    intermediate_size: int = 512,
+    num_heads: int | None = None,
+    intermediate_size: int | None = None,
     max_positions: int = 512,
     seed: int = 0,
 ) -> Path:
@@ -115,6 +115,8 @@ def make_tiny_model(
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    num_heads = num_heads or max(1, hidden_size // 32)  # head_dim 32
+    intermediate_size = intermediate_size or max(32, round(hidden_size * 8 / 3 / 32) * 32)  # SwiGLU ratio
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer()
@@ -333,3 +335,54 @@ def make_toy_data(out_dir: str | Path, n_train: int = 2000, n_eval: int = 200, s
         "train": write_jsonl(toy_examples(n_train, split="train", seed=seed, **kw), out / "train.jsonl"),
         "eval": write_jsonl(toy_examples(n_eval, split="eval", seed=seed, **kw), out / "eval.jsonl"),
     }
+
+
+# --------------------------------------------------------------------------- warm-up SFT
+
+
+def warmup_sft(
+    model_dir: str | Path,
+    train_path: str | Path,
+    *,
+    steps: int = 300,
+    lr: float = 2e-3,
+    prompts_per_step: int = 16,
+    seed: int = 0,
+    work_dir: str | Path | None = None,
+    sink: Any = None,
+) -> Path:
+    """Teach the tiny model the answer format: SFT on expert + teacher answers (the sft_mix
+    baseline of our own trainer), then overwrite model_dir with the result."""
+    import shutil
+    import tempfile
+
+    from gft_core.config import DataConfig, GFTConfig
+    from gft_core.trainer import Trainer
+
+    tmp = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="gft-warmup-"))
+    cfg = GFTConfig(
+        method="sft_mix", model_path=str(model_dir), output_dir=str(tmp),
+        data=DataConfig(path=str(train_path), mapping="toy"),
+        n_expert=1, n_teacher=3, lr=lr, lr_schedule="cosine", warmup_steps=min(20, steps // 10),
+        prompts_per_step=prompts_per_step, micro_batch_size=prompts_per_step * 4, max_steps=steps,
+        max_response_len=96, seed=seed, kl_interval=0, checkpoint_interval=0, group_sample_count=0,
+    )
+    result = Trainer(cfg, sink=sink).train()
+    for f in Path(result.final_dir).iterdir():
+        shutil.copy2(f, Path(model_dir) / f.name)
+    if not work_dir:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Path(model_dir)
+
+
+def make_tiny(out_dir: str | Path, *, warmup_steps: int = 0, seed: int = 0, sink: Any = None, **model_kw: Any) -> Path:
+    """make_tiny_model, then (if warmup_steps) a warm-up SFT on freshly generated toy train rows."""
+    import tempfile
+
+    out = make_tiny_model(out_dir, seed=seed, **model_kw)
+    if warmup_steps:
+        with tempfile.TemporaryDirectory(prefix="gft-toy-") as tmp:
+            rows = toy_examples(4000, split="train", seed=seed + 1)
+            path = write_jsonl(rows, Path(tmp) / "train.jsonl")
+            warmup_sft(out, path, steps=warmup_steps, seed=seed, sink=sink)
+    return out

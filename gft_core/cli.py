@@ -1,0 +1,173 @@
+"""Command line: python -m gft_core {train, eval, make-tiny, make-toy-data}.
+
+No Django, Postgres or Redis: metrics go to a JSONL file and the console. A bad config or data
+file prints one line naming the field and the value, and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """--set key=value (value parsed as YAML; dotted keys reach into data.*)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"error: --set expects KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(raw)
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gft_core.config import GFTConfig, load_config
+    from gft_core.metrics import ConsoleSink, JSONLSink, MultiSink
+    from gft_core.trainer import Trainer
+
+    cfg = load_config(args.config)
+    if args.set:
+        cfg = GFTConfig.from_dict(_merge(cfg.to_dict(), _parse_set(args.set)))
+    cfg.validate()
+    metrics_path = Path(args.metrics_jsonl or Path(cfg.output_dir) / "metrics.jsonl")
+    trainer = Trainer(cfg, resume=args.resume)
+    sinks = [JSONLSink(metrics_path)]
+    if not args.quiet:
+        sinks.append(ConsoleSink())
+    trainer.sink = MultiSink(*sinks)
+    result = trainer.train()
+    summary = {"status": result.status, "step": result.step, "final_dir": result.final_dir,
+               "eval_accuracy": result.eval_accuracy, "metrics": str(metrics_path)}
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from gft_core.config import ConfigError, _check_model_dir, resolve_mapping
+    from gft_core.data import load_examples
+    from gft_core.rewards import RewardSpecError, build_reward
+    from gft_core.trainer import evaluate_accuracy, load_policy
+
+    _check_model_dir(args.model)
+    mapping = resolve_mapping(args.mapping, "mapping")
+    spec = {"name": args.reward, "params": json.loads(args.reward_params) if args.reward_params else {}}
+    try:
+        reward_fn = build_reward(spec)
+    except RewardSpecError as e:
+        raise ConfigError(e.field, e.value, str(e).removeprefix(f"{e.field}={e.value!r}: ")) from None
+    examples = load_examples(args.data, mapping, limit=args.max_prompts)
+    model, tokenizer = load_policy(args.model)
+    acc, records = evaluate_accuracy(
+        model, tokenizer, examples, reward_fn, k=args.k, temperature=args.temperature,
+        max_prompt_len=args.max_prompt_len, max_response_len=args.max_response_len,
+        chat_template=args.chat_template, batch_size=args.batch_size, seed=args.seed)
+    if args.output:
+        Path(args.output).write_text(json.dumps({"accuracy": acc, "records": records}, indent=1))
+    print(json.dumps({"accuracy": acc, "prompts": len(examples), "k": args.k, "temperature": args.temperature}))
+    return 0
+
+
+def cmd_make_tiny(args: argparse.Namespace) -> int:
+    from gft_core.metrics import ConsoleSink
+    from gft_core.tiny import count_parameters, make_tiny
+
+    out = make_tiny(args.out, warmup_steps=args.warmup_steps, seed=args.seed,
+                    sink=None if args.quiet else ConsoleSink(),
+                    hidden_size=args.hidden_size, num_layers=args.layers)
+    print(json.dumps({"model": str(out), "parameters": count_parameters(out), "warmup_steps": args.warmup_steps}))
+    return 0
+
+
+def cmd_make_toy_data(args: argparse.Namespace) -> int:
+    from gft_core.tiny import make_toy_data
+
+    paths = make_toy_data(args.out, n_train=args.n_train, n_eval=args.n_eval, seed=args.seed)
+    print(json.dumps({k: str(v) for k, v in paths.items()}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gft_core", description="Group Fine-Tuning (GFT) trainer")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train from a YAML/JSON config")
+    t.add_argument("--config", required=True, help="run.yaml or run.json")
+    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    t.add_argument("--metrics-jsonl", help="metric file (default: output_dir/metrics.jsonl)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="held-out mean accuracy of a model over k samples per prompt")
+    e.add_argument("--model", required=True, help="Hugging Face model directory")
+    e.add_argument("--data", required=True, help="JSONL / Parquet / CSV file")
+    e.add_argument("--mapping", default="toy", help="column preset (toy, gsm8k, math)")
+    e.add_argument("--k", type=int, default=16, help="samples per prompt")
+    e.add_argument("--temperature", type=float, default=0.5)
+    e.add_argument("--max-prompts", type=int, default=None)
+    e.add_argument("--max-prompt-len", type=int, default=512)
+    e.add_argument("--max-response-len", type=int, default=256)
+    e.add_argument("--batch-size", type=int, default=64, help="sequences per generate call")
+    e.add_argument("--reward", default="math_verify")
+    e.add_argument("--reward-params", default=None, help="JSON object of reward parameters")
+    e.add_argument("--chat-template", action="store_true")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--output", help="write samples and per-prompt correctness to this JSON file")
+    e.set_defaults(func=cmd_eval)
+
+    m = sub.add_parser("make-tiny", help="build the tiny model (+ optional warm-up SFT on the toy task)")
+    m.add_argument("out")
+    m.add_argument("--warmup-steps", type=int, default=0)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--hidden-size", type=int, default=192)
+    m.add_argument("--layers", type=int, default=4)
+    m.add_argument("--quiet", action="store_true")
+    m.set_defaults(func=cmd_make_tiny)
+
+    d = sub.add_parser("make-toy-data", help="write the toy arithmetic task (train.jsonl, eval.jsonl)")
+    d.add_argument("out")
+    d.add_argument("--n-train", type=int, default=2000)
+    d.add_argument("--n-eval", type=int, default=200)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_make_toy_data)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from gft_core.config import ConfigError
+    from gft_core.data import DataError
+
+    try:
+        return args.func(args)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - TrainingError and the like: one line, not a traceback
+        from gft_core.trainer import TrainingError
+
+        if isinstance(e, TrainingError):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""Trainer end to end on the tiny model: every method, resume exactness, stop hook, NaN, group records."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gft_core.config import METHODS
+from gft_core.groups import group_advantages
+from gft_core.losses import dcr_coefficients
+from gft_core.metrics import METRIC_NAMES
+from gft_core.trainer import Trainer, TrainingError, lr_lambda
+
+EXPECTED_SOURCES = {
+    "gft": {"expert", "teacher", "self"}, "gft_no_dcr": {"expert", "teacher", "self"},
+    "gft_no_gal": {"expert", "teacher", "self"}, "sft": {"expert"}, "dft": {"expert"},
+    "sft_mix": {"expert", "teacher"}, "grpo": {"self"},
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_trains(tiny_cfg, recording_sink, method):
+    cfg = tiny_cfg(method=method, micro_batch_size=1 if method in ("sft", "dft") else 2,
+                   n_teacher=1 if method != "sft_mix" else 3, kl_coef=0.1 if method == "grpo" else 0.0)
+    result = Trainer(cfg, sink=recording_sink).train()
+    assert result.status == "succeeded" and result.step == 2
+    assert [s for s, _, _ in recording_sink.steps] == [1, 2]
+    assert recording_sink.started["total_steps"] == 2 and recording_sink.closed
+    for _, scalars, hists in recording_sink.steps:
+        assert set(scalars) <= set(METRIC_NAMES)
+        assert all(math.isfinite(v) for v in scalars.values())
+        sources = {k.split("/")[1] for k in scalars if k.startswith("reward/") and k.split("/")[1] in EXPECTED_SOURCES["gft"]}
+        assert sources == EXPECTED_SOURCES[method]
+        assert sum(hists["adv/hist"]["counts"]) > 0
+    last = recording_sink.steps[-1][1]
+    assert 0.0 <= last["eval/accuracy"] <= 1.0 and last["policy/kl_start"] >= 0.0
+    assert ("final_model", result.final_dir, 2) in recording_sink.artifacts
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(result.final_dir)
+    # the group inspector records for the baselines hold only their sources
+    for _, groups in recording_sink.groups:
+        for g in groups:
+            assert {r["source"] for r in g["responses"]} <= EXPECTED_SOURCES[method]
+
+
+def test_method_coefficients(tiny_cfg, recording_sink):
+    """SFT logs C = 1 (nothing rectified); DFT logs C = pi on every token."""
+    Trainer(tiny_cfg(method="dft", micro_batch_size=1), sink=recording_sink).train()
+    for _, groups in recording_sink.groups:
+        for r in groups[0]["responses"]:
+            assert r["c"] == pytest.approx(r["pi"]) and r["advantage"] == 1.0
+
+
+def _params(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_resume_is_exact(tiny_cfg, recording_sink, tmp_path):
+    """Stopped at step 3 (mid rollout batch: 2 optimizer steps per batch) and resumed == uninterrupted at 6."""
+    common = dict(max_steps=6, sequences_per_update=5, micro_batch_size=5, checkpoint_interval=2, eval_max_prompts=2)
+    full = Trainer(tiny_cfg(output_dir=str(tmp_path / "full"), **common), sink=recording_sink).train()
+    assert full.step == 6
+
+    calls = {"n": 0}
+
+    def stop_after_3():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    first = Trainer(tiny_cfg(output_dir=str(tmp_path / "resumed"), **common), stop_hook=stop_after_3).train()
+    assert first.status == "cancelled" and first.step == 3
+    assert (tmp_path / "resumed/checkpoints/step-3/trainer_state.json").is_file()
+    from tests.core.conftest import RecordingSink
+
+    sink2 = RecordingSink()
+    second = Trainer(tiny_cfg(output_dir=str(tmp_path / "resumed"), **common), sink=sink2, resume=True).train()
+    assert second.status == "succeeded" and second.step == 6
+    assert sink2.started["start_step"] == 3
+    assert [s for s, _, _ in sink2.steps] == [4, 5, 6]
+    a, b = _params(tmp_path / "full/final"), _params(tmp_path / "resumed/final")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    full_losses = {s: x["loss"] for s, x, _ in recording_sink.steps}
+    for s, x, _ in sink2.steps:
+        assert x["loss"] == pytest.approx(full_losses[s], rel=1e-4, abs=1e-6)
+    # only the last keep_checkpoints are kept
+    kept = sorted(p.name for p in (tmp_path / "full/checkpoints").iterdir())
+    assert kept == ["step-2", "step-4", "step-6"]
+
+
+def test_stop_hook_cancels_with_checkpoint(tiny_cfg, recording_sink, tmp_path):
+    result = Trainer(tiny_cfg(max_steps=5), sink=recording_sink, stop_hook=lambda: len(recording_sink.steps) >= 2).train()
+    assert result.status == "cancelled" and result.step == 2 and result.final_dir is None
+    assert result.checkpoint_dir.endswith("step-2")
+    assert ("checkpoint", result.checkpoint_dir, 2) in recording_sink.artifacts
+    assert recording_sink.closed
+
+
+def test_nan_loss_stops_with_training_error(tiny_cfg, recording_sink, monkeypatch, tmp_path):
+    original = Trainer._loss
+
+    def nan_at_step_3(self, *args, **kw):
+        loss = original(self, *args, **kw)
+        return loss * float("nan") if self.step == 2 else loss
+
+    monkeypatch.setattr(Trainer, "_loss", nan_at_step_3)
+    cfg = tiny_cfg(max_steps=5, checkpoint_interval=1)
+    with pytest.raises(TrainingError, match="step 3: loss is nan") as err:
+        Trainer(cfg, sink=recording_sink).train()
+    assert "step-2" in str(err.value)
+    ckpts = sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir())
+    assert ckpts[-1] == "step-2"
+    assert [s for s, _, _ in recording_sink.steps] == [1, 2] and recording_sink.closed
+
+
+def test_group_records_are_the_loss_tensors(tiny_cfg, recording_sink):
+    """Records carry the advantages and coefficients the loss used: rebuilding the token-mean
+    loss -A C log(pi) from them gives the logged loss (one micro-batch per step)."""
+    cfg = tiny_cfg(max_steps=2, micro_batch_size=10, group_sample_count=2)
+    Trainer(cfg, sink=recording_sink).train()
+    losses = {s: x["loss"] for s, x, _ in recording_sink.steps}
+    assert [s for s, _ in recording_sink.groups] == [1, 2]
+    for step, groups in recording_sink.groups:
+        assert len(groups) == 2  # prompts_per_step = 2: the whole batch is recorded
+        num, den = 0.0, 0
+        for g in groups:
+            rewards = [r["reward"] for r in g["responses"]]
+            adv = group_advantages(rewards, [0] * len(rewards))
+            assert [r["source"] for r in g["responses"]] == ["expert", "teacher", "teacher", "self", "self"]
+            for r, a in zip(g["responses"], adv.tolist()):
+                assert r["advantage"] == pytest.approx(a, abs=1e-6)
+                pi = torch.tensor(r["pi"])
+                assert len(r["tokens"]) == len(r["pi"]) == len(r["c"]) == len(r["rectified"])
+                assert r["c"] == dcr_coefficients(pi, cfg.tau).tolist()
+                assert r["rectified"] == (pi < cfg.tau).tolist()
+                num += float((-r["advantage"] * torch.tensor(r["c"]) * torch.log(pi)).sum())
+                den += len(r["pi"])
+        assert num / den == pytest.approx(losses[step], rel=1e-4, abs=1e-6)
+
+
+def test_group_sampling_interval(tiny_cfg, recording_sink):
+    Trainer(tiny_cfg(max_steps=4, group_sample_interval=2, group_sample_count=1), sink=recording_sink).train()
+    assert [(s, len(g)) for s, g in recording_sink.groups] == [(2, 1), (4, 1)]
+
+
+def test_eval_interval_and_kl(tiny_cfg, recording_sink):
+    Trainer(tiny_cfg(max_steps=3, eval_interval=2, kl_interval=2), sink=recording_sink).train()
+    with_eval = [s for s, x, _ in recording_sink.steps if "eval/accuracy" in x]
+    with_kl = [s for s, x, _ in recording_sink.steps if "policy/kl_start" in x]
+    assert with_eval == [2, 3] and with_kl == [2, 3]
+
+
+def test_lr_schedules():
+    assert lr_lambda("constant", 0, 10)(5) == 1.0
+    assert lr_lambda("constant", 4, 10)(0) == pytest.approx(0.25)
+    assert lr_lambda("linear", 0, 10)(5) == pytest.approx(0.5)
+    assert lr_lambda("cosine", 0, 10)(10) == pytest.approx(0.0, abs=1e-9)
+    assert lr_lambda("cosine", 2, 12)(7) == pytest.approx(0.5)
