@@ -1,4 +1,21 @@
-from django.urls import path  # noqa: F401
+"""REST API routes. Schema: /api/schema/ (OpenAPI 3), docs: /api/docs/ (Swagger UI)."""
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from . import views
 
 app_name = "api"
-urlpatterns: list = []
+
+router = DefaultRouter(trailing_slash=True)
+router.include_format_suffixes = False
+router.register("teams", views.TeamViewSet, basename="team")
+router.register("datasets", views.DatasetViewSet, basename="dataset")
+router.register("reward-configs", views.RewardConfigViewSet, basename="reward-config")
+router.register("runs", views.RunViewSet, basename="run")
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("", include(router.urls)),
+]

@@ -1,18 +1,20 @@
 from django.urls import path
 
-from .views import pages
+from .views import launch, live, pages
 
 app_name = "runs"
 urlpatterns = [
     path("", pages.run_list, name="list"),
     # Launch, clone, cancel, resume, logs (views/launch.py):
-    # path("runs/new/", launch.launch, name="launch"),
-    # path("runs/<int:pk>/cancel/", launch.cancel, name="cancel"),
-    # path("runs/<int:pk>/resume/", launch.resume, name="resume"),
-    # path("runs/<int:pk>/logs/", launch.logs, name="logs"),
+    path("runs/new/", launch.launch, name="launch"),
+    path("runs/<int:pk>/cancel/", launch.cancel, name="cancel"),
+    path("runs/<int:pk>/resume/", launch.resume, name="resume"),
+    path("runs/<int:pk>/logs/", launch.logs, name="logs"),
     # Run page, live stream, compare, group inspector (views/pages.py, views/live.py):
-    # path("runs/<int:pk>/", pages.run_detail, name="detail"),
-    # path("runs/<int:pk>/stream/", live.stream, name="stream"),
-    # path("runs/<int:pk>/groups/", pages.groups, name="groups"),
-    # path("compare/", pages.compare, name="compare"),
+    path("runs/<int:pk>/", pages.run_detail, name="detail"),
+    path("runs/<int:pk>/stream/", live.stream, name="stream"),
+    path("runs/<int:pk>/groups/", pages.groups, name="groups"),
+    path("runs/series/", pages.series_json, name="series"),
+    path("runs/series.csv", pages.series_csv, name="series_csv"),
+    path("compare/", pages.compare, name="compare"),
 ]

@@ -1,0 +1,146 @@
+"""Launch form and service: every bad input is a field error and nothing is queued; clone;
+cancel/resume/logs access. No worker here: runs stay queued (the broker holds their message)."""
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from tests.runs_support import launch_inputs, make_dataset, reward_config, tiny_assets, toy_dataset  # noqa: F401
+from webapp.accounts.models import Membership
+from webapp.runs import launch
+from webapp.runs.models import Run, RunEvent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def form_data(inputs: dict, **changes) -> dict:
+    data = {**inputs, **changes}
+    data["tags"] = ", ".join(data.get("tags") or [])
+    return {k: ("" if v is None else v) for k, v in data.items()}
+
+
+def test_form_queues_a_run_with_a_celery_task(auth_client, launch_inputs):
+    resp = auth_client.post(reverse("runs:launch"), form_data(launch_inputs))
+    assert resp.status_code == 302, resp.content.decode()[:3000]
+    run = Run.objects.get()
+    assert run.status == "queued" and run.celery_task_id and run.queue == "gpu"
+    assert run.config["tau"] == 0.5 and run.config["output_dir"].endswith(f"runs/{run.pk}")
+    assert run.config["data"]["eval_path"] is None and run.config["data"]["eval_fraction"] == 0.0
+    assert run.tags == ["test"] and run.created_by.username == "alice"
+    assert launch.queue_position(run) == 1
+    assert RunEvent.objects.filter(run=run, to_status="queued").exists()
+
+
+BAD_INPUTS = [
+    ("tau", {"tau": 0}, "tau"),
+    ("tau", {"tau": 1.5}, "tau"),
+    ("lr", {"lr": 0}, "lr"),
+    ("lr", {"lr": -1e-4}, "lr"),
+    ("prompts_per_step", {"prompts_per_step": 0}, "prompts_per_step"),
+    ("micro_batch_size", {"micro_batch_size": -8}, "micro_batch_size"),
+    ("max_response_len", {"max_response_len": 0}, "max_response_len"),
+    ("max_steps", {"max_steps": 0}, "max_steps"),
+    ("model outside roots", {"model": "/etc"}, "model"),
+    ("teacher count", {"n_teacher": 4}, "n_teacher"),
+]
+
+
+@pytest.mark.parametrize("label,changes,field", BAD_INPUTS, ids=[b[0] + str(list(b[1].values())[0]) for b in BAD_INPUTS])
+def test_bad_input_is_a_field_error_and_nothing_is_queued(auth_client, api_client, launch_inputs, label, changes, field):
+    resp = auth_client.post(reverse("runs:launch"), form_data(launch_inputs, **changes))
+    assert resp.status_code == 200
+    errors = resp.context["form"].errors
+    assert field in errors, (label, errors)
+    api = api_client.post("/api/runs/", {**launch_inputs, **changes}, format="json")
+    assert api.status_code == 400 and field in api.json(), api.json()
+    assert Run.objects.count() == 0
+
+
+def test_several_bad_values_are_reported_together(auth_client, launch_inputs):
+    resp = auth_client.post(reverse("runs:launch"), form_data(launch_inputs, tau=2, lr=0, prompts_per_step=0))
+    assert {"tau", "lr", "prompts_per_step"} <= set(resp.context["form"].errors)
+    assert Run.objects.count() == 0
+
+
+def test_model_dir_that_is_not_a_model(auth_client, launch_inputs, tiny_assets, settings):
+    from pathlib import Path
+
+    not_model = Path(settings.MODEL_ROOTS[0]) / "empty-dir"
+    not_model.mkdir(parents=True, exist_ok=True)
+    resp = auth_client.post(reverse("runs:launch"), form_data(launch_inputs, model=str(not_model)))
+    assert "config.json" in " ".join(resp.context["form"].errors["model"])
+    assert Run.objects.count() == 0
+
+
+@pytest.mark.parametrize("status", ["invalid", "uploaded"])
+def test_dataset_that_did_not_pass_validation(auth_client, team, tiny_assets, launch_inputs, status):
+    bad = make_dataset(team, tiny_assets, name=f"bad-{status}", validate=False, status=status)
+    resp = auth_client.post(reverse("runs:launch"), form_data(launch_inputs, dataset=bad.pk))
+    assert "did not pass validation" in " ".join(resp.context["form"].errors["dataset"])
+    assert Run.objects.count() == 0
+
+
+def test_other_teams_dataset_is_refused(auth_client, other_team, tiny_assets, launch_inputs):
+    foreign = make_dataset(other_team, tiny_assets, name="theirs")
+    resp = auth_client.post(reverse("runs:launch"), form_data(launch_inputs, dataset=foreign.pk))
+    assert "dataset" in resp.context["form"].errors
+    assert Run.objects.count() == 0
+
+
+def test_viewer_cannot_launch_cancel_or_resume(client, team, launch_inputs, user):
+    from django.contrib.auth import get_user_model
+
+    viewer = get_user_model().objects.create_user("vera", password="vera-pass-123")
+    Membership.objects.create(user=viewer, team=team, role=Membership.Role.VIEWER)
+    run = launch.submit_run(team, user, launch_inputs)
+    client.force_login(viewer)
+    assert client.get(reverse("runs:launch")).status_code == 403
+    assert client.post(reverse("runs:launch"), form_data(launch_inputs)).status_code == 403
+    assert client.post(reverse("runs:cancel", args=[run.pk])).status_code == 403
+    assert client.get(reverse("runs:logs", args=[run.pk])).status_code == 200  # viewers may read
+
+
+def test_other_team_gets_404(other_client, team, user, launch_inputs):
+    run = launch.submit_run(team, user, launch_inputs)
+    for name in ("cancel", "resume", "logs"):
+        assert other_client.get(reverse(f"runs:{name}", args=[run.pk])).status_code == 404
+        assert other_client.post(reverse(f"runs:{name}", args=[run.pk])).status_code == 404
+    assert other_client.get(reverse("runs:launch") + f"?clone={run.pk}").status_code == 404
+
+
+def test_cancel_queued_run_then_resume(auth_client, team, user, launch_inputs):
+    run = launch.submit_run(team, user, launch_inputs)
+    first_task = run.celery_task_id
+    assert auth_client.get(reverse("runs:cancel", args=[run.pk])).status_code == 405
+    auth_client.post(reverse("runs:cancel", args=[run.pk]))
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+    auth_client.post(reverse("runs:resume", args=[run.pk]))
+    run.refresh_from_db()
+    assert run.status == "queued" and run.celery_task_id != first_task
+
+
+def test_clone_prefills_the_form_and_records_the_change(auth_client, team, user, launch_inputs):
+    source = launch.submit_run(team, user, launch_inputs)
+    page = auth_client.get(reverse("runs:launch") + f"?clone={source.pk}")
+    form = page.context["form"]
+    assert form["tau"].value() == 0.5 and form["model"].value() == launch_inputs["model"]
+    assert form["dataset"].value() == source.dataset_id and form["eval_split"].value() == "none"
+    assert b"Changes from run" in page.content
+    data = {name: form[name].value() for name in form.fields}
+    data.update(tau=0.7, clone=source.pk)
+    resp = auth_client.post(reverse("runs:launch"), form_data(data))
+    assert resp.status_code == 302, resp.context["form"].errors
+    clone = Run.objects.exclude(pk=source.pk).get()
+    assert clone.cloned_from == source
+    assert launch.config_diff(source.config, clone.config) == [("tau", 0.5, 0.7)]
+    assert "tau 0.5 -> 0.7" in clone.events.first().message
+
+
+def test_logs_page_shows_the_worker_log(auth_client, team, user, launch_inputs):
+    run = launch.submit_run(team, user, launch_inputs)
+    path = launch.log_path(run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("line one\nstep 3 loss 0.5\n")
+    page = auth_client.get(reverse("runs:logs", args=[run.pk]))
+    assert b"step 3 loss 0.5" in page.content

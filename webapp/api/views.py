@@ -1,0 +1,233 @@
+"""REST API: teams, datasets, reward configs, runs, metrics. Token auth (Authorization: Bearer
+gft_...), OpenAPI schema at /api/schema/, docs at /api/docs/.
+
+Every object comes through webapp.accounts.scoping: another team's object is 404, whatever the
+method; viewers may read, members and admins may write (403 otherwise). Creation and lifecycle
+changes call the same service functions as the pages.
+"""
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from webapp.accounts.scoping import require_writer, scoped, user_teams
+from webapp.datasets.models import Dataset
+from webapp.rewards.models import RewardConfig
+from webapp.runs import launch, services
+from webapp.runs.models import Run
+
+from . import schema  # noqa: F401  (registers the token auth scheme)
+from . import serializers as s
+
+
+def _team_for_write(request: Request, team_id: int | None):
+    """The team a new object goes to: the given one (404 if not the user's), else the user's first."""
+    teams = user_teams(request.user).order_by("name")
+    team = teams.filter(pk=team_id).first() if team_id is not None else teams.first()
+    if team is None:
+        raise Http404("No such team.")
+    try:
+        require_writer(request.user, team)
+    except Exception as exc:  # django PermissionDenied -> DRF's 403
+        raise PermissionDenied(str(exc)) from None
+    return team
+
+
+def _writer(request: Request, team) -> None:
+    try:
+        require_writer(request.user, team)
+    except Exception as exc:
+        if isinstance(exc, Http404):
+            raise
+        raise PermissionDenied(str(exc)) from None
+
+
+class ScopedMixin:
+    """Team-scoped queryset; a method the route lacks still answers 404 for a foreign object."""
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        if "pk" in kwargs:
+            self.get_object()  # 404 first: never reveal that another team's object exists
+        return super().http_method_not_allowed(request, *args, **kwargs)
+
+
+class TeamViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = s.TeamSerializer
+
+    def get_queryset(self) -> QuerySet:
+        return user_teams(self.request.user).order_by("name")
+
+
+class DatasetViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Dataset versions of your teams; POST (multipart) uploads a new dataset, validated in the background."""
+
+    def get_serializer_class(self):
+        return s.DatasetUploadSerializer if self.action == "create" else s.DatasetSerializer
+
+    def get_queryset(self) -> QuerySet:
+        qs = scoped(self.request.user, Dataset.objects.all())
+        if self.request.query_params.get("usable"):
+            qs = qs.filter(status=Dataset.Status.VALID, archived=False)
+        return qs.order_by("name", "-version")
+
+    @extend_schema(request={"multipart/form-data": s.DatasetUploadSerializer}, responses=s.DatasetSerializer)
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        from webapp.datasets import services as datasets
+
+        ser = s.DatasetUploadSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        d = ser.validated_data
+        team = _team_for_write(request, d.get("team"))
+        eval_file = d.get("eval_file")
+        try:
+            dataset = datasets.create_dataset_from_upload(
+                team, request.user, d["file"], name=d["name"], filename=d["file"].name, mapping=d["mapping"],
+                eval_split=d["eval_split"], eval_fraction=d.get("eval_fraction"), eval_seed=d["eval_seed"],
+                eval_fileobj=eval_file, eval_filename=eval_file.name if eval_file else "")
+        except datasets.UploadError as e:
+            raise ValidationError({"file": [str(e)]}) from None
+        return Response(s.DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+
+class RewardConfigViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Reward config versions of your teams; POST creates version 1 of a new one."""
+
+    serializer_class = s.RewardConfigSerializer
+
+    def get_queryset(self) -> QuerySet:
+        return scoped(self.request.user, RewardConfig.objects.all()).order_by("name", "-version")
+
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        from webapp.rewards import services as rewards
+
+        ser = s.RewardConfigSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        d = ser.validated_data
+        team = _team_for_write(request, d["team"].pk if d.get("team") else None)
+        try:
+            config = rewards.create_reward_config(team, request.user, name=d["name"], spec=d["spec"],
+                                                  description=d.get("description", ""))
+        except rewards.RewardConfigError as e:
+            raise ValidationError({"spec": [str(e)]}) from None
+        return Response(s.RewardConfigSerializer(config).data, status=status.HTTP_201_CREATED)
+
+
+RUN_FILTERS = [
+    OpenApiParameter("status", str, description="queued, running, succeeded, failed or cancelled"),
+    OpenApiParameter("method", str), OpenApiParameter("dataset", int, description="dataset version id"),
+    OpenApiParameter("tag", str), OpenApiParameter("user", str, description="username of the creator"),
+    OpenApiParameter("team", int),
+]
+
+
+class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Runs of your teams: launch, list, follow, cancel, resume, read metrics."""
+
+    def get_serializer_class(self):
+        if self.action == "create":
+            return s.RunCreateSerializer
+        return s.RunDetailSerializer if self.action == "retrieve" else s.RunSerializer
+
+    def get_queryset(self) -> QuerySet:
+        qs = scoped(self.request.user, Run.objects.select_related("created_by"))
+        if self.action != "list":
+            return qs
+        p = self.request.query_params
+        if p.get("status"):
+            qs = qs.filter(status__in=p["status"].split(","))
+        if p.get("method"):
+            qs = qs.filter(method=p["method"])
+        if p.get("dataset"):
+            qs = qs.filter(dataset_id=_int(p["dataset"], "dataset"))
+        if p.get("tag"):
+            qs = qs.filter(tags__contains=[p["tag"]])
+        if p.get("user"):
+            qs = qs.filter(created_by__username=p["user"])
+        if p.get("team"):
+            qs = qs.filter(team_id=_int(p["team"], "team"))
+        return qs.order_by("-created_at")
+
+    @extend_schema(parameters=RUN_FILTERS)
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(request=s.RunCreateSerializer, responses={201: s.RunDetailSerializer})
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        ser = s.RunCreateSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        data = dict(ser.validated_data)
+        team = _team_for_write(request, data.pop("team", None))
+        source = None
+        if "clone_of" in data:
+            source = scoped(request.user, Run.objects.filter(team=team)).filter(pk=data.pop("clone_of")).first()
+            if source is None:
+                raise ValidationError({"clone_of": ["No such run of this team."]})
+        try:
+            run = launch.submit_run(team, request.user, data, cloned_from=source)
+        except launch.LaunchError as e:
+            raise ValidationError({("non_field_errors" if k == "__all__" else k): v for k, v in e.errors.items()}) from None
+        return Response(s.RunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=s.RunDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk=None) -> Response:
+        """Cancel a queued run, or stop a running one at its next step (its checkpoint is kept)."""
+        run = self.get_object()
+        _writer(request, run.team)
+        try:
+            run = services.request_cancel(run, by=request.user.get_username())
+        except services.TransitionError as e:
+            return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
+        return Response(s.RunDetailSerializer(run).data)
+
+    @extend_schema(request=None, responses=s.RunDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk=None) -> Response:
+        """Queue a failed or cancelled run again; it continues from its latest checkpoint."""
+        run = self.get_object()
+        _writer(request, run.team)
+        try:
+            run = launch.resume_run(run, request.user)
+        except services.TransitionError as e:
+            return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
+        return Response(s.RunDetailSerializer(run).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("keys", str, description="Comma-separated metric names; default: all logged"),
+                    OpenApiParameter("step_min", int), OpenApiParameter("step_max", int),
+                    OpenApiParameter("max_points", int, description="Downsampled to about this many per key "
+                                     "(min and max of each step bucket kept); default 1000, at most 100000")],
+        responses={200: dict})
+    @action(detail=True, methods=["get"])
+    def metrics(self, request: Request, pk=None) -> Response:
+        """{"run": id, "metrics": {key: {"step": [...], "value": [...], "wall_time": [...]}}}."""
+        from webapp.runs.models import MetricKey, MetricPoint
+        from webapp.runs.series import load_series
+
+        run = self.get_object()
+        p = request.query_params
+        keys = [k for k in p.get("keys", "").split(",") if k]
+        if not keys:
+            ids = MetricPoint.objects.filter(run_id=run.pk).values("key_id").distinct()
+            keys = sorted(MetricKey.objects.filter(pk__in=ids).values_list("name", flat=True))
+        max_points = min(100_000, max(2, _int(p.get("max_points", 1000), "max_points")))
+        series = load_series([run.pk], keys, step_min=_opt_int(p.get("step_min"), "step_min"),
+                             step_max=_opt_int(p.get("step_max"), "step_max"), max_points=max_points)
+        return Response({"run": run.pk, "status": run.status, "step": run.step, "metrics": series.get(run.pk, {})})
+
+
+def _int(value, name: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValidationError({name: ["Must be an integer."]}) from None
+
+
+def _opt_int(value, name: str) -> int | None:
+    return None if value in (None, "") else _int(value, name)

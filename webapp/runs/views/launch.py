@@ -1,0 +1,130 @@
+"""Launch (with clone), cancel, resume and the per-run worker log. Thin: the form validates,
+webapp.runs.launch and services act, templates show."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
+
+from webapp.accounts.scoping import get_scoped, require_writer
+
+from .. import launch as launching
+from .. import services
+from ..forms import LaunchForm
+from ..models import Run
+
+LOG_TAIL_BYTES = 256 * 1024
+
+
+def _run_url(run: Run) -> str:
+    try:
+        return reverse("runs:detail", args=[run.pk])
+    except NoReverseMatch:  # the run page is optional for these views
+        return reverse("runs:list")
+
+
+@login_required
+def launch(request: HttpRequest) -> HttpResponse:
+    """GET: the form (pre-filled from ?clone=<id>); POST: validate and queue the run."""
+    team = request.team
+    if team is None:
+        raise Http404("You are not a member of any team.")
+    require_writer(request.user, team)
+    source = None
+    clone_id = request.GET.get("clone") or request.POST.get("clone")
+    if clone_id:
+        if not str(clone_id).isdigit():
+            raise Http404("No such run.")
+        source = get_scoped(request.user, Run.objects.select_related("dataset", "reward_config"), pk=int(clone_id))
+        team = source.team
+        require_writer(request.user, team)
+    initial = launching.clone_initial(source) if source else launching.defaults()
+    if request.method == "POST":
+        form = LaunchForm(request.POST, team=team, initial=initial)
+        if form.is_valid():
+            try:
+                run = launching.submit_run(team, request.user, form.cleaned_data, cloned_from=source)
+            except launching.LaunchError as e:  # e.g. the dataset was archived meanwhile
+                for field, errs in e.errors.items():
+                    for message in errs:
+                        form.add_error(field if field in form.fields else None, message)
+            else:
+                messages.success(request, f"Run #{run.pk} is queued.")
+                return redirect(_run_url(run))
+    else:
+        form = LaunchForm(team=team, initial=initial)
+    # What the clone starts from, per field, so the page can show what was changed.
+    pristine = LaunchForm(team=team, initial=initial) if source else None
+    source_values = {name: pristine[name].value() for name in pristine.fields} if pristine else {}
+    return render(request, "runs/launch.html", {
+        "form": form, "source": source, "source_values": source_values,
+    })
+
+
+def _post_only(request: HttpRequest, pk: int) -> Run:
+    """The run of the user's team (404 for anyone else, whatever the method), POST only, writers only."""
+    run = get_scoped(request.user, Run.objects.all(), pk=pk)
+    if request.method != "POST":
+        raise _NotAllowed()
+    require_writer(request.user, run.team)
+    return run
+
+
+class _NotAllowed(Exception):
+    pass
+
+
+def _action(fn):
+    def view(request: HttpRequest, pk: int) -> HttpResponse:
+        try:
+            run = _post_only(request, pk)
+        except _NotAllowed:
+            return HttpResponseNotAllowed(["POST"])
+        try:
+            fn(request, run)
+        except services.TransitionError as e:
+            messages.error(request, str(e))
+        return redirect(_run_url(run))
+
+    view.__name__ = fn.__name__
+    view.__doc__ = fn.__doc__
+    return login_required(view)
+
+
+@_action
+def cancel(request: HttpRequest, run: Run) -> None:
+    """Cancel a queued run now, or ask a running one to stop at its next step (checkpoint kept)."""
+    services.request_cancel(run, by=request.user.get_username())
+    messages.success(request, f"Run #{run.pk}: cancel requested.")
+
+
+@_action
+def resume(request: HttpRequest, run: Run) -> None:
+    """Queue a failed or cancelled run again; it continues from its latest checkpoint."""
+    launching.resume_run(run, request.user)
+    messages.success(request, f"Run #{run.pk} is queued again; it resumes from its latest checkpoint.")
+
+
+@login_required
+def logs(request: HttpRequest, pk: int) -> HttpResponse:
+    """The worker log of a run (the last 256 KiB; ?raw=1 for the whole file as text)."""
+    run = get_scoped(request.user, Run.objects.all(), pk=pk)
+    path = launching.log_path(run)
+    text, truncated = "", False
+    if path.is_file():
+        if request.GET.get("raw"):
+            return HttpResponse(path.read_bytes(), content_type="text/plain; charset=utf-8")
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            f.seek(max(0, size - LOG_TAIL_BYTES))
+            text = f.read().decode("utf-8", errors="replace")
+        truncated = size > LOG_TAIL_BYTES
+    elif run.log_tail:
+        text = run.log_tail
+    return render(request, "runs/logs.html", {"run": run, "text": text, "truncated": truncated,
+                                              "run_url": _run_url(run), "path": str(path)})

@@ -1,0 +1,406 @@
+"""PostgresRedisSink: the trainer's metrics into Postgres (durable) and a Redis Stream (live).
+
+The trainer thread only appends to an in-memory buffer; a background thread flushes it at least
+every `flush_interval` seconds (or sooner when `batch_points` points are waiting) and at close.
+
+One flush is one Postgres transaction:
+  1. intern new metric names (MetricKey, cached per process);
+  2. COPY the points into the table; if any (run, key, step) is already there (a retried batch),
+     COPY into a temporary staging table instead and `INSERT ... SELECT ... ON CONFLICT
+     (run_id, key_id, step) DO UPDATE`: a retried batch creates no duplicate. A resumed run
+     starts by deleting the steps after its checkpoint, so its series has no stale tail;
+  3. histograms, group records (capped per run, see GROUP_SAMPLE_CAP) and artifacts;
+  4. Run.step / total_steps / summary (latest value of each metric) in the same transaction, so
+     Run.step never claims a step whose metrics are not stored.
+After the commit, one XADD per step goes to the run's Redis stream (webapp.runs.live.stream_key).
+
+Faults:
+- Postgres unreachable: the batch stays in the buffer and the flush is retried with exponential
+  backoff (up to 5 s). Nothing buffered is dropped. The buffer is bounded (`max_buffer_points`):
+  when it overflows, log() raises SinkOverflowError naming the cause, which fails the run loudly
+  instead of silently losing points or growing without limit.
+- Redis unreachable: Postgres still gets everything; live entries wait in a bounded queue (the
+  stream's own cap) and are sent when Redis answers again. History is always in Postgres.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+
+log = logging.getLogger(__name__)
+
+# Group inspector records are large (tokens, probabilities per token): keep at most this many
+# groups per run; later ones are dropped with one warning. At the defaults (2 groups every 10
+# steps) this covers 5,000 steps.
+GROUP_SAMPLE_CAP = 1000
+_STAGE_SQL = (
+    "CREATE TEMP TABLE IF NOT EXISTS gft_metric_stage "
+    "(run_id bigint, key_id bigint, step integer, value double precision, wall_time double precision) "
+    "ON COMMIT DELETE ROWS"
+)
+_COPY_SQL = "COPY {table} (run_id, key_id, step, value, wall_time) FROM STDIN"
+_UPSERT_SQL = (
+    "INSERT INTO runs_metricpoint (run_id, key_id, step, value, wall_time) "
+    "SELECT run_id, key_id, step, value, wall_time FROM gft_metric_stage "
+    "ON CONFLICT (run_id, key_id, step) DO UPDATE SET value = EXCLUDED.value, wall_time = EXCLUDED.wall_time"
+)
+
+
+class SinkError(RuntimeError):
+    """Metrics could not be stored (buffer overflow, or Postgres unreachable at close)."""
+
+
+class SinkOverflowError(SinkError):
+    pass
+
+
+def conninfo_from_settings() -> dict[str, Any]:
+    """psycopg connection parameters of Django's default database (the test DB under pytest)."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    params = {"dbname": s["NAME"], "user": s["USER"], "host": s["HOST"], "port": s["PORT"]}
+    if s.get("PASSWORD"):
+        params["password"] = s["PASSWORD"]
+    return params
+
+
+def _size_of(path: str) -> int:
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return 0
+
+
+class PostgresRedisSink:
+    """A gft_core.metrics.MetricSink that persists to Postgres and publishes to Redis."""
+
+    def __init__(self, run_id: int, *, conninfo: dict[str, Any] | None = None, redis_url: str | None = None,
+                 flush_interval: float = 0.5, batch_points: int = 50_000, max_buffer_points: int = 5_000_000,
+                 close_timeout: float = 120.0):
+        from django.conf import settings
+
+        from webapp.runs import live
+
+        self.run_id = run_id
+        self.conninfo = conninfo or conninfo_from_settings()
+        self.redis = redis.Redis.from_url(redis_url or settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        self.stream = live.stream_key(run_id)
+        self.stream_maxlen = live.STREAM_MAXLEN
+        self.flush_interval = flush_interval
+        self.batch_points = batch_points
+        self.max_buffer_points = max_buffer_points
+        self.close_timeout = close_timeout
+
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._steps: dict[int, list] = {}  # step -> [wall_time, scalars, histograms]
+        self._groups: list[tuple[int, list[dict]]] = []
+        self._artifacts: list[tuple[str, str, int]] = []
+        self._points = 0  # scalars waiting in the buffer
+        self._total: int | None = None
+        self._live: deque[str] = deque(maxlen=self.stream_maxlen)  # JSON entries not yet XADDed
+        self._conn: psycopg.Connection | None = None
+        self._keys: dict[str, int] = {}
+        self._groups_stored = 0
+        self._groups_warned = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self.last_step = 0  # latest step durably stored
+        self.flushes = 0
+        self.points_written = 0
+
+    # ------------------------------------------------------------------ MetricSink protocol
+    def start(self, *, total_steps: int, start_step: int, config: dict) -> None:
+        """Open the connection, drop stored steps after `start_step` (a resume), start flushing."""
+        self._total = total_steps
+        self.last_step = start_step
+        conn = self._connect_with_retry(deadline=time.monotonic() + self.close_timeout)
+        with conn.transaction():
+            for table in ("runs_metricpoint", "runs_metrichistogram", "runs_groupsample"):
+                conn.execute(f"DELETE FROM {table} WHERE run_id = %s AND step > %s", (self.run_id, start_step))
+            conn.execute("UPDATE runs_run SET step = %s, total_steps = %s WHERE id = %s",
+                         (start_step, total_steps, self.run_id))
+            self._groups_stored = conn.execute("SELECT count(*) FROM runs_groupsample WHERE run_id = %s",
+                                               (self.run_id,)).fetchone()[0]
+        self._thread = threading.Thread(target=self._run, name=f"sink-run-{self.run_id}", daemon=True)
+        self._thread.start()
+
+    def log(self, step: int, scalars: dict[str, float], histograms: dict | None = None) -> None:
+        self._raise_if_failed()
+        clean = {k: float(v) for k, v in scalars.items() if v is not None}
+        with self._lock:
+            if self._points + len(clean) > self.max_buffer_points:
+                raise SinkOverflowError(
+                    f"metric buffer of run {self.run_id} is full ({self._points} points not yet stored): "
+                    f"Postgres has been unreachable too long ({self._error_hint()})")
+            entry = self._steps.get(step)
+            if entry is None:
+                self._steps[step] = [time.time(), clean, dict(histograms or {})]
+            else:  # the same step logged in two calls (e.g. eval after train): merge
+                self._points -= len(entry[1])
+                entry[1].update(clean)
+                entry[2].update(histograms or {})
+                clean = entry[1]
+            self._points += len(clean)
+            waiting = self._points
+        if waiting >= self.batch_points:
+            self._wake.set()
+
+    def log_groups(self, step: int, groups: list[dict]) -> None:
+        with self._lock:
+            self._groups.append((step, groups))
+
+    def artifact(self, kind: str, path: str, step: int) -> None:
+        with self._lock:
+            self._artifacts.append((kind, str(path), step))
+        self._wake.set()
+
+    def close(self) -> None:
+        """Flush everything that is buffered; raise SinkError if it cannot be stored in time."""
+        if self._thread is not None:
+            self._stop.set()
+            self._wake.set()
+            self._thread.join()
+            self._thread = None
+        try:
+            if self._error is not None and self._has_pending():
+                raise SinkError(f"metrics of run {self.run_id} could not be stored: {self._error}")
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self.redis.close()
+
+    # ------------------------------------------------------------------ flushing thread
+    def _run(self) -> None:
+        backoff = 0.0
+        close_deadline: float | None = None
+        while True:
+            stopping = self._stop.is_set()
+            if not stopping:
+                self._wake.wait(backoff or self.flush_interval)
+                self._wake.clear()
+            elif close_deadline is None:
+                close_deadline = time.monotonic() + self.close_timeout
+            try:
+                self.flush()
+                self._error, backoff = None, 0.0
+            except psycopg.Error as exc:
+                self._error = exc
+                backoff = min(5.0, max(0.1, backoff * 2))
+                log.warning("run %s: metrics flush failed (%s); retrying in %.1fs", self.run_id, exc, backoff)
+                self._drop_connection()
+                if stopping:
+                    if time.monotonic() > close_deadline:
+                        return
+                    time.sleep(backoff)
+                continue
+            except BaseException as exc:  # a bug, not a fault: surface it to the trainer
+                self._error = exc
+                log.exception("run %s: metrics flush crashed", self.run_id)
+                return
+            if stopping and not self._has_pending():
+                return
+
+    def flush(self) -> None:
+        """Write everything buffered now (called by the flushing thread; also usable directly)."""
+        with self._lock:
+            steps, self._steps = self._steps, {}
+            groups, self._groups = self._groups, []
+            artifacts, self._artifacts = self._artifacts, []
+            points = self._points
+            self._points = 0
+        if not (steps or groups or artifacts):
+            self._publish([])
+            return
+        try:
+            self._write(steps, groups, artifacts)
+        except BaseException:
+            with self._lock:  # put the batch back in front of what arrived meanwhile
+                for step, entry in self._steps.items():
+                    old = steps.get(step)
+                    if old is None:
+                        steps[step] = entry
+                    else:
+                        points -= len(old[1])
+                        old[1].update(entry[1])
+                        old[2].update(entry[2])
+                self._steps = steps
+                self._groups = groups + self._groups
+                self._artifacts = artifacts + self._artifacts
+                self._points += points
+            raise
+        self.flushes += 1
+        self.points_written += points
+        self._publish([json.dumps({"step": s, "t": e[0], "scalars": _finite(e[1]), "histograms": e[2]})
+                       for s, e in sorted(steps.items())])
+
+    def _write(self, steps: dict[int, list], groups: list, artifacts: list) -> None:
+        conn = self._connection()
+        with conn.transaction():
+            names = {k for e in steps.values() for k in e[1]} | {k for e in steps.values() for k in e[2]}
+            key_ids = self._intern(conn, names)
+            if any(e[1] for e in steps.values()):
+                buf = io.StringIO()
+                run = self.run_id
+                for step, (t, scalars, _) in steps.items():
+                    prefix, suffix = f"{run}\t", f"\t{step}\t"
+                    tail = f"\t{t!r}\n"
+                    buf.write("".join(f"{prefix}{key_ids[k]}{suffix}{v!r}{tail}" for k, v in scalars.items()))
+                self._copy_points(conn, buf.getvalue())
+            hist_rows = [(self.run_id, key_ids[k], step, float(h["lo"]), float(h["hi"]), [int(c) for c in h["counts"]])
+                         for step, (_, _, hists) in steps.items() for k, h in hists.items()]
+            if hist_rows:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO runs_metrichistogram (run_id, key_id, step, lo, hi, counts) VALUES (%s,%s,%s,%s,%s,%s) "
+                        "ON CONFLICT (run_id, key_id, step) DO UPDATE SET lo = EXCLUDED.lo, hi = EXCLUDED.hi, "
+                        "counts = EXCLUDED.counts", hist_rows)
+            self._write_groups(conn, groups)
+            if artifacts:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO runs_artifact (run_id, kind, path, step, size_bytes, created_at) "
+                        "VALUES (%s, %s, %s, %s, %s, now()) ON CONFLICT (run_id, kind, path) "
+                        "DO UPDATE SET step = EXCLUDED.step, size_bytes = EXCLUDED.size_bytes",
+                        [(self.run_id, kind, path, step, _size_of(path)) for kind, path, step in artifacts])
+            if steps:
+                last = max(steps)
+                latest: dict[str, float] = {}
+                for step in sorted(steps):
+                    latest.update(_finite(steps[step][1]))
+                conn.execute(
+                    "UPDATE runs_run SET step = GREATEST(step, %s), total_steps = %s, "
+                    "summary = summary || %s::jsonb WHERE id = %s",
+                    (last, self._total or 0, json.dumps(latest), self.run_id))
+                self.last_step = max(self.last_step, last)
+
+    def _copy_points(self, conn: psycopg.Connection, rows: str) -> None:
+        """COPY straight into the table (fast path: new steps); on a duplicate, upsert instead.
+
+        New steps never conflict (start() removed the steps after the resume point), so the
+        direct COPY is the usual path, about twice as fast as the staged upsert. A duplicate means
+        this batch (or part of it) was stored before, e.g. a commit whose acknowledgement was
+        lost: the savepoint rolls the COPY back and the staged upsert makes the retry harmless.
+        """
+        try:
+            with conn.transaction(), conn.cursor() as cur:  # a savepoint inside the flush transaction
+                with cur.copy(_COPY_SQL.format(table="runs_metricpoint")) as cp:
+                    cp.write(rows)
+            return
+        except psycopg.errors.UniqueViolation:
+            pass
+        conn.execute(_STAGE_SQL)
+        with conn.cursor() as cur:
+            with cur.copy(_COPY_SQL.format(table="gft_metric_stage")) as cp:
+                cp.write(rows)
+            cur.execute(_UPSERT_SQL)
+
+    def _write_groups(self, conn: psycopg.Connection, groups: list[tuple[int, list[dict]]]) -> None:
+        rows = []
+        for step, records in groups:
+            for i, record in enumerate(records):
+                rows.append((self.run_id, step, int(record.get("group_id", i)), json.dumps(record, default=str)))
+        room = max(0, GROUP_SAMPLE_CAP - self._groups_stored)
+        if len(rows) > room:
+            if not self._groups_warned:
+                log.warning("run %s: group sample cap of %d reached; later groups are not stored",
+                            self.run_id, GROUP_SAMPLE_CAP)
+                self._groups_warned = True
+            rows = rows[:room]
+        if rows:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO runs_groupsample (run_id, step, group_index, data) VALUES (%s, %s, %s, %s::jsonb) "
+                    "ON CONFLICT (run_id, step, group_index) DO UPDATE SET data = EXCLUDED.data", rows)
+            self._groups_stored += len(rows)
+
+    def _intern(self, conn: psycopg.Connection, names: set[str]) -> dict[str, int]:
+        missing = sorted(n for n in names if n not in self._keys)
+        if missing:
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO runs_metrickey (name) VALUES (%s) ON CONFLICT (name) DO NOTHING",
+                                [(n,) for n in missing])
+                cur.execute("SELECT name, id FROM runs_metrickey WHERE name = ANY(%s)", (missing,))
+                self._keys.update(dict(cur.fetchall()))
+        return self._keys
+
+    # ------------------------------------------------------------------ Redis
+    def _publish(self, entries: list[str]) -> None:
+        """XADD the entries (after older ones that Redis missed); a Redis outage only delays them."""
+        self._live.extend(entries)
+        if not self._live:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pending = list(self._live)
+            for data in pending:
+                pipe.xadd(self.stream, {"data": data}, maxlen=self.stream_maxlen, approximate=True)
+            pipe.execute()
+            for _ in pending:
+                self._live.popleft()
+        except redis.RedisError as exc:
+            log.warning("run %s: live stream unavailable (%s); %d entries wait", self.run_id, exc, len(self._live))
+
+    # ------------------------------------------------------------------ helpers
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(**self.conninfo, autocommit=True, connect_timeout=5,
+                                         application_name=f"gft-sink-run-{self.run_id}")
+        return self._conn
+
+    def _connect_with_retry(self, deadline: float) -> psycopg.Connection:
+        delay = 0.2
+        while True:
+            try:
+                return self._connection()
+            except psycopg.OperationalError:
+                self._drop_connection()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(5.0, delay * 2)
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - the connection is already broken
+                pass
+            self._conn = None
+
+    def _has_pending(self) -> bool:
+        with self._lock:
+            return bool(self._steps or self._groups or self._artifacts)
+
+    def _raise_if_failed(self) -> None:
+        if self._thread is not None and not self._thread.is_alive() and self._error is not None:
+            raise SinkError(f"metrics writer of run {self.run_id} stopped: {self._error}")
+
+    def _error_hint(self) -> str:
+        return f"last error: {self._error}" if self._error else "no error seen yet"
+
+
+def _finite(scalars: dict[str, float]) -> dict[str, float | None]:
+    """JSON has no NaN/inf: they become null for Redis and the summary (Postgres keeps them)."""
+    return {k: (v if math.isfinite(v) else None) for k, v in scalars.items()}
+
+
+def sink_from_env() -> PostgresRedisSink:
+    """The sink of the run named by GFT_RUN_ID, for processes started by the worker."""
+    return PostgresRedisSink(int(os.environ["GFT_RUN_ID"]))
