@@ -1,0 +1,79 @@
+"""`python -m bench all` | `python -m bench <name> [options]` (see bench/README.md).
+
+`all` runs every benchmark in its own child process (each sets up its own scratch database and
+Redis db 14), one after the other, and prints a summary; it never stops at a failing or
+skipped benchmark. `--quick` runs tiny sizes and records nothing (the smoke test uses it).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import time
+
+from bench.common import ROOT, Skip
+
+BENCHMARKS = {
+    "trainer": "gft_core Trainer vs TRL GRPOTrainer: sequences/s, tokens/s, phase split",
+    "loss": "GFT loss + backward vs cross-entropy SFT on the same tokens and model",
+    "ingest": "metric points/s durably in Postgres: PostgresRedisSink vs MLflow log_batch",
+    "live": "sink call -> SSE client latency, 10 runs x 100 metrics x 10 steps/s, 50 clients",
+    "chart": "downsampled series / metrics API / compare on 10 x 1,000,000-point runs",
+    "gpu": "MFU of a ~0.5B Qwen2-shaped model in bf16 and rollout tokens/s (CUDA only)",
+}
+# Per-benchmark wall-clock limit in `all` (the whole run must stay under 15 minutes on 2 cores).
+LIMITS = {"trainer": 330, "loss": 90, "ingest": 200, "live": 120, "chart": 300, "gpu": 300}
+
+
+def run_one(name: str, argv: list[str]) -> int:
+    mod = importlib.import_module(f"bench.{name}")
+    try:
+        return mod.main(argv) or 0
+    except Skip as e:
+        print(f"skipped: {e}", flush=True)
+        from bench.common import record
+
+        record(name, [("benchmark", f"skipped: {e}", "", "n/a")], quick="--quick" in argv)
+        return 0
+
+
+def run_all(argv: list[str]) -> int:
+    t0 = time.perf_counter()
+    summary = []
+    only = [a for a in argv if not a.startswith("-")]
+    flags = [a for a in argv if a.startswith("-")]
+    for name in only or list(BENCHMARKS):
+        print(f"\n===== bench {name}: {BENCHMARKS[name]}", flush=True)
+        t = time.perf_counter()
+        try:
+            rc = subprocess.run([sys.executable, "-m", "bench", name, *flags], cwd=ROOT,
+                                timeout=LIMITS[name] * (1 if "--quick" not in flags else 2)).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+        summary.append((name, rc, time.perf_counter() - t))
+    print("\n===== summary")
+    for name, rc, dt in summary:
+        print(f"  {name:8s} {'ok' if rc == 0 else f'FAILED ({rc})':14s} {dt:6.1f} s")
+    print(f"  total {time.perf_counter() - t0:.1f} s; figures appended to bench/RESULTS.md")
+    return 0 if all(rc == 0 for _, rc, _ in summary) else 1
+
+
+def main() -> int:
+    args = sys.argv[1:]
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__)
+        for name, what in BENCHMARKS.items():
+            print(f"  {name:8s} {what}")
+        return 0
+    os.chdir(ROOT)
+    if args[0] == "all":
+        return run_all(args[1:])
+    if args[0] not in BENCHMARKS:
+        print(f"unknown benchmark {args[0]!r}; one of: all, {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    return run_one(args[0], args[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
