@@ -1,15 +1,225 @@
+"""Run list, run page, compare page, and the JSON/CSV they load their charts from.
+
+Views stay thin: scoping via webapp.accounts.scoping, series via webapp.runs.series, page data via
+webapp.runs.charts / listing.
+"""
 from __future__ import annotations
 
+import csv
+import json
+import logging
+import math
+
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.urls import NoReverseMatch, reverse
+from django.views.decorators.http import require_GET
 
-from webapp.accounts.scoping import scoped
+from webapp.accounts.scoping import get_scoped, scoped
 
+from .. import charts, groups as group_data, live, series
+from ..listing import SORTS, RunFilter, filter_choices, summary_metrics
 from ..models import Run
+
+log = logging.getLogger(__name__)
+MAX_COMPARE = 10
+
+
+def _optional_url(name: str, *args) -> str | None:
+    """URL of a route another part may not have registered yet (launch/cancel/logs)."""
+    try:
+        return reverse(name, args=args)
+    except NoReverseMatch:
+        return None
+
+
+def parse_run_ids(raw: str, limit: int = MAX_COMPARE) -> list[int]:
+    """'3,1,2' -> [3, 1, 2] (order kept, duplicates dropped); Http404 on garbage."""
+    ids: list[int] = []
+    for part in (raw or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit():
+            raise Http404("Bad run id.")
+        if int(part) not in ids:
+            ids.append(int(part))
+    return ids[:limit]
+
+
+def scoped_runs(request: HttpRequest, ids: list[int]) -> list[Run]:
+    """The runs with these ids, in this order; any id outside the user's teams is a 404."""
+    found = scoped(request.user, Run.objects.select_related("dataset", "reward_config", "created_by")).in_bulk(ids)
+    if len(found) != len(ids):
+        raise Http404("No such run.")
+    return [found[i] for i in ids]
+
+
+def stream_position(run_id: int) -> str | None:
+    """Id of the newest entry of the run's stream, read BEFORE the history (so nothing falls in
+    between); None when Redis is unavailable (the page then polls)."""
+    try:
+        entries = live.client().xrevrange(live.stream_key(run_id), count=1)
+    except Exception as exc:  # Redis down: the page falls back to polling and says so
+        log.warning("stream position of run %s unavailable: %s", run_id, exc)
+        return None
+    return entries[0][0].decode() if entries else "0-0"
+
+
+def _finite(values: list) -> list:
+    return [v if v is None or math.isfinite(v) else None for v in values]
+
+
+def jsonable_series(data: dict) -> dict:
+    """JSON has no NaN/inf: they become null (a gap in the chart)."""
+    return {str(rid): {k: {"step": s["step"], "value": _finite(s["value"]), "wall_time": s["wall_time"]}
+                       for k, s in per_key.items()} for rid, per_key in data.items()}
+
+
+def _int_param(request: HttpRequest, name: str) -> int | None:
+    raw = request.GET.get(name, "")
+    if raw == "":
+        return None
+    try:
+        return int(float(raw))
+    except ValueError:
+        raise Http404(f"Bad {name}.") from None
+
+
+# ---------------------------------------------------------------------------------------- pages
+@login_required
+def run_list(request: HttpRequest) -> HttpResponse:
+    team_runs = scoped(request.user, Run.objects.all()).filter(team=request.team)
+    flt = RunFilter.from_params(request.GET)
+    runs = list(flt.apply(team_runs.select_related("dataset", "created_by"))[:200])
+    metrics = summary_metrics(team_runs)
+    shown = [m for m in (flt.metric, "loss", "reward/mean") if m][:2]
+    shown = list(dict.fromkeys(shown))
+    for run in runs:
+        run.shown_metrics = [(run.summary or {}).get(m) for m in shown]
+    return render(request, "runs/list.html", {
+        "runs": runs, "filter": flt, "sorts": SORTS, "metrics": metrics, "shown_metrics": shown,
+        "choices": filter_choices(team_runs), "statuses": Run.Status.choices, "max_compare": MAX_COMPARE,
+        "launch_url": _optional_url("runs:launch"),
+    })
 
 
 @login_required
-def run_list(request: HttpRequest) -> HttpResponse:
-    runs = scoped(request.user, Run.objects.select_related("team")).filter(team=request.team)
-    return render(request, "runs/list.html", {"runs": runs[:200]})
+def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    run = get_scoped(request.user, Run.objects.select_related("dataset", "reward_config", "created_by", "team"), pk=pk)
+    page = {
+        "runs": [{"id": run.pk, "name": run.name, "tau": charts.tau_of(run), "state": charts.run_state(run)}],
+        "charts": charts.CHARTS,
+        "urls": {"series": reverse("runs:series"), "stream": reverse("runs:stream", args=[run.pk]),
+                 "groups": reverse("runs:groups", args=[run.pk])},
+        "mode": "run",
+        "group_sample_count": (run.config or {}).get("group_sample_count"),
+        "group_sample_interval": (run.config or {}).get("group_sample_interval"),
+    }
+    return render(request, "runs/detail.html", {
+        "run": run, "state": charts.run_state(run), "page": page, "tau": charts.tau_of(run),
+        "config_json": json.dumps(run.config, indent=2, sort_keys=True, default=str),
+        "artifacts": run.artifacts.all(), "events": run.events.all()[:50],
+        "group_steps": group_data.steps(run),
+        "cancel_url": _optional_url("runs:cancel", run.pk), "resume_url": _optional_url("runs:resume", run.pk),
+        "logs_url": _optional_url("runs:logs", run.pk), "clone_url": None,
+    })
+
+
+@login_required
+def compare(request: HttpRequest) -> HttpResponse:
+    ids = parse_run_ids(request.GET.get("runs", ""))
+    runs = scoped_runs(request, ids) if ids else []
+    return render(request, "runs/compare.html", compare_context(request, runs, chart_ids=[], smoothing=0.0))
+
+
+def compare_context(request: HttpRequest, runs: list[Run], *, chart_ids: list[str], smoothing: float,
+                    dashboard=None) -> dict:
+    """Context of the compare template (also used by saved dashboards)."""
+    chosen = charts.charts_for(chart_ids)
+    summary = series.final_and_best([r.pk for r in runs], charts.SUMMARY_KEYS) if runs else {}
+    summary_rows = []
+    for key in charts.SUMMARY_KEYS:
+        cells = [summary.get(r.pk, {}).get(key) for r in runs]
+        if any(cells):
+            summary_rows.append((key, series.direction(key), cells))
+    page = {
+        "runs": [{"id": r.pk, "name": r.name, "tau": charts.tau_of(r), "state": charts.run_state(r)} for r in runs],
+        "charts": chosen, "smoothing": smoothing, "mode": "compare",
+        "urls": {"series": reverse("runs:series"),
+                 "streams": {str(r.pk): reverse("runs:stream", args=[r.pk]) for r in runs}},
+    }
+    return {"runs": runs, "run_ids": ",".join(str(r.pk) for r in runs), "diff": charts.config_diff(runs) if runs else [],
+            "summary_rows": summary_rows, "page": page, "all_charts": charts.CHARTS,
+            "chosen_ids": [c["id"] for c in chosen] if chart_ids else [], "dashboard": dashboard,
+            "too_few": len(runs) < 2, "max_compare": MAX_COMPARE}
+
+
+# ---------------------------------------------------------------------------------------- data
+@login_required
+@require_GET
+def series_json(request: HttpRequest) -> JsonResponse:
+    """Chart data of 1-10 runs: ?runs=1,2&keys=loss,lr[&hist=adv/hist][&step_min=&step_max=&max_points=]."""
+    ids = parse_run_ids(request.GET.get("runs", ""))
+    if not ids:
+        return JsonResponse({"error": "runs= is required"}, status=400)
+    runs = scoped_runs(request, ids)
+    keys = [k for k in request.GET.get("keys", "").split(",") if k][:80]
+    step_min, step_max = _int_param(request, "step_min"), _int_param(request, "step_max")
+    max_points = min(max(_int_param(request, "max_points") or 1000, 10), 20_000)
+    # Stream position first, history second: entries after the position are new or duplicates
+    # of the history (the page drops steps it already has), never lost.
+    positions = {str(r.pk): (stream_position(r.pk) if r.is_active else None) for r in runs}
+    data = series.load_series(ids, keys, step_min=step_min, step_max=step_max, max_points=max_points)
+    out = {"series": jsonable_series(data), "runs": {str(r.pk): charts.run_state(r) for r in runs},
+           "stream_ids": positions}
+    hist = request.GET.get("hist")
+    if hist:
+        out["hist"] = {str(k): v for k, v in series.load_histograms(
+            ids, hist, step_min=step_min, step_max=step_max, max_rows=min(max_points, 400)).items()}
+    return JsonResponse(out)
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@login_required
+@require_GET
+def series_csv(request: HttpRequest) -> StreamingHttpResponse | HttpResponse:
+    """Every point of the chosen series at full resolution, as CSV (streamed)."""
+    ids = parse_run_ids(request.GET.get("runs", ""))
+    keys = [k for k in request.GET.get("keys", "").split(",") if k]
+    if not ids or not keys:
+        return HttpResponseBadRequest("runs= and keys= are required")
+    scoped_runs(request, ids)
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow(["run_id", "metric", "step", "value", "wall_time"])
+        for row in series.full_points(ids, keys):
+            yield writer.writerow(row)
+
+    name = "metrics-" + "-".join(map(str, ids)) + ".csv"
+    return StreamingHttpResponse(rows(), content_type="text/csv",
+                                 headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@login_required
+@require_GET
+def groups(request: HttpRequest, pk: int) -> JsonResponse | HttpResponse:
+    """Group inspector data of a run at a step: ?step=N (default latest); ?group=i&download=1 exports one."""
+    run = get_scoped(request.user, Run.objects.all(), pk=pk)
+    step = _int_param(request, "step")
+    data = group_data.at_step(run, step)
+    if request.GET.get("download"):
+        index = _int_param(request, "group") or 0
+        record = next((g for g in data["groups"] if g["group_index"] == index), None)
+        if record is None:
+            raise Http404("No such group.")
+        body = json.dumps({"run": run.pk, "step": data["step"], "tau": data["tau"], **record}, indent=2)
+        return HttpResponse(body, content_type="application/json", headers={
+            "Content-Disposition": f'attachment; filename="run{run.pk}-step{data["step"]}-group{index}.json"'})
+    return JsonResponse(data)

@@ -1,0 +1,32 @@
+"""Saving a comparison as a team dashboard."""
+from __future__ import annotations
+
+from django import forms
+
+from webapp.runs.charts import CHARTS
+
+from . import services
+
+
+class DashboardForm(forms.Form):
+    name = forms.CharField(max_length=120)
+    runs = forms.CharField(help_text="Run ids, comma separated, in display order")
+    charts = forms.MultipleChoiceField(choices=[(c["id"], c["title"]) for c in CHARTS], required=False,
+                                       help_text="Charts to show; none = all")
+    smoothing = forms.FloatField(min_value=0.0, max_value=0.999, required=False, initial=0.0)
+
+    def __init__(self, *args, team, user, instance=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.team, self.user, self.instance = team, user, instance
+
+    def clean_runs(self) -> list[int]:
+        return services.validate_run_ids(self.user, self.team, self.cleaned_data["runs"])
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if services.name_taken(self.team, name, exclude=self.instance):
+            raise forms.ValidationError("Your team already has a dashboard with this name.")
+        return name
+
+    def clean_smoothing(self) -> float:
+        return self.cleaned_data.get("smoothing") or 0.0

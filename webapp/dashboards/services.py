@@ -1,0 +1,64 @@
+"""Dashboards: saved comparisons of a team's runs (runs, charts, smoothing)."""
+from __future__ import annotations
+
+from django import forms
+from django.db.models import QuerySet
+
+from webapp.accounts.scoping import scoped
+from webapp.runs.models import Run
+
+from .models import Dashboard
+
+MAX_RUNS = 10
+
+
+def validate_run_ids(user, team, raw: str) -> list[int]:
+    """'3,1,2' -> [3, 1, 2]; every run must exist in `team` and be visible to `user`."""
+    ids: list[int] = []
+    for part in str(raw).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit():
+            raise forms.ValidationError(f"{part!r} is not a run id.")
+        if int(part) not in ids:
+            ids.append(int(part))
+    if not ids:
+        raise forms.ValidationError("Choose at least one run.")
+    if len(ids) > MAX_RUNS:
+        raise forms.ValidationError(f"A dashboard holds at most {MAX_RUNS} runs.")
+    found = set(scoped(user, Run.objects.filter(team=team, pk__in=ids)).values_list("pk", flat=True))
+    missing = [i for i in ids if i not in found]
+    if missing:
+        # A dashboard is shared with the team: every run on it must be the team's own.
+        raise forms.ValidationError(f"Runs {', '.join(map(str, missing))} are not runs of team {team}.")
+    return ids
+
+
+def name_taken(team, name: str, exclude: Dashboard | None = None) -> bool:
+    qs = Dashboard.objects.filter(team=team, name=name)
+    if exclude is not None:
+        qs = qs.exclude(pk=exclude.pk)
+    return qs.exists()
+
+
+def save_dashboard(*, team, user, data: dict, instance: Dashboard | None = None) -> Dashboard:
+    """Create or update a dashboard from DashboardForm.cleaned_data."""
+    dash = instance or Dashboard(team=team, created_by=user)
+    dash.name = data["name"]
+    dash.run_ids = data["runs"]
+    dash.charts = list(data.get("charts") or [])
+    dash.smoothing = float(data.get("smoothing") or 0.0)
+    dash.save()
+    return dash
+
+
+def team_dashboards(user, team) -> QuerySet[Dashboard]:
+    return scoped(user, Dashboard.objects.select_related("created_by")).filter(team=team)
+
+
+def dashboard_runs(user, dash: Dashboard) -> list[Run]:
+    """The dashboard's runs that still exist, in its order."""
+    found = scoped(user, Run.objects.select_related("dataset", "reward_config", "created_by")).filter(
+        team=dash.team).in_bulk(dash.run_ids)
+    return [found[i] for i in dash.run_ids if i in found]

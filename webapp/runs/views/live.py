@@ -1,0 +1,89 @@
+"""Server-Sent Events: a run's Redis Stream, live, to the run and compare pages.
+
+An async view (served by uvicorn under ASGI): each open page holds one coroutine blocked in
+XREAD, not a thread. The client resumes after a reconnect from the Last-Event-ID its EventSource
+sends (or ?last_id= on the first connection, the stream position that came with the history).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+
+import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+
+from webapp.accounts.scoping import get_scoped
+
+from .. import live
+from ..models import Run
+
+log = logging.getLogger(__name__)
+_STREAM_ID = re.compile(r"^\d+-\d+$")
+RETRY_MS = 3000
+BLOCK_MS = int(getattr(settings, "SSE_BLOCK_MS", 15_000))  # also the keep-alive period
+
+
+def _start_id(request: HttpRequest) -> str:
+    raw = request.headers.get("Last-Event-ID") or request.GET.get("last_id") or ""
+    return raw if _STREAM_ID.match(raw) else "$"
+
+
+def _message(entry_id: str, fields: dict[bytes, bytes]) -> str:
+    if b"data" in fields:
+        kind, payload = "metrics", fields[b"data"].decode()
+    elif b"event" in fields:
+        kind, payload = "status", fields[b"event"].decode()
+    else:
+        kind, payload = "other", json.dumps({k.decode(): v.decode() for k, v in fields.items()})
+    # One line of data: the payload is compact JSON; newlines would split it into SSE lines.
+    payload = payload.replace("\n", " ")
+    return f"id: {entry_id}\nevent: {kind}\ndata: {payload}\n\n"
+
+
+async def stream(request: HttpRequest, pk: int) -> HttpResponse:
+    user = await request.auser()
+    if not user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    run = await sync_to_async(get_scoped)(user, Run.objects.all(), pk=pk)  # another team: 404
+    client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
+    key = live.stream_key(run.pk)
+    cursor = _start_id(request)
+    try:
+        if cursor == "$":  # resolve "$" once: XREAD from "$" again would skip entries between reads
+            newest = await client.xrevrange(key, count=1)
+            cursor = newest[0][0].decode() if newest else "0-0"
+    except Exception as exc:  # noqa: BLE001 - Redis down: tell the page to poll instead
+        await client.aclose()
+        log.warning("live stream of run %s unavailable: %s", run.pk, exc)
+        return HttpResponse("live stream unavailable", status=503, content_type="text/plain")
+
+    async def events():
+        nonlocal cursor
+        try:
+            yield f"retry: {RETRY_MS}\n: stream of run {run.pk} from {cursor}\n\n"
+            while True:
+                reply = await client.xread({key: cursor}, block=BLOCK_MS, count=500)
+                if not reply:
+                    yield ": keep-alive\n\n"  # also lets proxies and the server notice a gone client
+                    continue
+                for _, entries in reply:
+                    for entry_id, fields in entries:
+                        cursor = entry_id.decode()
+                        yield _message(cursor, fields)
+        except asyncio.CancelledError:
+            log.debug("client left the stream of run %s at %s", run.pk, cursor)
+            raise
+        except Exception as exc:  # noqa: BLE001 - Redis went away: end; the browser reconnects with Last-Event-ID
+            log.warning("live stream of run %s ended: %s", run.pk, exc)
+        finally:
+            await client.aclose()
+
+    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx must not buffer an endless response
+    return response

@@ -1,0 +1,380 @@
+// Chart board: draws the metric charts of one or more runs with Plotly, keeps them live.
+// Data in: page JSON (runs, charts, urls) from the template; series from /runs/series/.
+// No build step: a plain ES module; Plotly is the global from plotly.min.js (served locally).
+
+const RUN_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
+  "#7f7f7f", "#bcbd22"];
+const KEY_COLORS = ["#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#d62728", "#17becf"];
+const DASHES = ["solid", "dot", "dash", "dashdot", "longdash", "longdashdot"];
+
+export function runColor(index) { return RUN_COLORS[index % RUN_COLORS.length]; }
+
+function rgba(hex, alpha) {
+  const n = parseInt(hex.slice(1), 16);
+  return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${alpha})`;
+}
+
+// TensorBoard-style debiased exponential moving average; nulls (NaN/inf) stay gaps.
+export function ema(values, weight) {
+  if (!weight) return values;
+  const out = new Array(values.length);
+  let last = 0, n = 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v === null || v === undefined) { out[i] = null; continue; }
+    last = last * weight + (1 - weight) * v; n += 1;
+    out[i] = last / (1 - Math.pow(weight, n));
+  }
+  return out;
+}
+
+function emptySeries() { return { step: [], value: [], wall_time: [] }; }
+
+function lastStep(s) { return s && s.step.length ? s.step[s.step.length - 1] : -Infinity; }
+
+// Index of the first element >= x in a sorted array.
+function lowerBound(arr, x) {
+  let lo = 0, hi = arr.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (arr[mid] < x) lo = mid + 1; else hi = mid; }
+  return lo;
+}
+
+export class ChartBoard {
+  constructor(root, page, opts = {}) {
+    this.root = root;
+    this.page = page;
+    this.runs = page.runs.map((r, i) => ({ ...r, color: runColor(i) }));
+    this.compare = page.mode === "compare";
+    // The advantage heatmap is one run's picture; in a comparison its place is taken by the lines.
+    this.charts = page.charts.filter(c => !(this.compare && c.kind === "heatmap"));
+    this.data = {};      // runId -> key -> series (history, extended live)
+    this.hist = {};      // runId -> {step, lo, hi, counts}
+    this.zoom = {};      // chartId -> {range: [stepLo, stepHi], xrange, data}
+    this.smoothing = page.smoothing || 0;
+    this.logScale = false;
+    this.xmode = "step";
+    this.pending = new Set();
+    this.timer = null;
+    this.onMissing = opts.onMissing || (() => {});
+    for (const r of this.runs) { this.data[r.id] = {}; }
+  }
+
+  keys() {
+    const seen = new Set();
+    for (const c of this.charts) for (const k of c.keys) seen.add(k);
+    return [...seen];
+  }
+
+  histKey() {
+    const c = this.charts.find(c => c.kind === "heatmap");
+    return c ? c.hist : null;
+  }
+
+  seriesUrl(params) {
+    const q = new URLSearchParams(params);
+    return `${this.page.urls.series}?${q.toString()}`;
+  }
+
+  csvUrl(chart) {
+    const q = new URLSearchParams({ runs: this.runs.map(r => r.id).join(","), keys: chart.keys.join(",") });
+    return this.page.urls.series.replace(/series\/$/, "series.csv") + "?" + q.toString();
+  }
+
+  // Build the DOM: one section per chart group, one card per chart.
+  build() {
+    this.root.innerHTML = "";
+    const groups = new Map();
+    for (const c of this.charts) {
+      if (!groups.has(c.group)) groups.set(c.group, []);
+      groups.get(c.group).push(c);
+    }
+    for (const [name, charts] of groups) {
+      const sec = document.createElement("section");
+      sec.className = "chart-group";
+      sec.innerHTML = `<h2>${name}</h2><div class="chart-grid"></div>`;
+      const grid = sec.querySelector(".chart-grid");
+      for (const c of charts) {
+        const card = document.createElement("div");
+        card.className = "chart-card";
+        card.dataset.chart = c.id;
+        card.innerHTML = `<div class="chart-head"><span class="chart-title">${c.title}</span>
+          <span class="chart-tools"><span class="zoom-note muted" hidden>zoomed · full resolution</span>
+          <button type="button" class="tool png" title="Download PNG">PNG</button>
+          ${c.keys.length ? `<a class="tool csv" href="${this.csvUrl(c)}" title="Download all points as CSV">CSV</a>` : ""}
+          </span></div><div class="chart" id="chart-${c.id}"></div>`;
+        card.querySelector(".png").addEventListener("click", () => {
+          const el = card.querySelector(".chart");
+          Plotly.downloadImage(el, { format: "png", filename: `${c.id}`, width: el.clientWidth, height: 420 });
+        });
+        grid.appendChild(card);
+      }
+      this.root.appendChild(sec);
+    }
+  }
+
+  async loadHistory() {
+    const params = { runs: this.runs.map(r => r.id).join(","), keys: this.keys().join(","),
+      max_points: String(Math.max(400, Math.min(2000, Math.round(window.innerWidth)))) };
+    const hk = this.histKey();
+    if (hk) params.hist = hk;
+    const resp = await fetch(this.seriesUrl(params), { credentials: "same-origin" });
+    if (!resp.ok) throw new Error(`metrics request failed: ${resp.status}`);
+    const body = await resp.json();
+    for (const r of this.runs) {
+      this.data[r.id] = body.series[r.id] || {};
+      if (body.hist && body.hist[r.id]) this.hist[r.id] = body.hist[r.id];
+    }
+    this.renderAll();
+    return body;
+  }
+
+  // Append points that arrived later (SSE entry or polling); steps already present are skipped.
+  appendPoints(runId, key, steps, values, walls) {
+    const store = this.data[runId] || (this.data[runId] = {});
+    const s = store[key] || (store[key] = emptySeries());
+    let added = 0;
+    for (let i = 0; i < steps.length; i++) {
+      if (steps[i] <= lastStep(s)) continue;
+      s.step.push(steps[i]); s.value.push(values[i]); s.wall_time.push(walls[i]);
+      added++;
+    }
+    if (added) this.markKey(key);
+    return added;
+  }
+
+  // One entry of the run's stream: {"step", "t", "scalars": {...}, "histograms": {...}}.
+  applyEntry(runId, entry) {
+    for (const [key, value] of Object.entries(entry.scalars || {})) {
+      this.appendPoints(runId, key, [entry.step], [value], [entry.t]);
+    }
+    const hk = this.histKey();
+    const h = entry.histograms && hk && entry.histograms[hk];
+    if (h) {
+      const cur = this.hist[runId] || (this.hist[runId] = { step: [], lo: h.lo, hi: h.hi, counts: [] });
+      if (!cur.step.length || entry.step > cur.step[cur.step.length - 1]) {
+        cur.step.push(entry.step); cur.counts.push(h.counts);
+        this.pending.add(this.charts.find(c => c.kind === "heatmap").id);
+        this.schedule();
+      }
+    }
+  }
+
+  markKey(key) {
+    for (const c of this.charts) if (c.keys.includes(key)) this.pending.add(c.id);
+    this.schedule();
+  }
+
+  // Redraw changed charts at most a few times a second, however fast steps arrive.
+  schedule() {
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      const ids = [...this.pending]; this.pending.clear();
+      for (const id of ids) this.render(this.charts.find(c => c.id === id));
+    }, 250);
+  }
+
+  lastSteps() {
+    const out = {};
+    for (const r of this.runs) {
+      let m = 0;
+      for (const s of Object.values(this.data[r.id] || {})) m = Math.max(m, lastStep(s));
+      out[r.id] = m;
+    }
+    return out;
+  }
+
+  pointCount(chartId) {
+    const c = this.charts.find(c => c.id === chartId);
+    let n = 0;
+    for (const r of this.runs) for (const k of c.keys) n += ((this.data[r.id] || {})[k] || emptySeries()).step.length;
+    return n;
+  }
+
+  setSmoothing(w) { this.smoothing = w; this.renderAll(); }
+  setLog(on) { this.logScale = on; this.renderAll(); }
+  setXMode(mode) { this.xmode = mode; this.zoom = {}; this.renderAll(true); }
+
+  renderAll(resetView = false) {
+    for (const c of this.charts) this.render(c, resetView);
+  }
+
+  seriesFor(chart, runId, key) {
+    const z = this.zoom[chart.id];
+    const src = z ? (z.data[runId] || {}) : (this.data[runId] || {});
+    return src[key];
+  }
+
+  x(s) { return this.xmode === "step" ? s.step : s.wall_time.map(t => new Date(t * 1000)); }
+
+  traces(chart) {
+    const traces = [];
+    const fmt = this.xmode === "step" ? "step %{x}" : "%{x|%Y-%m-%d %H:%M:%S}";
+    this.runs.forEach((run, ri) => {
+      const runLabel = this.compare ? `#${run.id} ${run.name}` : "";
+      if (chart.kind === "heatmap") {
+        const h = this.hist[run.id];
+        if (!h || !h.step.length) return;
+        const nb = h.counts[0].length, width = (h.hi - h.lo) / nb;
+        const y = Array.from({ length: nb }, (_, i) => h.lo + (i + 0.5) * width);
+        // Share of the step's advantages per bin (rows summed over downsampled steps compare fairly).
+        const z = y.map((_, bi) => h.counts.map(row => { const t = row.reduce((a, b) => a + b, 0); return t ? row[bi] / t : 0; }));
+        traces.push({ type: "heatmap", x: h.step, y, z, colorscale: "Viridis", colorbar: { title: "share", thickness: 10 },
+          hovertemplate: "step %{x}<br>advantage %{y:.2f}<br>share %{z:.3f}<extra></extra>" });
+        return;
+      }
+      if (chart.kind === "band") {
+        const color = this.compare ? run.color : KEY_COLORS[0];
+        const mid = this.seriesFor(chart, run.id, chart.mid);
+        const lo = this.seriesFor(chart, run.id, chart.lo), hi = this.seriesFor(chart, run.id, chart.hi);
+        if (lo && hi) {
+          traces.push({ x: this.x(lo), y: ema(lo.value, this.smoothing), mode: "lines", line: { width: 0.5, color: rgba(color, 0.4) },
+            name: `${runLabel} ${chart.lo}`.trim(), legendgroup: `${run.id}band`, showlegend: false,
+            hovertemplate: `${chart.lo} %{y:.6g}<extra>${runLabel}</extra>` });
+          traces.push({ x: this.x(hi), y: ema(hi.value, this.smoothing), mode: "lines", line: { width: 0.5, color: rgba(color, 0.4) },
+            fill: "tonexty", fillcolor: rgba(color, 0.12), name: `${runLabel} ${chart.lo}…${chart.hi}`.trim(),
+            legendgroup: `${run.id}band`, hovertemplate: `${chart.hi} %{y:.6g}<extra>${runLabel}</extra>` });
+        }
+        if (chart.std && mid) {
+          const sd = this.seriesFor(chart, run.id, chart.std);
+          if (sd && sd.step.length === mid.step.length) {
+            const up = mid.value.map((v, i) => v === null || sd.value[i] === null ? null : v + sd.value[i]);
+            const dn = mid.value.map((v, i) => v === null || sd.value[i] === null ? null : v - sd.value[i]);
+            traces.push({ x: this.x(mid), y: ema(dn, this.smoothing), mode: "lines", line: { width: 0 }, showlegend: false,
+              legendgroup: `${run.id}std`, hoverinfo: "skip" });
+            traces.push({ x: this.x(mid), y: ema(up, this.smoothing), mode: "lines", line: { width: 0 }, fill: "tonexty",
+              fillcolor: rgba(color, 0.25), name: `${runLabel} ±std`.trim(), legendgroup: `${run.id}std`, hoverinfo: "skip" });
+          }
+        }
+        if (mid) this.lineTraces(traces, mid, chart.mid, color, "solid", runLabel, fmt);
+        return;
+      }
+      chart.keys.forEach((key, ki) => {
+        const s = this.seriesFor(chart, run.id, key);
+        if (!s || !s.step.length) return;
+        const color = this.compare ? run.color : KEY_COLORS[ki % KEY_COLORS.length];
+        const dash = this.compare ? DASHES[ki % DASHES.length] : "solid";
+        this.lineTraces(traces, s, key, color, dash, runLabel, fmt);
+      });
+    });
+    return traces;
+  }
+
+  lineTraces(traces, s, key, color, dash, runLabel, fmt) {
+    const name = runLabel ? `${runLabel} · ${key}` : key;
+    const x = this.x(s);
+    const marker = s.step.length < 3 ? "lines+markers" : "lines";
+    if (this.smoothing > 0) {
+      // Raw values stay visible (faint) and hoverable: hover always shows exact values.
+      traces.push({ x, y: s.value, mode: marker, line: { color: rgba(color, 0.25), width: 1, dash }, name: `${name} (raw)`,
+        showlegend: false, hovertemplate: `${fmt}<br>${key} %{y:.6g}<extra>${runLabel}</extra>` });
+      traces.push({ x, y: ema(s.value, this.smoothing), mode: "lines", line: { color, width: 1.8, dash }, name,
+        hovertemplate: `${key} (smoothed) %{y:.6g}<extra>${runLabel}</extra>` });
+    } else {
+      traces.push({ x, y: s.value, mode: marker, line: { color, width: 1.5, dash }, name,
+        hovertemplate: `${fmt}<br>${key} %{y:.6g}<extra>${runLabel}</extra>` });
+    }
+  }
+
+  layout(chart, resetView) {
+    const shapes = [], annotations = [];
+    if (chart.ref === "tau") {
+      this.runs.forEach(run => {
+        if (run.tau === null || run.tau === undefined) return;
+        shapes.push({ type: "line", xref: "paper", x0: 0, x1: 1, y0: run.tau, y1: run.tau,
+          line: { color: this.compare ? run.color : "#c92a2a", width: 1.5, dash: "dash" } });
+        annotations.push({ xref: "paper", x: 1, xanchor: "right", y: run.tau, yanchor: "bottom", showarrow: false,
+          text: this.compare ? `tau ${run.tau} (#${run.id})` : `tau = ${run.tau}`, font: { size: 11, color: "#c92a2a" } });
+      });
+    }
+    const z = this.zoom[chart.id];
+    const xaxis = { title: { text: this.xmode === "step" ? "step" : "wall time" }, type: this.xmode === "step" ? "linear" : "date",
+      automargin: true };
+    if (z) { xaxis.range = z.xrange; xaxis.autorange = false; }
+    return {
+      height: 280, margin: { l: 55, r: 15, t: 10, b: 40 }, hovermode: "x unified",
+      legend: { orientation: "h", y: -0.28, font: { size: 11 } },
+      xaxis, yaxis: { type: chart.kind === "heatmap" ? "linear" : (this.logScale ? "log" : "linear"), automargin: true,
+        exponentformat: "e" },
+      shapes, annotations,
+      // Keeps the user's zoom across live redraws; a new value resets the view (x mode change).
+      uirevision: resetView ? `${this.xmode}-${Date.now()}` : this.xmode,
+      paper_bgcolor: "#fff", plot_bgcolor: "#fff",
+    };
+  }
+
+  render(chart, resetView = false) {
+    if (!chart) return;
+    const el = document.getElementById(`chart-${chart.id}`);
+    if (!el) return;
+    const traces = this.traces(chart);
+    const card = el.closest(".chart-card");
+    card.classList.toggle("empty", traces.length === 0);
+    card.dataset.points = String(this.pointCount(chart.id));
+    Plotly.react(el, traces, this.layout(chart, resetView),
+      { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["toImage", "lasso2d", "select2d"] });
+    if (!el.dataset.bound) {
+      el.dataset.bound = "1";
+      el.on("plotly_relayout", ev => this.onRelayout(chart, ev));
+    }
+  }
+
+  // Zoom: fetch the visible range again, at full resolution for that range.
+  async onRelayout(chart, ev) {
+    if (chart.kind === "heatmap" || !chart.keys.length) return;
+    const card = document.querySelector(`.chart-card[data-chart="${chart.id}"]`);
+    if (ev["xaxis.autorange"]) {
+      delete this.zoom[chart.id];
+      card.querySelector(".zoom-note").hidden = true;
+      this.render(chart, true);
+      return;
+    }
+    const a = ev["xaxis.range[0]"], b = ev["xaxis.range[1]"];
+    if (a === undefined || b === undefined) return;
+    const [lo, hi] = this.toSteps(chart, a, b);
+    if (!(hi >= lo)) return;
+    const width = document.getElementById(`chart-${chart.id}`).clientWidth || 800;
+    const params = { runs: this.runs.map(r => r.id).join(","), keys: chart.keys.join(","),
+      step_min: String(lo), step_max: String(hi), max_points: String(Math.max(200, width * 2)) };
+    const resp = await fetch(this.seriesUrl(params), { credentials: "same-origin" });
+    if (!resp.ok) return;
+    const body = await resp.json();
+    this.zoom[chart.id] = { range: [lo, hi], xrange: [a, b], data: body.series };
+    card.querySelector(".zoom-note").hidden = false;
+    this.render(chart);
+  }
+
+  toSteps(chart, a, b) {
+    if (this.xmode === "step") return [Math.floor(a), Math.ceil(b)];
+    // Wall-time range -> step range through the loaded history of the chart's first series.
+    const ta = new Date(a).getTime() / 1000, tb = new Date(b).getTime() / 1000;
+    let lo = Infinity, hi = -Infinity;
+    for (const r of this.runs) for (const k of chart.keys) {
+      const s = (this.data[r.id] || {})[k];
+      if (!s || !s.step.length) continue;
+      const i = Math.max(0, lowerBound(s.wall_time, ta) - 1), j = Math.min(s.step.length - 1, lowerBound(s.wall_time, tb));
+      lo = Math.min(lo, s.step[i]); hi = Math.max(hi, s.step[j]);
+    }
+    return [lo, hi];
+  }
+}
+
+// Toolbar wiring shared by run and compare pages.
+export function bindToolbar(board, toolbar) {
+  const smooth = toolbar.querySelector("[name=smoothing]");
+  const smoothOut = toolbar.querySelector(".smoothing-value");
+  if (smooth) {
+    smooth.value = String(board.smoothing);
+    if (smoothOut) smoothOut.textContent = Number(smooth.value).toFixed(2);
+    smooth.addEventListener("input", () => {
+      if (smoothOut) smoothOut.textContent = Number(smooth.value).toFixed(2);
+      board.setSmoothing(Number(smooth.value));
+      const hidden = document.querySelector("#save-dashboard [name=smoothing]");
+      if (hidden) hidden.value = smooth.value;
+    });
+  }
+  const log = toolbar.querySelector("[name=logscale]");
+  if (log) log.addEventListener("change", () => board.setLog(log.checked));
+  const xmode = toolbar.querySelector("[name=xmode]");
+  if (xmode) xmode.addEventListener("change", () => board.setXMode(xmode.value));
+}
