@@ -55,6 +55,7 @@ export class ChartBoard {
     this.xmode = "step";
     this.pending = new Set();
     this.timer = null;
+    this.revision = 0;
     this.onMissing = opts.onMissing || (() => {});
     for (const r of this.runs) { this.data[r.id] = {}; }
   }
@@ -276,7 +277,7 @@ export class ChartBoard {
     }
   }
 
-  layout(chart, resetView) {
+  layout(chart, resetView, traces) {
     const shapes = [], annotations = [];
     if (chart.ref === "tau") {
       this.runs.forEach(run => {
@@ -288,19 +289,39 @@ export class ChartBoard {
       });
     }
     const z = this.zoom[chart.id];
-    const xaxis = { title: { text: this.xmode === "step" ? "step" : "wall time" }, type: this.xmode === "step" ? "linear" : "date",
-      automargin: true };
+    // No axis title: the toolbar says step or wall time, and the legend needs the room below.
+    const xaxis = { type: this.xmode === "step" ? "linear" : "date", automargin: true };
     if (z) { xaxis.range = z.xrange; xaxis.autorange = false; }
+    const yaxis = { type: chart.kind === "heatmap" ? "linear" : (this.logScale ? "log" : "linear"), automargin: true,
+      exponentformat: "e" };
+    const flat = this.constantValue(traces);
+    if (flat !== null && !this.logScale) {
+      // A constant series (a fixed learning rate) would sit on a -1..1 axis: centre it on its value.
+      const pad = flat === 0 ? 1 : Math.abs(flat) * 0.5;
+      yaxis.range = [flat - pad, flat + pad];
+    }
+    const named = traces.filter(t => t.showlegend !== false && t.type !== "heatmap").length;
+    const perRow = this.compare ? 1 : 3;  // compare names are long: one per legend row
+    const legendRows = named > 1 ? Math.ceil(named / perRow) : 0;
     return {
-      height: 280, margin: { l: 55, r: 15, t: 10, b: 40 }, hovermode: "x unified",
-      legend: { orientation: "h", y: -0.28, font: { size: 11 } },
-      xaxis, yaxis: { type: chart.kind === "heatmap" ? "linear" : (this.logScale ? "log" : "linear"), automargin: true,
-        exponentformat: "e" },
-      shapes, annotations,
+      height: 240 + 18 * legendRows, margin: { l: 55, r: 15, t: 10, b: 25 }, hovermode: "x unified",
+      showlegend: named > 1, legend: { orientation: "h", yanchor: "top", y: -0.1, font: { size: 11 } },
+      xaxis, yaxis, shapes, annotations,
       // Keeps the user's zoom across live redraws; a new value resets the view (x mode change).
       uirevision: resetView ? `${this.xmode}-${Date.now()}` : this.xmode,
       paper_bgcolor: "#fff", plot_bgcolor: "#fff",
+      // Live points are pushed into the same arrays: a new datarevision makes Plotly.react redraw them.
+      datarevision: ++this.revision,
     };
+  }
+
+  constantValue(traces) {
+    let lo = Infinity, hi = -Infinity;
+    for (const t of traces) {
+      if (t.type === "heatmap" || !t.y) return null;
+      for (const v of t.y) if (v !== null && v !== undefined) { if (v < lo) lo = v; if (v > hi) hi = v; }
+    }
+    return lo !== Infinity && hi - lo <= 1e-12 * Math.max(1, Math.abs(hi)) ? hi : null;
   }
 
   render(chart, resetView = false) {
@@ -311,7 +332,7 @@ export class ChartBoard {
     const card = el.closest(".chart-card");
     card.classList.toggle("empty", traces.length === 0);
     card.dataset.points = String(this.pointCount(chart.id));
-    Plotly.react(el, traces, this.layout(chart, resetView),
+    Plotly.react(el, traces, this.layout(chart, resetView, traces),
       { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["toImage", "lasso2d", "select2d"] });
     if (!el.dataset.bound) {
       el.dataset.bound = "1";

@@ -43,7 +43,7 @@ export function followRuns(board, runs, streamUrls, positions, handlers) {
       // retries by itself with Last-Event-ID; if it never opened, poll meanwhile.
       if (es.readyState === EventSource.CLOSED || !opened) {
         es.close(); sources.delete(runId);
-        startPolling(opened ? "the live stream closed" : "the live stream is unavailable");
+        startPolling(opened ? "the stream closed" : "the server refused the stream");
       }
     });
     sources.set(runId, es);

@@ -32,6 +32,7 @@ function showProgress(el, step, total, eta, status) {
   const etaEl = el.querySelector(".eta");
   if (etaEl) etaEl.textContent = status === "running" && eta ? `ETA ${formatEta(eta)}` : "";
   el.dataset.step = String(step);
+  if (eta) el.dataset.eta = String(eta);
   if (total) el.dataset.total = String(total);
 }
 
@@ -41,7 +42,8 @@ export function onEntry(runId, entry) {
   let spp = prev ? prev.secPerStep : null;
   if (prev && entry.step > prev.step && entry.t > prev.t) {
     const inst = (entry.t - prev.t) / (entry.step - prev.step);
-    spp = spp === null ? inst : 0.8 * spp + 0.2 * inst;
+    // Steps flushed together carry nearly the same time: ignore those, keep the last good rate.
+    if (inst > 1e-3) spp = spp === null ? inst : 0.8 * spp + 0.2 * inst;
   }
   rates.set(runId, { t: entry.t, step: entry.step, secPerStep: spp });
   for (const el of els(runId)) {
@@ -49,7 +51,8 @@ export function onEntry(runId, entry) {
     if (entry.step < Number(el.dataset.step || 0)) continue;
     const badge = el.querySelector(".status");
     const status = badge ? badge.className.replace(/.*status-/, "") : "running";
-    showProgress(el, entry.step, total, spp !== null && total ? spp * (total - entry.step) : null, status);
+    const eta = spp !== null && total ? spp * (total - entry.step) : (el.dataset.eta ? Number(el.dataset.eta) : null);
+    showProgress(el, entry.step, total, eta, status);
   }
 }
 
@@ -64,6 +67,6 @@ export function liveNote(el, mode, detail) {
   el.hidden = false;
   el.className = `live-note live-${mode}`;
   el.textContent = mode === "sse" ? "● Live: following the run's stream"
-    : mode === "polling" ? `Live stream unavailable (${detail || "no connection"}): polling every 5 s`
+    : mode === "polling" ? `Live stream unavailable (${detail || "no connection"}): polling the metrics every 5 s`
     : "Not live: no run on this page is training";
 }
