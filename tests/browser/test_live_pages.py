@@ -69,6 +69,11 @@ def chromium():
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         yield b
         b.close()
+        # Under Playwright's loop Django's connection is a context-local one of its own: close it,
+        # or it keeps the test database open at teardown.
+        from django.db import connections
+
+        connections.close_all()
 
 
 def login(browser, base: str, username: str, password: str, width: int = 1440):
@@ -189,6 +194,15 @@ def test_live_run_page_compare_dashboard_and_groups(live_server_url, chromium, t
         small.goto(f"{base}/runs/{done.pk}/")
         small.wait_for_selector("body[data-charts-ready='1']", timeout=20_000)
         small.screenshot(path=str(SHOTS / "run-page-laptop.png"), full_page=False)
+        # Zoom (as a drag does): the range is fetched again at full resolution for that range.
+        small.evaluate("Plotly.relayout('chart-loss', {'xaxis.range[0]': 10, 'xaxis.range[1]': 20})")
+        small.wait_for_selector(".chart-card[data-chart='loss'] .zoom-note:not([hidden])", timeout=10_000)
+        xs = small.evaluate("document.getElementById('chart-loss').data[0].x")
+        assert xs == list(range(10, 21))
+        # x by wall time: the axis becomes a date axis.
+        small.select_option("#chart-toolbar [name=xmode]", "wall")
+        small.wait_for_function("() => document.getElementById('chart-loss')._fullLayout.xaxis.type === 'date'",
+                                timeout=5_000)
 
         # Another team: 404 on every one of these URLs.
         bob = login(chromium, base, "bob", "bob-pass-123")

@@ -171,6 +171,16 @@ def _session_cookies(user) -> dict[str, str]:
     return {"sessionid": c.cookies["sessionid"].value}
 
 
+def _in_thread(fn) -> None:
+    """Run fn in this (timer) thread and close the thread's own database connection."""
+    from django.db import connection
+
+    try:
+        fn()
+    finally:
+        connection.close()
+
+
 def _read_events(resp, count: int) -> list[dict]:
     """Parse SSE frames until `count` events with an id have arrived."""
     events, frame = [], {}
@@ -204,7 +214,7 @@ def test_sse_streams_from_last_event_id_and_is_scoped(live_server_url, team, use
             assert resp.status_code == 200
             assert resp.headers["content-type"].startswith("text/event-stream")
             assert resp.headers["x-accel-buffering"] == "no" and resp.headers["cache-control"] == "no-cache"
-            threading.Timer(0.5, lambda: write_step(run, 3, {"loss": 0.25})).start()
+            threading.Timer(0.5, _in_thread, [lambda: write_step(run, 3, {"loss": 0.25})]).start()
             events = _read_events(resp, 2)
         assert [json.loads(e["data"])["step"] for e in events] == [2, 3]
         assert {e["event"] for e in events} == {"metrics"}
