@@ -47,11 +47,12 @@ class DatasetUploadSerializer(serializers.Serializer):
 
 
 class RewardConfigSerializer(serializers.ModelSerializer):
+    team = serializers.IntegerField(source="team_id", required=False, help_text="Team id; default: your first team")
+
     class Meta:
         model = RewardConfig
         fields = ["id", "team", "name", "version", "previous", "spec", "description", "archived", "created_at"]
         read_only_fields = ["id", "version", "previous", "archived", "created_at"]
-        extra_kwargs = {"team": {"required": False}}
 
 
 class ArtifactSerializer(serializers.ModelSerializer):

@@ -109,7 +109,7 @@ class RewardConfigViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnl
         ser = s.RewardConfigSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
         d = ser.validated_data
-        team = _team_for_write(request, d["team"].pk if d.get("team") else None)
+        team = _team_for_write(request, d.get("team_id"))
         try:
             config = rewards.create_reward_config(team, request.user, name=d["name"], spec=d["spec"],
                                                   description=d.get("description", ""))

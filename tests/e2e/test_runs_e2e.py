@@ -1,0 +1,128 @@
+"""Runs end to end with a real Celery worker, the real trainer on a small model, Postgres and Redis.
+
+Submit through the form and the API, metrics in Postgres and on the Redis stream, cancel,
+kill -9 of the worker then housekeeping then resume with a continuous series.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from tests.conftest import start_worker
+from tests.runs_support import wait_for
+from webapp.runs import live
+from webapp.runs.models import Artifact, MetricKey, MetricPoint, Run
+from workers.tasks import fail_stale_runs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_state(pk: int) -> Run:
+    return Run.objects.get(pk=pk)
+
+
+def wait_status(pk: int, statuses: tuple[str, ...], worker, timeout: float = 240) -> Run:
+    return wait_for(lambda: run_state(pk).status in statuses and run_state(pk), timeout=timeout,
+                    what=f"run {pk} to be {statuses}",
+                    on_timeout=lambda: f"run: {run_state(pk).__dict__}\nworker log:\n{worker.log()[-4000:]}")
+
+
+def loss_steps(pk: int) -> list[int]:
+    key = MetricKey.objects.get(name="loss")
+    return list(MetricPoint.objects.filter(run_id=pk, key_id=key.pk).order_by("step").values_list("step", flat=True))
+
+
+def stream_steps(pk: int) -> list[int]:
+    entries = live.client().xrange(live.stream_key(pk))
+    return [json.loads(fields[b"data"])["step"] for _, fields in entries if b"data" in fields]
+
+
+def test_form_run_trains_metrics_reach_postgres_and_redis(worker, auth_client, launch_inputs):
+    data = {**launch_inputs, "tags": "e2e"}
+    resp = auth_client.post(reverse("runs:launch"), data)
+    assert resp.status_code == 302
+    run = Run.objects.get()
+    run = wait_status(run.pk, ("succeeded", "failed"), worker)
+    assert run.status == "succeeded", (run.error, run.log_tail)
+    assert run.step == run.total_steps == 4 and run.worker.startswith("w1@")
+    assert loss_steps(run.pk) == [1, 2, 3, 4]
+    assert stream_steps(run.pk) == [1, 2, 3, 4]
+    events = [json.loads(f[b"event"])["status"] for _, f in live.client().xrange(live.stream_key(run.pk)) if b"event" in f]
+    assert events[-1] == "succeeded"
+    assert "loss" in run.summary and "reward/mean" in run.summary
+    kinds = set(Artifact.objects.filter(run=run).values_list("kind", flat=True))
+    assert kinds == {"checkpoint", "final_model", "log"}
+    log_text = open(Artifact.objects.get(run=run, kind="log").path).read()
+    assert "ends succeeded" in log_text and run.log_tail
+    page = auth_client.get(reverse("runs:logs", args=[run.pk]))
+    assert b"ends succeeded" in page.content
+
+
+def test_api_cancel_keeps_checkpoint_and_resume_continues_the_series(worker, api_client, launch_inputs):
+    resp = api_client.post("/api/runs/", {**launch_inputs, "max_steps": 40, "checkpoint_interval": 2}, format="json")
+    assert resp.status_code == 201, resp.json()
+    pk = resp.json()["id"]
+    wait_for(lambda: run_state(pk).step >= 3, what="3 steps", on_timeout=worker.log)
+    cancel = api_client.post(f"/api/runs/{pk}/cancel/")
+    assert cancel.status_code == 200 and cancel.json()["cancel_requested"]
+    run = wait_status(pk, ("cancelled", "failed", "succeeded"), worker)
+    assert run.status == "cancelled", (run.error, run.log_tail)
+    stopped_at = run.step
+    assert 3 <= stopped_at < 40
+    assert Artifact.objects.filter(run=run, kind="checkpoint", step=stopped_at).exists()
+    assert loss_steps(pk) == list(range(1, stopped_at + 1))
+
+    resp = api_client.patch(f"/api/runs/{pk}/", {"name": "x"}, format="json")
+    assert resp.status_code == 405
+    resumed = api_client.post(f"/api/runs/{pk}/resume/")
+    assert resumed.status_code == 200 and resumed.json()["status"] == "queued"
+    wait_for(lambda: run_state(pk).step >= stopped_at + 2, what="steps after resume", on_timeout=worker.log)
+    api_client.post(f"/api/runs/{pk}/cancel/")
+    run = wait_status(pk, ("cancelled", "failed", "succeeded"), worker)
+    assert run.status == "cancelled" and run.attempt == 2
+    assert loss_steps(pk) == list(range(1, run.step + 1))  # continuous: no gap, no duplicate
+    detail = api_client.get(f"/api/runs/{pk}/").json()
+    assert detail["step"] == run.step and detail["queue_position"] is None
+    metrics = api_client.get(f"/api/runs/{pk}/metrics/?keys=loss,reward/mean").json()["metrics"]
+    assert metrics["loss"]["step"] == list(range(1, run.step + 1))
+
+
+def test_killed_worker_is_failed_by_housekeeping_then_resume_completes(transactional_db, tmp_path, api_client,
+                                                                        launch_inputs, settings):
+    from tests.e2e.conftest import purge_queues
+
+    purge_queues()
+    first = start_worker(tmp_path, name="doomed")
+    try:
+        resp = api_client.post("/api/runs/", {**launch_inputs, "max_steps": 10, "checkpoint_interval": 2},
+                               format="json")
+        pk = resp.json()["id"]
+        wait_for(lambda: run_state(pk).step >= 3, what="3 steps", timeout=90,
+                 on_timeout=lambda: f"{run_state(pk).__dict__}\n{live.client().keys()}\n{first.log()[-3000:]}")
+        first.kill()  # SIGKILL to the worker's process group, mid-run
+    finally:
+        first.stop()
+    killed_at = run_state(pk).step
+    assert run_state(pk).status == "running"
+    # The heartbeat has stopped: once it is older than the limit, housekeeping fails the run.
+    settings.RUN_HEARTBEAT_TIMEOUT_S = 2
+    wait_for(lambda: (timezone.now() - run_state(pk).heartbeat_at).total_seconds() > 2.5, what="heartbeat age")
+    assert fail_stale_runs() == [pk]
+    run = run_state(pk)
+    assert run.status == "failed" and "No heartbeat from worker doomed@" in run.error
+
+    second = start_worker(tmp_path, name="w2")
+    try:
+        assert api_client.post(f"/api/runs/{pk}/resume/").status_code == 200
+        run = wait_status(pk, ("succeeded", "failed", "cancelled"), second)
+    finally:
+        second.stop()
+    assert run.status == "succeeded", (run.error, run.log_tail)
+    assert run.attempt == 2 and run.worker.startswith("w2@")
+    steps = loss_steps(pk)
+    assert steps == list(range(1, 11)), (killed_at, steps)  # resumed from the checkpoint, no gap, no duplicate
+    assert stream_steps(pk)[-1] == 10
