@@ -312,7 +312,7 @@ def toy_examples(n: int, *, split: str = "train", seed: int = 0, **kw: Any) -> l
         expr = row["expression"]
         if _is_eval_expression(expr) != (split == "eval"):
             continue
-        if expr in seen and attempts < 50 * n:  # prefer distinct problems while there are enough
+        if expr in seen and attempts < 5 * n:  # prefer distinct problems while there are enough
             continue
         seen.add(expr)
         rows.append(row)
@@ -344,15 +344,15 @@ def warmup_sft(
     model_dir: str | Path,
     train_path: str | Path,
     *,
-    steps: int = 300,
-    lr: float = 2e-3,
-    prompts_per_step: int = 16,
+    steps: int = 600,
+    lr: float = 3e-3,
+    prompts_per_step: int = 32,
     seed: int = 0,
     work_dir: str | Path | None = None,
     sink: Any = None,
 ) -> Path:
-    """Teach the tiny model the answer format: SFT on expert + teacher answers (the sft_mix
-    baseline of our own trainer), then overwrite model_dir with the result."""
+    """Teach the tiny model the task: SFT on the expert answers (the `sft` baseline of our own
+    trainer, cosine schedule), then overwrite model_dir with the result."""
     import shutil
     import tempfile
 
@@ -361,10 +361,10 @@ def warmup_sft(
 
     tmp = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="gft-warmup-"))
     cfg = GFTConfig(
-        method="sft_mix", model_path=str(model_dir), output_dir=str(tmp),
+        method="sft", model_path=str(model_dir), output_dir=str(tmp),
         data=DataConfig(path=str(train_path), mapping="toy"),
-        n_expert=1, n_teacher=3, lr=lr, lr_schedule="cosine", warmup_steps=min(20, steps // 10),
-        prompts_per_step=prompts_per_step, micro_batch_size=prompts_per_step * 4, max_steps=steps,
+        n_expert=1, lr=lr, lr_schedule="cosine", warmup_steps=min(20, steps // 10),
+        prompts_per_step=prompts_per_step, micro_batch_size=prompts_per_step, max_steps=steps,
         max_response_len=96, seed=seed, kl_interval=0, checkpoint_interval=0, group_sample_count=0,
     )
     result = Trainer(cfg, sink=sink).train()
@@ -382,7 +382,7 @@ def make_tiny(out_dir: str | Path, *, warmup_steps: int = 0, seed: int = 0, sink
     out = make_tiny_model(out_dir, seed=seed, **model_kw)
     if warmup_steps:
         with tempfile.TemporaryDirectory(prefix="gft-toy-") as tmp:
-            rows = toy_examples(4000, split="train", seed=seed + 1)
+            rows = toy_examples(8000, split="train", seed=seed + 1)
             path = write_jsonl(rows, Path(tmp) / "train.jsonl")
             warmup_sft(out, path, steps=warmup_steps, seed=seed, sink=sink)
     return out

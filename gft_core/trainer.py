@@ -263,13 +263,15 @@ class Trainer:
         from accelerate import Accelerator
 
         cfg = self.cfg
-        self.accelerator = acc = Accelerator(mixed_precision=cfg.mixed_precision,
-                                             gradient_accumulation_steps=cfg.grad_accum_steps)
+        self.accelerator = acc = Accelerator(mixed_precision=cfg.mixed_precision)
         world = acc.num_processes
-        if cfg.prompts_per_step % world or (cfg.update_size // world) % cfg.micro_batch_size:
+        if cfg.prompts_per_step % world or cfg.update_size % world or (cfg.update_size // world) % cfg.micro_batch_size:
             raise ConfigError("prompts_per_step", cfg.prompts_per_step,
                               f"with {world} processes, prompts_per_step and sequences_per_update / {world} "
                               "must divide evenly (micro_batch_size is per process)")
+        # Each process takes 1/world of every optimizer step's sequences, in micro-batches.
+        self.n_micro = cfg.update_size // world // cfg.micro_batch_size
+        acc.gradient_accumulation_steps = self.n_micro
         self.train_examples, self.eval_examples = self._load_data()
         self.reward_fn = cfg.reward_fn()
         self.rollouts_per_epoch = len(self.train_examples) // cfg.prompts_per_step
@@ -342,7 +344,7 @@ class Trainer:
         status = "succeeded"
         try:
             while self.step < self.total_steps:
-                if self.stop_hook is not None and self.stop_hook():
+                if self._should_stop():
                     self.save_checkpoint()
                     status = "cancelled"
                     break
@@ -369,6 +371,16 @@ class Trainer:
         finally:
             if main:
                 self.sink.close()
+
+    def _should_stop(self) -> bool:
+        """The stop hook, asked on the main process; every process follows its answer."""
+        acc = self.accelerator
+        stop = bool(self.stop_hook()) if self.stop_hook is not None and acc.is_main_process else False
+        if acc.num_processes > 1:
+            from accelerate.utils import broadcast
+
+            stop = bool(broadcast(torch.tensor([int(stop)], device=acc.device), from_process=0).item())
+        return stop
 
     def _periodic(self, scalars: dict[str, float]) -> None:
         """Evaluation and KL-to-start at their intervals (evaluation also at the last step)."""
@@ -506,8 +518,7 @@ class Trainer:
         wanted = set(sorted(dict.fromkeys(s.group_id for s in chunk))[: cfg.group_sample_count]) if sample_groups else set()
         micro = [chunk[i:i + cfg.micro_batch_size] for i in range(0, len(chunk), cfg.micro_batch_size)]
         # The accumulation count must match accelerate's (a smaller chunk keeps the same count).
-        n_micro = cfg.grad_accum_steps
-        micro += [[] for _ in range(n_micro - len(micro))]
+        micro += [[] for _ in range(self.n_micro - len(micro))]
         model.train()
         losses, tok_pi, tok_c, tok_rect, tok_ent, tok_src, token_rows = [], [], [], [], [], [], {}
         n_tokens = 0
