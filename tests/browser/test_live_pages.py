@@ -163,6 +163,7 @@ def test_live_run_page_compare_dashboard_and_groups(live_server_url, chromium, t
 
         # Compare two runs, from the run list checkboxes.
         page.goto(f"{base}/")
+        page.screenshot(path=str(SHOTS / "run-list.png"))
         page.check(f"input[name=run-select][value='{running.pk}']")
         page.check(f"input[name=run-select][value='{done.pk}']")
         page.click("#compare-form button[type=submit]")
