@@ -14,10 +14,12 @@ import time
 from array import array
 from pathlib import Path
 
-from celery import shared_task
 from django.utils import timezone
 
 from gft_core.data import ColumnMapping, DataError, Example, iter_rows, split_eval, to_example
+# The project's app (not shared_task): a web process that queues these tasks must publish to the
+# configured broker even if nothing else imported workers.celery yet.
+from workers.celery import app
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +147,7 @@ def _section_ok(section: dict) -> bool:
     return "fatal" not in section and section["invalid_rows"] == 0 and section["valid_rows"] > 0
 
 
-@shared_task(name="workers.data_tasks.validate_dataset", soft_time_limit=3600, time_limit=3700)
+@app.task(name="workers.data_tasks.validate_dataset", soft_time_limit=3600, time_limit=3700)
 def validate_dataset(dataset_id: int) -> str:
     """Read every row of a dataset (and its eval file) and store the report; status valid/invalid."""
     from webapp.datasets.models import Dataset
@@ -253,7 +255,7 @@ def score_sample(spec: dict, examples: list[Example], response: str = "", respon
     return result
 
 
-@shared_task(name="workers.data_tasks.test_reward", soft_time_limit=900, time_limit=960)
+@app.task(name="workers.data_tasks.test_reward", soft_time_limit=900, time_limit=960)
 def test_reward(test_id: int) -> str:
     """Fill a RewardTest: sample the dataset, score expert/teacher answers and the pasted response."""
     from webapp.rewards.models import RewardTest

@@ -7,11 +7,10 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
-from django.views.decorators.http import require_POST
 
 from webapp.accounts.scoping import get_scoped, membership, require_writer, scoped
 
@@ -169,10 +168,11 @@ def new_version(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
 def validate(request: HttpRequest, pk: int) -> HttpResponse:
     """Run validation again (e.g. with another tokenizer for the length report)."""
     dataset = _get(request, pk)
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
     require_writer(request.user, dataset.team)
     form = ValidateForm(request.POST)
     if not form.is_valid():
@@ -187,9 +187,10 @@ def validate(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
 def archive(request: HttpRequest, pk: int) -> HttpResponse:
     dataset = _get(request, pk)
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
     require_writer(request.user, dataset.team)
     archived = request.POST.get("archived", "1") == "1"
     services.archive(dataset, archived)
@@ -198,9 +199,10 @@ def archive(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
 def delete(request: HttpRequest, pk: int) -> HttpResponse:
     dataset = _get(request, pk)
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
     require_writer(request.user, dataset.team)
     try:
         services.delete(dataset)

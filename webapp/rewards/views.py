@@ -5,10 +5,9 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
 
 from webapp.accounts.scoping import get_scoped, membership, require_writer, scoped
 from webapp.datasets.models import Dataset
@@ -104,10 +103,11 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
 def run_test(request: HttpRequest, pk: int) -> HttpResponse:
     """Queue a reward test; the detail page then shows and polls it."""
     config = _get(request, pk)
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
     require_writer(request.user, config.team)
     form = RewardTestForm(request.POST, datasets=_datasets(config))
     if not form.is_valid():
@@ -133,9 +133,10 @@ def test_status(request: HttpRequest, pk: int, test_id: int) -> JsonResponse:
 
 
 @login_required
-@require_POST
 def archive(request: HttpRequest, pk: int) -> HttpResponse:
     config = _get(request, pk)
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
     require_writer(request.user, config.team)
     archived = request.POST.get("archived", "1") == "1"
     services.archive(config, archived)
@@ -144,9 +145,10 @@ def archive(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
 def delete(request: HttpRequest, pk: int) -> HttpResponse:
     config = _get(request, pk)
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
     require_writer(request.user, config.team)
     try:
         services.delete(config)
