@@ -7,6 +7,9 @@ must score 1.0. Broken files must end as reports while the same worker keeps ser
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -140,3 +143,86 @@ def test_broken_files_end_as_reports_and_the_worker_keeps_serving(celery_worker,
     assert wait_for(dataset_status(ok.pk), finished) == "valid"
     assert Dataset.objects.get(pk=ok.pk).report["train"]["teachers"] == {"min": 1, "max": 1, "mean": 1.0, "rows_without": 0}
     assert celery_worker.popen.poll() is None
+
+
+# ---------------------------------------------------------------- in a real browser
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+SHOTS = Path(os.environ.get("GFT_SCREENSHOTS") or tempfile.mkdtemp(prefix="gft-shots-"))
+
+
+@pytest.fixture
+def browser_page(live_server_url, user):
+    """Chromium (Debian's, through Playwright) logged in as `user` on the uvicorn-served app."""
+    if CHROMIUM is None:
+        pytest.skip("no chromium binary")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{live_server_url}/accounts/login/")
+        page.fill("input[name=username]", "alice")
+        page.fill("input[name=password]", "alice-pass-123")
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{live_server_url}/")
+        yield page, live_server_url, errors
+        browser.close()
+        from django.db import connections
+
+        connections.close_all()  # under Playwright's loop Django has a context-local connection: close it here
+
+
+def test_in_a_browser_upload_validate_and_test_a_reward(celery_worker, browser_page, tmp_path):
+    page, base, errors = browser_page
+    page.goto(f"{base}/datasets/")
+    page.click("text=Upload a dataset")
+    page.fill("#id_name", "gsm8k-train")
+    page.set_input_files("#id_file", str(GSM8K_TRAIN))
+    page.select_option("#id_preset", "gsm8k")
+    assert page.input_value("#id_prompt") == "question" and page.input_value("#id_ground_truth_extract") == "gsm8k"
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/datasets/*/")
+    page.wait_for_selector("#dataset-status[data-status=valid]", timeout=180_000)  # the page polls, then reloads
+    page.wait_for_selector("#hist-train .main-svg")  # Plotly drew the length histograms
+    assert "7473" in page.inner_text(".stats") and "Natalia sold clips" in page.inner_text(".preview")
+    page.screenshot(path=str(SHOTS / "dataset-valid.png"), full_page=True)
+
+    bad = tmp_path / "broken.jsonl"
+    bad.write_text('{"prompt": "1+1?", "expert": "2", "teachers": [], "answer": "2"}\n{"prompt": oops}\n')
+    page.goto(f"{base}/datasets/upload/")
+    page.fill("#id_name", "broken")
+    page.set_input_files("#id_file", str(bad))
+    page.select_option("#id_preset", "toy")
+    page.click("button[type=submit]")
+    assert "broken.jsonl, line 2: bad JSON" in page.inner_text(".error-box")
+    page.screenshot(path=str(SHOTS / "dataset-upload-error.png"), full_page=True)
+    assert not Dataset.objects.filter(name="broken").exists()
+
+    page.goto(f"{base}/rewards/new/")
+    page.fill("#id_name", "verify+length")
+    page.select_option("#id_terms-0-reward", "math_verify")
+    page.click("#add-term")
+    page.select_option("#id_terms-1-reward", "length_penalty")
+    page.fill("#id_terms-1-weight", "0.5")
+    page.fill("#id_terms-1-length_penalty__max_len", "4000")
+    assert page.is_hidden("#id_terms-1-math_verify__rel_tol") and page.is_visible("#id_terms-1-length_penalty__penalty")
+    page.screenshot(path=str(SHOTS / "reward-form.png"), full_page=True)
+    page.click("#reward-form button[type=submit]")
+    page.wait_for_url(f"{base}/rewards/*/")
+    assert "1 × math_verify" in page.inner_text("main") and "0.5 × length_penalty(max_len=4000" in page.inner_text("main")
+
+    page.select_option("#id_dataset", label="gsm8k-train v1")
+    page.fill("#id_sample_size", "200")
+    page.fill("#id_response", "18 - 5 = 13, so the answer is 13.")
+    page.fill("#id_response_ground_truth", "13")
+    page.click("#test button[type=submit]")
+    page.wait_for_selector("#test-result[data-status=done]", timeout=120_000)
+    page.wait_for_selector("#reward-hist .main-svg")
+    assert page.inner_text("tr[data-source=expert] .mean") == "1.0"
+    assert page.inner_text("tr[data-source=pasted] .mean").startswith("1.0")
+    assert "Every sampled expert and teacher answer scored at least 1." in page.inner_text("#test-result")
+    page.screenshot(path=str(SHOTS / "reward-test.png"), full_page=True)
+    assert errors == []
+    print(f"screenshots in {SHOTS}")

@@ -184,17 +184,29 @@ def test_math500_expert_answers_score_one(team, user, auth_client):
     assert test.result["pasted"]["score"] == 0.0
 
 
-def test_teacher_scores_and_failures_first(team, user):
+def _teacher_test(team, user) -> RewardTest:
+    """Ten rows, one wrong expert answer, one right and one wrong teacher answer per row."""
     rows = [{"prompt": f"{i}+{i}?", "expert": f"\\boxed{{{2 * i}}}", "teachers": [f"\\boxed{{{2 * i}}}", "\\boxed{-1}"],
              "answer": str(2 * i)} for i in range(10)]
     rows[4]["expert"] = "I give up"
     content = "".join(json.dumps(r) + "\n" for r in rows).encode()
     ds = dataset_services.create_dataset_from_upload(team, user, io.BytesIO(content), name="t", filename="t.jsonl", mapping="toy")
     cfg = services.create_reward_config(team, user, name="mv", spec={"name": "math_verify", "params": {}})
-    test = _run_test(cfg, ds, user, sample_size=10)
+    return _run_test(cfg, ds, user, sample_size=10)
+
+
+def test_teacher_scores_and_failures_first(team, user):
+    test = _teacher_test(team, user)
     assert test.result["sources"]["expert"]["mean"] == 0.9
     assert test.result["sources"]["teacher"]["n"] == 20 and test.result["sources"]["teacher"]["mean"] == 0.5
     assert test.result["rows"][0]["number"] == 5 and test.result["rows"][0]["expert"] == 0.0
+
+
+def test_panel_lists_the_answers_below_one(team, user, auth_client):
+    test = _teacher_test(team, user)
+    page = auth_client.get(reverse("rewards:detail", args=[test.reward_config_id]) + f"?test={test.pk}").content.decode()
+    low = page.split("Answers scoring below 1", 1)[1].split("<details>", 1)[0]
+    assert low.count("<tr><td>") == 10 and "I give up" in low  # every row has a teacher answer of -1
 
 
 def test_reward_needing_a_ground_truth_fails_with_a_message(team, user):

@@ -93,11 +93,15 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
                    "response": test.response, "response_ground_truth": test.response_ground_truth}
     elif chosen and chosen.isdigit() and datasets.filter(pk=chosen).exists():
         initial = {"dataset": int(chosen)}
+    low_rows = []
+    if test is not None and test.status == RewardTest.Status.DONE:
+        low_rows = [r for r in test.result.get("rows", [])
+                    if (r["expert"] is not None and r["expert"] < 1) or any(t < 1 for t in r["teachers"])][:50]
     versions = RewardConfig.objects.filter(team=config.team, name=config.name).order_by("-version")
     return render(request, "rewards/detail.html", {
         "config": config, "described": services.describe(config.spec), "spec_json": json.dumps(config.spec, indent=2),
         "runs": services.used_by(config), "versions": versions, "can_write": m is not None and m.can_write,
-        "test_form": RewardTestForm(initial=initial, datasets=datasets), "test": test,
+        "test_form": RewardTestForm(initial=initial, datasets=datasets), "test": test, "low_rows": low_rows,
         "recent_tests": config.tests.select_related("dataset")[:10],
     })
 
