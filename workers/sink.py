@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -400,7 +399,3 @@ def _finite(scalars: dict[str, float]) -> dict[str, float | None]:
     """JSON has no NaN/inf: they become null for Redis and the summary (Postgres keeps them)."""
     return {k: (v if math.isfinite(v) else None) for k, v in scalars.items()}
 
-
-def sink_from_env() -> PostgresRedisSink:
-    """The sink of the run named by GFT_RUN_ID, for processes started by the worker."""
-    return PostgresRedisSink(int(os.environ["GFT_RUN_ID"]))
