@@ -204,6 +204,14 @@ BAD_UPLOADS = [
     ("truncated gzip", "data.jsonl.gz", gzip.compress(jsonl(toy_rows(50)))[:-30], None, "truncated"),
     ("gzip of a png", "data.csv.gz", gzip.compress(PNG), None, "the content is a PNG image"),
     ("gzip bomb", "data.jsonl.gz", _bomb(64 * 1024 * 1024), None, "gzip bomb"),
+    ("empty gzip", "data.jsonl.gz", gzip.compress(b""), None, "the file is empty"),
+    ("csv header only", "data.csv", b"prompt,expert,answer\n", {"prompt": "prompt"}, "empty file (no rows)"),
+    ("csv row with extra field", "data.csv", b"prompt,expert\np,e\np,e,x\n", {"prompt": "prompt"}, "line 3: 3 fields but the header has 2"),
+    ("corrupt parquet", "data.parquet", b"PAR1" + b"garbage" * 20 + b"PAR1", None, "cannot read Parquet file"),
+    ("utf-16 csv", "data.csv", "prompt,expert\np,e\n".encode("utf-16"), {"prompt": "prompt"}, "UTF-16 text (save it as UTF-8)"),
+    ("xlsx named csv", "data.csv", b"PK\x03\x04" + b"\x00" * 50, None, "ZIP archive (or an Excel/Word file)"),
+    ("pretty-printed json", "data.json", json.dumps(toy_rows(1)[0], indent=2).encode(), None, "expected one JSON object per line"),
+    ("null expert", "data.jsonl", jsonl([{**r, "expert": None} for r in toy_rows()]), None, "column 'expert' must hold a string"),
 ]
 
 

@@ -201,6 +201,8 @@ def create_dataset_from_upload(
     name = (name or "").strip()
     if not name:
         raise UploadError("Give the dataset a name.")
+    if len(name) > Dataset._meta.get_field("name").max_length:
+        raise UploadError(f"The name is too long (at most {Dataset._meta.get_field('name').max_length} characters).")
     if Dataset.objects.filter(team=team, name=name).exists():
         raise UploadError(f"Your team already has a dataset named {name!r}; upload a new version from its page or pick another name.")
     mapping_d = mapping_from(mapping)

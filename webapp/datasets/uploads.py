@@ -42,6 +42,8 @@ SIGNATURES: list[tuple[bytes, str]] = [
     (b"BZh", "bzip2-compressed data"),
     (b"\xfd7zXZ", "xz-compressed data"),
     (b"\x28\xb5\x2f\xfd", "zstd-compressed data"),
+    (b"\xff\xfe", "UTF-16 text (save it as UTF-8)"),
+    (b"\xfe\xff", "UTF-16 text (save it as UTF-8)"),
 ]
 
 

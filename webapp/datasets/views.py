@@ -112,7 +112,7 @@ def upload(request: HttpRequest) -> HttpResponse:
         form = UploadForm(initial={"eval_split": Dataset.EvalSplit.NONE})
     return render(request, "datasets/upload.html", {
         "form": form, "duplicate": duplicate, "presets": preset_fields(),
-        "max_bytes": human_bytes(settings.UPLOAD_MAX_BYTES),
+        "max_bytes": human_bytes(settings.UPLOAD_MAX_BYTES), "max_bytes_int": settings.UPLOAD_MAX_BYTES,
     })
 
 
@@ -163,7 +163,8 @@ def new_version(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         form = NewVersionForm(initial=NewVersionForm.initial_from(dataset))
     return render(request, "datasets/new_version.html", {
-        "form": form, "dataset": dataset, "presets": preset_fields(), "max_bytes": human_bytes(settings.UPLOAD_MAX_BYTES),
+        "form": form, "dataset": dataset, "presets": preset_fields(),
+        "max_bytes": human_bytes(settings.UPLOAD_MAX_BYTES), "max_bytes_int": settings.UPLOAD_MAX_BYTES,
     })
 
 

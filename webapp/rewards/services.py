@@ -141,6 +141,8 @@ def create_reward_config(team, user, *, name: str, spec: dict, description: str 
     name = (name or "").strip()
     if not name:
         raise RewardConfigError("Give the reward config a name.")
+    if len(name) > RewardConfig._meta.get_field("name").max_length:
+        raise RewardConfigError(f"The name is too long (at most {RewardConfig._meta.get_field('name').max_length} characters).")
     if RewardConfig.objects.filter(team=team, name=name).exists():
         raise RewardConfigError(f"Your team already has a reward config named {name!r}; edit it to make a new version, or pick another name.")
     spec = check_spec(spec)
