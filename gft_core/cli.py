@@ -55,7 +55,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = trainer.train()
     summary = {"status": result.status, "step": result.step, "final_dir": result.final_dir,
                "eval_accuracy": result.eval_accuracy, "metrics": str(metrics_path)}
-    print(json.dumps(summary))
+    if trainer.accelerator.is_main_process:  # under `accelerate launch`, one summary line
+        print(json.dumps(summary))
     return 0
 
 
