@@ -9,12 +9,15 @@ train_run(run_id)
   - sends a heartbeat every HEARTBEAT_S seconds from a background thread;
   - writes the worker log of the run to <run dir>/worker.log (an Artifact), its last lines to
     Run.log_tail;
-  - ends the run succeeded | cancelled | failed (with the error) through services.transition.
+  - ends the run succeeded | cancelled | failed (with the error) through services.transition,
+    then precomputes the metric rollups (webapp.runs.series.refresh_rollups) so that the first
+    view of a long run does not build them.
   Runs on more than one GPU start `accelerate launch ... -m workers.train_child` as a child
   process; see workers/train_child.py for why the child writes JSONL that this task tails.
 housekeeping()
   - fails running runs whose heartbeat is older than settings.RUN_HEARTBEAT_TIMEOUT_S;
-  - sends queued runs whose task message vanished from the broker again.
+  - sends queued runs whose task message vanished from the broker again;
+  - keeps the metric rollups of long running runs up to date (only new complete buckets).
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from webapp.runs import live, services
+from webapp.runs import live, series, services
 from webapp.runs.launch import dispatch, log_path, run_dir
 from webapp.runs.models import Artifact, Run, RunEvent, RunStatus
 
@@ -234,6 +237,18 @@ class RunExecution:
         except services.TransitionError as exc:  # e.g. housekeeping failed it while the worker hung
             log.warning("run %s: could not end as %s: %s", self.run.pk, status, exc)
             Run.objects.filter(pk=self.run.pk).update(log_tail=tail)
+        refresh_rollups_of(self.run.pk)
+
+
+def refresh_rollups_of(run_id: int) -> None:
+    """Bring a run's metric rollups up to date (series.refresh_rollups); a failure here only
+    means the first chart view builds them, so it is logged, never raised."""
+    try:
+        run = Run.objects.get(pk=run_id)  # fresh: an ended run rolls up every complete bucket
+        series.refresh_rollups(run)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("run %s: metric rollups not refreshed: %s", run_id, exc)
+        close_old_connections()
 
 
 def _describe(exc: BaseException) -> str:
@@ -303,8 +318,20 @@ class _JsonlTail:
 # ---------------------------------------------------------------------------- housekeeping
 @shared_task(name="workers.tasks.housekeeping")
 def housekeeping() -> dict:
-    """Fail runs whose heartbeat stopped; send again queued runs whose task message was lost."""
-    return {"failed": fail_stale_runs(), "redispatched": redispatch_lost_runs()}
+    """Fail runs whose heartbeat stopped; send again queued runs whose task message was lost;
+    roll up the metrics of long running runs."""
+    return {"failed": fail_stale_runs(), "redispatched": redispatch_lost_runs(),
+            "rolled_up": refresh_running_rollups()}
+
+
+def refresh_running_rollups() -> list[int]:
+    """Refresh the rollups of running runs long enough to use them (series.ROLLUP_MIN_STEPS):
+    each call rolls up only the buckets completed since the last one, so it stays cheap."""
+    ids = list(Run.objects.filter(status=RunStatus.RUNNING, step__gte=series.ROLLUP_MIN_STEPS)
+               .values_list("pk", flat=True))
+    for run_id in ids:
+        refresh_rollups_of(run_id)
+    return ids
 
 
 def fail_stale_runs(timeout_s: float | None = None) -> list[int]:
