@@ -219,6 +219,8 @@ def up(args: argparse.Namespace) -> int:
     try:
         ensure_services(stack)
         os.environ.setdefault("SECRET_KEY", _secret_key())
+        os.environ.setdefault("ARTIFACT_ROOT", str(VAR / "artifacts"))
+        os.environ.setdefault("MODEL_ROOTS", str(VAR / "models"))
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
         say("preparing database and demo assets (first time: a minute for the tiny model's warm-up)")
         info = prepare_demo()
