@@ -30,13 +30,14 @@ def demo_model_dir() -> Path:
 
 
 def _ensure_model() -> Path:
+    from gft_core.metrics import ConsoleSink
     from gft_core.tiny import make_tiny
 
     target = demo_model_dir()
     if not (target / "config.json").is_file():
         tmp = target.with_name(".tiny-warm.tmp")
         log.info("building the tiny model with %d warm-up SFT steps in %s", WARMUP_STEPS, target)
-        make_tiny(tmp, warmup_steps=WARMUP_STEPS)
+        make_tiny(tmp, warmup_steps=WARMUP_STEPS, sink=ConsoleSink())  # a progress bar: this takes a minute
         tmp.rename(target)
     return target
 
