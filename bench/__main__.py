@@ -12,7 +12,16 @@ import subprocess
 import sys
 import time
 
-from bench.common import ROOT, Skip
+# CPU threads, set before torch is imported. On a shared 2-core machine two OpenMP threads that
+# spin-wait at every barrier make a fwd/bwd 3-20x slower and wildly variable whenever another
+# process runs (measured: 1 thread 0.27 s, 2 threads 0.9-6.6 s for the same tiny fwd/bwd), so
+# the benchmarks default to 1 thread with passive waiting; both sides of every comparison get the
+# same setting. BENCH_THREADS=2 (and a quiet machine) to measure with both cores.
+os.environ.setdefault("BENCH_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", os.environ["BENCH_THREADS"])
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from bench.common import ROOT, Skip  # noqa: E402
 
 BENCHMARKS = {
     "trainer": "gft_core Trainer vs TRL GRPOTrainer: sequences/s, tokens/s, phase split",

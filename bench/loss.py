@@ -92,15 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench loss", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--response-len", type=int, default=96)
-    p.add_argument("--reps", type=int, default=12)
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--wide-reps", type=int, default=6)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--wide-vocab", type=int, default=32_000, help="0 = skip the wide-vocabulary model")
     a = p.parse_args(argv)
     if a.quick:
         a.batch, a.prompt_len, a.response_len, a.reps, a.warmup, a.wide_vocab = 4, 8, 16, 2, 1, 1000
+        a.wide_reps = 2
     import torch
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         from gft_core.trainer import response_logprobs  # noqa: F401
     except ImportError as e:
         raise Skip(f"gft_core is incomplete ({e})") from None
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     device = torch.device("cpu")
     tmp = Path(tempfile.mkdtemp(prefix="bench-loss-"))
     models = [("tiny", AutoModelForCausalLM.from_pretrained(make_tiny_model(tmp / "tiny")))]
@@ -127,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         model.to(device).train()
         batch, adv = _batch(model.config.vocab_size, a.batch, a.prompt_len, a.response_len, device)
         ntok = int(batch["resp_mask"].sum())
-        times = measure(model, variants(model, batch, adv), a.reps, a.warmup)
+        reps = a.reps if label == "tiny" else min(a.reps, a.wide_reps)
+        times = measure(model, variants(model, batch, adv), reps, a.warmup)
         base = Stat.of(times["sft-ce"])
         for name, ts in times.items():
             s = Stat.of(ts)
