@@ -344,15 +344,20 @@ def warmup_sft(
     model_dir: str | Path,
     train_path: str | Path,
     *,
-    steps: int = 600,
-    lr: float = 3e-3,
-    prompts_per_step: int = 32,
+    steps: int = 2000,
+    lr: float = 2e-3,
+    prompts_per_step: int = 16,
     seed: int = 0,
     work_dir: str | Path | None = None,
     sink: Any = None,
 ) -> Path:
     """Teach the tiny model the task: SFT on the expert answers (the `sft` baseline of our own
-    trainer, cosine schedule), then overwrite model_dir with the result."""
+    trainer, cosine schedule), then overwrite model_dir with the result.
+
+    The tiny model first learns the answer template (~200 steps), then to copy the operands from
+    the prompt (~500-800 steps), then the arithmetic; ~1,500-2,000 steps give a model whose
+    self samples are right often enough for group advantages to carry signal.
+    """
     import shutil
     import tempfile
 
