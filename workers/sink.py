@@ -1,7 +1,8 @@
 """PostgresRedisSink: the trainer's metrics into Postgres (durable) and a Redis Stream (live).
 
-The trainer thread only appends to an in-memory buffer; a background thread flushes it at least
-every `flush_interval` seconds (or sooner when `batch_points` points are waiting) and at close.
+The trainer thread only appends to an in-memory buffer; a background thread flushes it
+as soon as points arrive (what comes in during a write goes into the next one), retries every
+`flush_interval` seconds while Postgres is unreachable, and flushes the rest at close.
 
 One flush is one Postgres transaction:
   1. intern new metric names (MetricKey, cached per process);
@@ -88,7 +89,7 @@ class PostgresRedisSink:
     """A gft_core.metrics.MetricSink that persists to Postgres and publishes to Redis."""
 
     def __init__(self, run_id: int, *, conninfo: dict[str, Any] | None = None, redis_url: str | None = None,
-                 flush_interval: float = 0.5, batch_points: int = 50_000, max_buffer_points: int = 5_000_000,
+                 flush_interval: float = 0.5, max_buffer_points: int = 5_000_000,
                  close_timeout: float = 120.0):
         from django.conf import settings
 
@@ -100,7 +101,6 @@ class PostgresRedisSink:
         self.stream = live.stream_key(run_id)
         self.stream_maxlen = live.STREAM_MAXLEN
         self.flush_interval = flush_interval
-        self.batch_points = batch_points
         self.max_buffer_points = max_buffer_points
         self.close_timeout = close_timeout
 
@@ -156,9 +156,9 @@ class PostgresRedisSink:
                 entry[2].update(histograms or {})
                 clean = entry[1]
             self._points += len(clean)
-            waiting = self._points
-        if waiting >= self.batch_points:
-            self._wake.set()
+        # Wake the flusher at once (group commit): what arrives while it writes goes into the next
+        # batch, so a live viewer waits one flush (milliseconds), not a whole flush interval.
+        self._wake.set()
 
     def log_groups(self, step: int, groups: list[dict]) -> None:
         with self._lock:

@@ -197,12 +197,22 @@ def test_redis_outage_keeps_postgres_and_the_stream_catches_up(run, settings):
 
 
 def test_buffer_overflow_is_a_clear_error(run):
+    """The buffer only fills while Postgres is unreachable: then the trainer gets a clear error."""
     from workers.sink import SinkOverflowError
 
-    sink = PostgresRedisSink(run.pk, flush_interval=60, max_buffer_points=10, batch_points=10**9)
-    sink.start(total_steps=5, start_step=0, config={})
-    sink.log(1, {f"k{i}": 1.0 for i in range(8)})
-    with pytest.raises(SinkOverflowError, match="buffer of run"):
-        sink.log(2, {f"k{i}": 1.0 for i in range(8)})
-    sink.close()
+    params = conninfo_from_settings()
+    proxy = Proxy(params["host"], int(params["port"]))
+    try:
+        sink = PostgresRedisSink(run.pk, conninfo={**params, "host": "127.0.0.1", "port": proxy.port},
+                                 flush_interval=0.05, max_buffer_points=10, close_timeout=2)
+        sink.start(total_steps=5, start_step=0, config={})
+        proxy.cut()
+        sink.log(1, {f"k{i}": 1.0 for i in range(8)})
+        wait_for(lambda: sink._error is not None, timeout=30, what="a failed flush")
+        with pytest.raises(SinkOverflowError, match="buffer of run"):
+            sink.log(2, {f"k{i}": 1.0 for i in range(8)})
+        proxy.restore()
+        sink.close()
+    finally:
+        proxy.close()
     assert MetricPoint.objects.filter(run_id=run.pk).count() == 8

@@ -14,6 +14,7 @@ import re
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connection
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
@@ -45,11 +46,21 @@ def _message(entry_id: str, fields: dict[bytes, bytes]) -> str:
     return f"id: {entry_id}\nevent: {kind}\ndata: {payload}\n\n"
 
 
+def _authorized_run(user, pk: int) -> Run:
+    """The run if the user may see it. The database connection is closed before streaming starts:
+    an open stream lasts minutes to hours and must not hold one of Postgres' few connections."""
+    try:
+        return get_scoped(user, Run.objects.all(), pk=pk)
+    finally:
+        if not connection.in_atomic_block:  # inside a transaction (a test's), the connection is not ours
+            connection.close()
+
+
 async def stream(request: HttpRequest, pk: int) -> HttpResponse:
     user = await request.auser()
     if not user.is_authenticated:
         return redirect_to_login(request.get_full_path())
-    run = await sync_to_async(get_scoped)(user, Run.objects.all(), pk=pk)  # another team: 404
+    run = await sync_to_async(_authorized_run)(user, pk)  # another team: 404
     client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
     key = live.stream_key(run.pk)
     cursor = _start_id(request)
