@@ -5,9 +5,10 @@ that draws them, and the views ask `chart_keys` which series to load.
 """
 from __future__ import annotations
 
-import time
+import math
 from typing import Any
 
+from . import launch
 from .models import Run
 
 SOURCES = ("expert", "teacher", "self")
@@ -76,21 +77,24 @@ def chart_keys(charts: list[dict]) -> list[str]:
     return list(seen)
 
 
-def run_state(run: Run, now: float | None = None) -> dict[str, Any]:
-    """Status, progress and ETA of a run, as the pages and their live updates show them."""
-    now = time.time() if now is None else now
+def run_state(run: Run) -> dict[str, Any]:
+    """Status, progress, ETA and queue position of a run, as the pages and their live updates show
+    them (ETA and queue position from webapp.runs.launch, as the API reports them)."""
     total = run.total_steps or 0
     frac = min(1.0, run.step / total) if total else 0.0
-    eta = None
-    if run.status == Run.Status.RUNNING and run.started_at and 0 < run.step < total:
-        elapsed = now - run.started_at.timestamp()
-        # After a resume, steps before this attempt's start were done earlier: rate from steps
-        # of this attempt would need the start step; the overall rate is a fair estimate.
-        if elapsed > 0:
-            eta = elapsed / run.step * (total - run.step)
     return {"id": run.pk, "status": run.status, "status_label": run.get_status_display(), "step": run.step,
-            "total_steps": total, "progress": frac, "eta_s": eta, "active": run.is_active,
+            "total_steps": total, "progress": frac, "eta_s": launch.eta_seconds(run),
+            "queue": run.queue, "queue_position": launch.queue_position(run), "active": run.is_active,
             "error": run.error[:2000] if run.error else ""}
+
+
+def format_eta(seconds: float | None) -> str:
+    """'1h 5m', '3m 20s', '42s' (as static/js/status.js formatEta); '' when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return ""
+    s = max(0, round(seconds))
+    h, m, r = s // 3600, s % 3600 // 60, s % 60
+    return f"{h}h {m}m" if h else f"{m}m {r}s" if m else f"{r}s"
 
 
 def tau_of(run: Run) -> float | None:

@@ -108,8 +108,9 @@ def run_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     run = get_scoped(request.user, Run.objects.select_related("dataset", "reward_config", "created_by", "team"), pk=pk)
+    state = charts.run_state(run)
     page = {
-        "runs": [{"id": run.pk, "name": run.name, "tau": charts.tau_of(run), "state": charts.run_state(run)}],
+        "runs": [{"id": run.pk, "name": run.name, "tau": charts.tau_of(run), "state": state}],
         "charts": charts.CHARTS,
         "urls": {"series": reverse("runs:series"), "stream": reverse("runs:stream", args=[run.pk]),
                  "groups": reverse("runs:groups", args=[run.pk])},
@@ -118,12 +119,13 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "group_sample_interval": (run.config or {}).get("group_sample_interval"),
     }
     return render(request, "runs/detail.html", {
-        "run": run, "state": charts.run_state(run), "page": page, "tau": charts.tau_of(run),
+        "run": run, "state": state, "eta_text": charts.format_eta(state["eta_s"]), "page": page, "tau": charts.tau_of(run),
         "config_json": json.dumps(run.config, indent=2, sort_keys=True, default=str),
         "artifacts": run.artifacts.all(), "events": run.events.all()[:50],
         "group_steps": group_data.steps(run),
         "cancel_url": _optional_url("runs:cancel", run.pk), "resume_url": _optional_url("runs:resume", run.pk),
-        "logs_url": _optional_url("runs:logs", run.pk), "clone_url": None,
+        "logs_url": _optional_url("runs:logs", run.pk),
+        "clone_url": f"{reverse('runs:launch')}?clone={run.pk}",
     })
 
 

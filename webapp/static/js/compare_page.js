@@ -1,7 +1,7 @@
 // Compare page and saved dashboards: several runs overlaid, stable colour per run, live.
 import { ChartBoard, bindToolbar, runColor } from "./charts.js";
 import { followRuns } from "./live.js";
-import { liveNote, onEntry, onStatus, showState } from "./status.js";
+import { liveNote, onEntry, onStatus, readStatesFrom, showState } from "./status.js";
 
 const page = JSON.parse(document.getElementById("page-data").textContent);
 const root = document.getElementById("charts");
@@ -15,6 +15,7 @@ if (page.runs.length) {
   const note = document.getElementById("live-note");
   board.loadHistory().then(body => {
     document.body.dataset.chartsReady = "1";
+    readStatesFrom(page.urls.series);
     const runs = page.runs.map(r => ({ id: r.id, state: body.runs[r.id] }));
     for (const r of runs) showState(r.id, r.state);
     followRuns(board, runs, page.urls.streams, body.stream_ids, {

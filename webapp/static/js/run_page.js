@@ -1,7 +1,7 @@
 // Run page: charts (history, then live), status/progress, tabs, group inspector.
 import { ChartBoard, bindToolbar } from "./charts.js";
 import { followRuns } from "./live.js";
-import { liveNote, onEntry, onStatus, showState } from "./status.js";
+import { followQueue, liveNote, onEntry, onStatus, readStatesFrom, showState } from "./status.js";
 import { GroupInspector } from "./groups.js";
 
 const page = JSON.parse(document.getElementById("page-data").textContent);
@@ -27,7 +27,9 @@ showTab((location.hash || "#charts").slice(1) || "charts");
 board.loadHistory().then(body => {
   document.body.dataset.chartsReady = "1";
   const state = body.runs[run.id];
+  readStatesFrom(page.urls.series);
   showState(run.id, state);
+  if (state.status === "queued") followQueue(run.id);
   followRuns(board, [{ id: run.id, state }], { [run.id]: page.urls.stream }, body.stream_ids, {
     onEntry: (id, entry) => { board.applyEntry(id, entry); onEntry(id, entry); inspector.onStep(entry.step); },
     onStatus: (id, event) => onStatus(id, event),

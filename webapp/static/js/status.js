@@ -1,5 +1,9 @@
-// Status, progress and ETA of runs on a page, updated from stream entries and polled states.
-// Markup: an element [data-run-state="<id>"] holding .status, .progress > span, .step-text, .eta.
+// Status, progress, ETA and queue position of runs on a page, updated from stream entries and
+// polled states. Markup: an element [data-run-state="<id>"] holding .status, .progress > span,
+// .step-text, .eta, .queue-pos, [data-show-if="<statuses>"] (each optional).
+
+const QUEUE_POLL_MS = 5000;
+const REFRESH_MIN_MS = 5000;
 
 const rates = new Map(); // runId -> {t, step, secPerStep}
 
@@ -19,8 +23,57 @@ export function showState(runId, state) {
       badge.className = `status status-${state.status}`;
       badge.textContent = state.status_label || state.status.charAt(0).toUpperCase() + state.status.slice(1);
     }
+    if (state.status) {
+      el.dataset.status = state.status;
+      // Actions the status allows (cancel while queued or running, resume once failed or cancelled).
+      for (const a of el.querySelectorAll("[data-show-if]")) a.hidden = !a.dataset.showIf.split(" ").includes(state.status);
+    }
+    showQueue(el, state);
     if (state.step !== undefined) showProgress(el, state.step, state.total_steps, state.eta_s, state.status);
   }
+}
+
+// "queue position N on <queue>" while queued; a status event carries no position: keep the last.
+function showQueue(el, state) {
+  const q = el.querySelector(".queue-pos");
+  if (!q || !state.status) return;
+  if (state.status !== "queued") { q.hidden = true; return; }
+  if (!state.queue_position) return;
+  const [pos, queue] = q.querySelectorAll("b");
+  pos.textContent = String(state.queue_position);
+  if (queue && state.queue) queue.textContent = state.queue;
+  q.hidden = false;
+}
+
+function statusOf(runId) { const el = els(runId)[0]; return el ? el.dataset.status : undefined; }
+
+// Where fresh run states are read: the metrics JSON asked for no keys (set once by the page).
+let seriesUrl = null;
+export function readStatesFrom(url) { seriesUrl = url; }
+
+const lastRefresh = new Map(); // runId -> time of the last request
+// Re-read a run's state from the server, at most every REFRESH_MIN_MS: what the run's own stream
+// does not tell (its total steps once the trainer starts, its place in the queue).
+export async function refreshState(runId) {
+  const now = Date.now();
+  if (!seriesUrl || now - (lastRefresh.get(runId) || 0) < REFRESH_MIN_MS) return;
+  lastRefresh.set(runId, now);
+  try {
+    const params = new URLSearchParams({ runs: String(runId), keys: "" });
+    const resp = await fetch(`${seriesUrl}?${params}`, { credentials: "same-origin" });
+    if (resp.ok) showState(runId, (await resp.json()).runs[runId]);
+  } catch (e) { /* offline for a moment: a later call tries again */ }
+}
+
+// A queued run moves up as the runs ahead of it start or are cancelled: re-read its state until
+// it leaves the queue.
+export function followQueue(runId) {
+  const tick = async () => {
+    if (statusOf(runId) !== "queued") return;
+    await refreshState(runId);
+    if (statusOf(runId) === "queued") setTimeout(tick, QUEUE_POLL_MS);
+  };
+  setTimeout(tick, QUEUE_POLL_MS);
 }
 
 function showProgress(el, step, total, eta, status) {
@@ -48,6 +101,7 @@ export function onEntry(runId, entry) {
   rates.set(runId, { t: entry.t, step: entry.step, secPerStep: spp });
   for (const el of els(runId)) {
     const total = Number(el.dataset.total || 0);
+    if (!total) refreshState(runId); // opened before the trainer started: its total is in the database now
     if (entry.step < Number(el.dataset.step || 0)) continue;
     const badge = el.querySelector(".status");
     const status = badge ? badge.className.replace(/.*status-/, "") : "running";
