@@ -85,6 +85,21 @@ def _size_of(path: str) -> int:
     return 0
 
 
+def _jsonb_text(value: Any) -> str:
+    """JSON for a jsonb column. Postgres refuses the NUL character in jsonb, and a sampled model
+    response can contain one: it is stored as U+FFFD, the replacement character."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, str):
+            return v.replace("\x00", "\ufffd")
+        if isinstance(v, dict):
+            return {clean(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(value), default=str)
+
+
 class PostgresRedisSink:
     """A gft_core.metrics.MetricSink that persists to Postgres and publishes to Redis."""
 
@@ -314,7 +329,7 @@ class PostgresRedisSink:
         rows = []
         for step, records in groups:
             for i, record in enumerate(records):
-                rows.append((self.run_id, step, int(record.get("group_id", i)), json.dumps(record, default=str)))
+                rows.append((self.run_id, step, int(record.get("group_id", i)), _jsonb_text(record)))
         room = max(0, GROUP_SAMPLE_CAP - self._groups_stored)
         if len(rows) > room:
             if not self._groups_warned:

@@ -216,3 +216,16 @@ def test_buffer_overflow_is_a_clear_error(run):
     finally:
         proxy.close()
     assert MetricPoint.objects.filter(run_id=run.pk).count() == 8
+
+
+def test_group_record_with_nul_character_is_stored(run):
+    """A sampled response can decode to text with NUL, which Postgres' jsonb refuses."""
+    sink = PostgresRedisSink(run.pk, flush_interval=0.05)
+    sink.start(total_steps=1, start_step=0, config={})
+    sink.log(1, {"loss": 1.0})
+    sink.log_groups(1, [{"group_id": 0, "prompt": "2+2", "responses": [
+        {"source": "self", "text": "4\x00 = 4", "tokens": ["4", "\x00"], "reward": 0.0}]}])
+    sink.close()
+    response = GroupSample.objects.get(run=run).data["responses"][0]
+    assert response["text"] == "4\ufffd = 4" and response["tokens"] == ["4", "\ufffd"]
+    assert points(run.pk) == [(1, 1.0)]
