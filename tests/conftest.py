@@ -164,8 +164,18 @@ def start_worker(tmp_path: Path, queues: str = "gpu,default", name: str = "w1") 
     return proc
 
 
+def purge_queues() -> None:
+    """Drop task messages left by earlier tests, so a new worker starts with this test's tasks."""
+    from workers.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.default_channel.client.delete("gpu", "default", "unacked", "unacked_index")
+
+
 @pytest.fixture
 def celery_worker(transactional_db, tmp_path):
+    """A real worker on the gpu and default queues, started on empty queues."""
+    purge_queues()
     proc = start_worker(tmp_path)
     yield proc
     proc.stop()

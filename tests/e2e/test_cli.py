@@ -19,7 +19,7 @@ def gft(*args: str, env: dict, cwd) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_cli_login_submit_follow_list_compare_export(worker, live_server_url, api_token, launch_inputs, tmp_path):
+def test_cli_login_submit_follow_list_compare_export(celery_worker, live_server_url, api_token, launch_inputs, tmp_path):
     env = subprocess_env(XDG_CONFIG_HOME=str(tmp_path / "config"))
     env.pop("GFT_URL", None)
     env.pop("GFT_TOKEN", None)
@@ -35,7 +35,7 @@ def test_cli_login_submit_follow_list_compare_export(worker, live_server_url, ap
     run_id = int(submit.stdout.split("#")[1].split()[0])
 
     follow = gft("runs", "follow", str(run_id), "--interval", "0.5", env=env, cwd=tmp_path)
-    assert follow.returncode == 0, follow.stdout + follow.stderr + worker.log()[-3000:]
+    assert follow.returncode == 0, follow.stdout + follow.stderr + celery_worker.log()[-3000:]
     assert f"Run #{run_id} succeeded" in follow.stdout and "3/3" in follow.stdout and "loss=" in follow.stdout
 
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**launch_inputs, "tau": 3}))

@@ -41,12 +41,12 @@ def stream_steps(pk: int) -> list[int]:
     return [json.loads(fields[b"data"])["step"] for _, fields in entries if b"data" in fields]
 
 
-def test_form_run_trains_metrics_reach_postgres_and_redis(worker, auth_client, launch_inputs):
+def test_form_run_trains_metrics_reach_postgres_and_redis(celery_worker, auth_client, launch_inputs):
     data = {**launch_inputs, "tags": "e2e"}
     resp = auth_client.post(reverse("runs:launch"), data)
     assert resp.status_code == 302
     run = Run.objects.get()
-    run = wait_status(run.pk, ("succeeded", "failed"), worker)
+    run = wait_status(run.pk, ("succeeded", "failed"), celery_worker)
     assert run.status == "succeeded", (run.error, run.log_tail)
     assert run.step == run.total_steps == 4 and run.worker.startswith("w1@")
     assert loss_steps(run.pk) == [1, 2, 3, 4]
@@ -62,14 +62,14 @@ def test_form_run_trains_metrics_reach_postgres_and_redis(worker, auth_client, l
     assert b"ends succeeded" in page.content
 
 
-def test_api_cancel_keeps_checkpoint_and_resume_continues_the_series(worker, api_client, launch_inputs):
+def test_api_cancel_keeps_checkpoint_and_resume_continues_the_series(celery_worker, api_client, launch_inputs):
     resp = api_client.post("/api/runs/", {**launch_inputs, "max_steps": 40, "checkpoint_interval": 2}, format="json")
     assert resp.status_code == 201, resp.json()
     pk = resp.json()["id"]
-    wait_for(lambda: run_state(pk).step >= 3, what="3 steps", on_timeout=worker.log)
+    wait_for(lambda: run_state(pk).step >= 3, what="3 steps", on_timeout=celery_worker.log)
     cancel = api_client.post(f"/api/runs/{pk}/cancel/")
     assert cancel.status_code == 200 and cancel.json()["cancel_requested"]
-    run = wait_status(pk, ("cancelled", "failed", "succeeded"), worker)
+    run = wait_status(pk, ("cancelled", "failed", "succeeded"), celery_worker)
     assert run.status == "cancelled", (run.error, run.log_tail)
     stopped_at = run.step
     assert 3 <= stopped_at < 40
@@ -80,9 +80,9 @@ def test_api_cancel_keeps_checkpoint_and_resume_continues_the_series(worker, api
     assert resp.status_code == 405
     resumed = api_client.post(f"/api/runs/{pk}/resume/")
     assert resumed.status_code == 200 and resumed.json()["status"] == "queued"
-    wait_for(lambda: run_state(pk).step >= stopped_at + 2, what="steps after resume", on_timeout=worker.log)
+    wait_for(lambda: run_state(pk).step >= stopped_at + 2, what="steps after resume", on_timeout=celery_worker.log)
     api_client.post(f"/api/runs/{pk}/cancel/")
-    run = wait_status(pk, ("cancelled", "failed", "succeeded"), worker)
+    run = wait_status(pk, ("cancelled", "failed", "succeeded"), celery_worker)
     assert run.status == "cancelled" and run.attempt == 2
     assert loss_steps(pk) == list(range(1, run.step + 1))  # continuous: no gap, no duplicate
     detail = api_client.get(f"/api/runs/{pk}/").json()
@@ -93,7 +93,7 @@ def test_api_cancel_keeps_checkpoint_and_resume_continues_the_series(worker, api
 
 def test_killed_worker_is_failed_by_housekeeping_then_resume_completes(transactional_db, tmp_path, api_client,
                                                                         launch_inputs, settings):
-    from tests.e2e.conftest import purge_queues
+    from tests.conftest import purge_queues
 
     purge_queues()
     first = start_worker(tmp_path, name="doomed")
@@ -128,22 +128,22 @@ def test_killed_worker_is_failed_by_housekeeping_then_resume_completes(transacti
     assert stream_steps(pk)[-1] == 10
 
 
-def test_two_process_run_through_accelerate_launch_cancel_and_resume(worker, api_client, launch_inputs):
+def test_two_process_run_through_accelerate_launch_cancel_and_resume(celery_worker, api_client, launch_inputs):
     """num_gpus=2 starts `accelerate launch` (CPU processes here); rank 0's JSONL is tailed into the sink."""
     resp = api_client.post("/api/runs/", {**launch_inputs, "num_gpus": 2, "max_steps": 30, "checkpoint_interval": 1,
                                           "micro_batch_size": 4}, format="json")
     assert resp.status_code == 201, resp.json()
     pk = resp.json()["id"]
-    wait_for(lambda: run_state(pk).step >= 2, what="2 steps", on_timeout=worker.log)
+    wait_for(lambda: run_state(pk).step >= 2, what="2 steps", on_timeout=celery_worker.log)
     api_client.post(f"/api/runs/{pk}/cancel/")
-    run = wait_status(pk, ("cancelled", "failed", "succeeded"), worker)
+    run = wait_status(pk, ("cancelled", "failed", "succeeded"), celery_worker)
     assert run.status == "cancelled", (run.error, run.log_tail)
     assert loss_steps(pk) == list(range(1, run.step + 1))
     assert "accelerate" in open(Artifact.objects.get(run=run, kind="log").path).read()
     stopped_at = run.step
     api_client.post(f"/api/runs/{pk}/resume/")
     wait_for(lambda: run_state(pk).status == "running" and run_state(pk).step > stopped_at, what="resumed steps",
-             on_timeout=worker.log)
+             on_timeout=celery_worker.log)
     api_client.post(f"/api/runs/{pk}/cancel/")
-    run = wait_status(pk, ("cancelled", "failed", "succeeded"), worker)
+    run = wait_status(pk, ("cancelled", "failed", "succeeded"), celery_worker)
     assert run.status == "cancelled" and loss_steps(pk) == list(range(1, run.step + 1))

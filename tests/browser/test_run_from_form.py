@@ -1,0 +1,180 @@
+"""As a new user would, in headless Chromium against uvicorn with a real Celery worker training the
+small test model: log in, launch a run from the form, watch the rectification chart grow live
+(no reload), cancel it from the page, compare it with another run, save and reopen a dashboard;
+a user of another team gets 404 on those URLs. Also: a queued run's place in the queue and a
+running run's ETA, live on the run page.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from tests.browser.support import SHOTS, log_steps, login, make_run, sink_for
+from tests.metric_support import write_step
+from tests.runs_support import reward_config, tiny_assets, toy_dataset  # noqa: F401
+from webapp.runs.models import MetricKey, MetricPoint, Run
+from webapp.runs.services import request_cancel, transition
+
+RECTIFIED = "dcr/rectified_frac"
+
+
+# Points Plotly has drawn for the trace `name` of a chart (its calcdata, built at the last draw;
+# the trace's own arrays are the page's store, which grows before the throttled redraw).
+_DRAWN = """([chart, name]) => {
+  const gd = document.getElementById(`chart-${chart}`);
+  const i = (gd.data || []).findIndex(t => t.name === name);
+  return i < 0 || !gd.calcdata || !gd.calcdata[i] ? 0 : gd.calcdata[i].length;
+}"""
+
+
+def trace_points(page, chart: str, name: str) -> int:
+    """Points drawn in the Plotly trace `name` of the chart (0 while it has none)."""
+    return page.evaluate(_DRAWN, [chart, name])
+
+
+def wait_trace_points(page, chart: str, name: str, at_least: int, timeout_ms: int) -> None:
+    page.wait_for_function(f"([chart, name, n]) => ({_DRAWN})([chart, name]) >= n", arg=[chart, name, at_least],
+                           timeout=timeout_ms)
+
+
+def main_frame_navigations(page) -> list[str]:
+    """URLs the tab's main frame navigates to from now on (a reload would add one)."""
+    navs: list[str] = []
+    page.on("framenavigated", lambda frame: navs.append(frame.url) if frame == page.main_frame else None)
+    return navs
+
+
+def stored_steps(run_id: int, key: str) -> int:
+    kid = MetricKey.objects.get(name=key).pk
+    return MetricPoint.objects.filter(run_id=run_id, key_id=kid).count()
+
+
+def test_launch_from_form_watch_live_cancel_compare_dashboard(live_server_url, celery_worker, chromium, team, user,
+                                                              other_user, tiny_assets, toy_dataset, reward_config):
+    base = live_server_url
+    page = login(chromium, base, "alice", "alice-pass-123")
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    # Launch from the form: tiny sizes, more steps than the test waits for (it cancels).
+    page.goto(f"{base}/runs/new/")
+    page.fill("#id_name", "from the form")
+    page.fill("#id_model", str(tiny_assets["model"]))
+    page.select_option("#id_dataset", str(toy_dataset.pk))
+    page.select_option("#id_eval_split", "none")
+    page.select_option("#id_reward_config", str(reward_config.pk))
+    for field, value in {"n_expert": "1", "n_teacher": "1", "n_self": "2", "tau": "0.5", "lr": "0.001",
+                         "warmup_steps": "0", "prompts_per_step": "2", "micro_batch_size": "8",
+                         "max_prompt_len": "48", "max_response_len": "12", "max_steps": "500",
+                         "eval_interval": "0", "checkpoint_interval": "0"}.items():
+        page.fill(f"#id_{field}", value)
+    page.screenshot(path=str(SHOTS / "launch-form.png"), full_page=True)
+    page.click(".launch-form button[type=submit]")
+    page.wait_for_url(f"{base}/runs/*/")
+    run = Run.objects.get(name="from the form")
+    assert page.url == f"{base}/runs/{run.pk}/"
+    assert run.dataset_id == toy_dataset.pk and run.reward_config_id == reward_config.pk
+
+    # Live: the rectification chart gains points in place, over the run's stream.
+    page.wait_for_selector("body[data-charts-ready='1']", timeout=20_000)
+    page.evaluate("window.__noReload = 'still here'")
+    navs = main_frame_navigations(page)
+    wait_trace_points(page, "rectified", RECTIFIED, 1, timeout_ms=180_000)  # the trainer is up
+    first = trace_points(page, "rectified", RECTIFIED)
+    wait_trace_points(page, "rectified", RECTIFIED, first + 3, timeout_ms=60_000)
+    assert trace_points(page, "rectified", RECTIFIED) > first
+    assert navs == [] and page.evaluate("window.__noReload") == "still here"
+    assert page.locator(".live-note.live-sse").count() == 1
+    page.wait_for_function("() => document.querySelector('.run-head .eta').textContent.startsWith('ETA ')",
+                           timeout=20_000)
+    assert page.locator(".run-head .status.status-running").count() == 1
+    page.locator(".chart-card[data-chart='rectified']").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "form-run-live.png"), full_page=True)
+
+    # Cancel from the page: the trainer stops at its next step; the badge follows the stream.
+    page.click(".run-head .cancel-run button")
+    page.wait_for_selector(".run-head .status.status-cancelled", timeout=60_000)
+    run.refresh_from_db()
+    assert run.status == Run.Status.CANCELLED and 0 < run.step < 500, (run.error, run.log_tail)
+    # Every stored step is drawn.
+    wait_trace_points(page, "rectified", RECTIFIED, stored_steps(run.pk, RECTIFIED), timeout_ms=10_000)
+    assert trace_points(page, "rectified", RECTIFIED) == stored_steps(run.pk, RECTIFIED) == run.step
+    # Nothing left to cancel; resume is offered instead (no reload).
+    assert page.locator(".run-head .cancel-run").is_hidden() and page.locator(".run-head .resume-run").is_visible()
+    page.screenshot(path=str(SHOTS / "form-run-cancelled.png"), full_page=True)
+
+    # Compare with another run of the team, picked from the run list.
+    other = make_run(team, user, "baseline", 0.3, status=Run.Status.SUCCEEDED, total=12)
+    sink = sink_for(other, 0, 12)
+    try:
+        log_steps(sink, range(1, 13), 0.3)
+    finally:
+        sink.close()
+    page.goto(f"{base}/")
+    page.check(f"input[name=run-select][value='{run.pk}']")
+    page.check(f"input[name=run-select][value='{other.pk}']")
+    page.click("#compare-form button[type=submit]")
+    page.wait_for_url("**/compare/?runs=*")
+    compare_url = page.url
+    page.wait_for_selector("body[data-charts-ready='1']", timeout=20_000)
+    assert trace_points(page, "rectified", f"#{run.pk} from the form · {RECTIFIED}") == run.step
+    assert trace_points(page, "rectified", f"#{other.pk} baseline · {RECTIFIED}") == 12
+    assert "tau" in page.inner_text("table.diff")
+    page.screenshot(path=str(SHOTS / "form-run-compare.png"), full_page=True)
+
+    # Save the comparison as a dashboard, reopen it from the team's list.
+    page.fill("#save-dashboard [name=name]", "form run vs baseline")
+    page.check("#save-dashboard [name=charts][value=rectified]")
+    page.check("#save-dashboard [name=charts][value=loss]")
+    page.click("#save-dashboard button[type=submit]")
+    page.wait_for_url("**/dashboards/*/")
+    dashboard_url = page.url
+    page.goto(f"{base}/dashboards/")
+    page.click("text=form run vs baseline")
+    page.wait_for_url(dashboard_url)
+    page.wait_for_selector("body[data-charts-ready='1']", timeout=20_000)
+    assert [c.get_attribute("data-chart") for c in page.locator(".chart-card").all()] == ["loss", "rectified"]
+    assert trace_points(page, "rectified", f"#{run.pk} from the form · {RECTIFIED}") == run.step
+    page.screenshot(path=str(SHOTS / "form-run-dashboard.png"), full_page=True)
+    assert errors == []
+
+    # Another team's user, logged in through the same page: 404 on every one of these URLs.
+    bob = login(chromium, base, "bob", "bob-pass-123")
+    for url in (f"{base}/runs/{run.pk}/", compare_url, dashboard_url, f"{base}/runs/{run.pk}/logs/",
+                f"{base}/runs/new/?clone={run.pk}"):
+        assert bob.goto(url).status == 404, url
+    print(f"\nscreenshots in {SHOTS}")
+
+
+def test_queue_position_and_eta_update_live(live_server_url, chromium, team, user):
+    base = live_server_url
+    now = timezone.now()
+    ahead = Run.objects.create(team=team, created_by=user, name="ahead", method="gft", config={"tau": 0.3},
+                               status=Run.Status.QUEUED, queued_at=now - timedelta(seconds=10))
+    run = Run.objects.create(team=team, created_by=user, name="waiting", method="gft", config={"tau": 0.3},
+                             status=Run.Status.QUEUED, queued_at=now, total_steps=100)
+    page = login(chromium, base, "alice", "alice-pass-123")
+    page.goto(f"{base}/runs/{run.pk}/")
+    page.wait_for_selector("body[data-charts-ready='1']", timeout=20_000)
+    page.evaluate("window.__noReload = 'still here'")
+    assert page.inner_text(".run-head .queue-pos") == "queue position 2 on gpu"
+
+    request_cancel(ahead)  # the run ahead leaves the queue; the page re-reads its place
+    page.wait_for_function("() => document.querySelector('.run-head .queue-pos b').textContent === '1'",
+                           timeout=15_000)
+    page.screenshot(path=str(SHOTS / "run-queued.png"))
+
+    # It starts: the queue position goes, steps 2 s apart (by their step times) give the ETA.
+    transition(run.pk, Run.Status.RUNNING, worker="w")
+    page.wait_for_selector(".run-head .status.status-running", timeout=10_000)
+    assert page.locator(".run-head .queue-pos").is_hidden()
+    t0 = now.timestamp()
+    for step in (1, 2, 3):
+        write_step(run, step, {"loss": 1.0 / step}, t=t0 + 2.0 * step)
+    page.wait_for_function("() => document.querySelector('.run-head .step-text').textContent.startsWith('step 3 / 100')",
+                           timeout=10_000)
+    assert page.inner_text(".run-head .eta") == "ETA 3m 14s"  # 2 s x 97 steps left
+    wait_trace_points(page, "loss", "loss", 3, timeout_ms=5_000)
+    assert page.evaluate("window.__noReload") == "still here"
+    page.screenshot(path=str(SHOTS / "run-eta.png"))
