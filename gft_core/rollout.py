@@ -1,12 +1,19 @@
-"""Self samples: batched generation from the current policy with transformers `generate`.
+"""Self samples: batched sampling from the current policy with a lean KV-cache decoding loop.
 
-Prompts are left-padded so every sequence ends where generation starts; the KV cache is on;
-each prompt is sampled n times (num_return_sequences). Off-policy answers do not come from
-here but from groups.off_policy_responses.
+Prompts are left-padded so every sequence ends where generation starts (attention_mask marks the
+padding, position_ids count real tokens only). Each prompt is prefilled once, its KV cache is
+repeated for its n samples, then the model runs one token at a time on the cache (transformers
+DynamicCache): temperature + top-p sampling (inverse CDF, one uniform per row) from an explicit
+torch.Generator, until every row has emitted a stop token or max_new_tokens. This keeps only
+the model calls and the sampling: on the tiny benchmark model (CPU, 1 thread, 4 prompts x 8
+samples x 48 tokens) it takes ~25% less CPU time than transformers `generate`; what is left is
+the model's own forward, whose matmuls are only ~1/3 of it at that size.
+Off-policy answers do not come from here but from groups.off_policy_responses.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -54,12 +61,15 @@ def generate_samples(
     top_p: float = 1.0,
     batch_size: int = 64,
     accelerator: Any = None,
+    generator: torch.Generator | None = None,
 ) -> list[list[Sample]]:
     """n samples for each prompt (a list of n Samples per prompt, in prompt order).
 
-    Sampling uses the global torch RNG (seed it before calling for reproducible rollouts).
-    `batch_size` counts generated sequences; a batch holds batch_size // n prompts (at least 1).
-    The model is put in eval mode for generation and restored to its previous mode.
+    Sampling draws from `generator`; without one, a generator on the model's device is seeded
+    from the global torch RNG (one draw), so seeding torch before the call makes rollouts
+    reproducible. temperature <= 0 is greedy decoding. `batch_size` counts generated sequences;
+    a batch holds batch_size // n prompts (at least 1). The model is put in eval mode for
+    generation and restored to its previous mode.
     """
     if n < 1 or not prompt_ids:
         return [[] for _ in prompt_ids]
@@ -67,12 +77,9 @@ def generate_samples(
     device = next(net.parameters()).device
     stop_ids = eos_ids(net, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
-    gen_kwargs = dict(
-        do_sample=True, temperature=float(temperature), top_p=float(top_p),
-        top_k=0, repetition_penalty=1.0,  # override model defaults (e.g. Qwen's top_k=20)
-        max_new_tokens=int(max_new_tokens), num_return_sequences=n, use_cache=True,
-        pad_token_id=pad_id, eos_token_id=stop_ids,
-    )
+    if generator is None:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(torch.randint(0, 2**62, (1,))))
     was_training = net.training
     net.eval()
     out: list[list[Sample]] = []
@@ -83,13 +90,65 @@ def generate_samples(
             input_ids, attention_mask = left_pad(chunk, pad_id, device)
             ctx = accelerator.autocast() if accelerator is not None else _nullcontext()
             with ctx:
-                seqs = net.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
-            responses = seqs[:, input_ids.shape[1]:].tolist()
+                responses = sample_tokens(net, input_ids, attention_mask, n=n, max_new_tokens=int(max_new_tokens),
+                                          temperature=float(temperature), top_p=float(top_p), stop_ids=stop_ids,
+                                          pad_id=pad_id, generator=generator).tolist()
             for i in range(len(chunk)):
                 out.append([_to_sample(r, stop_ids, tokenizer) for r in responses[i * n:(i + 1) * n]])
     finally:
         net.train(was_training)
     return out
+
+
+@torch.no_grad()
+def sample_tokens(net: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, n: int, max_new_tokens: int,
+                  temperature: float, top_p: float, stop_ids: Sequence[int], pad_id: int,
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """(B * n, <= max_new_tokens) new tokens for left-padded prompts, rows i * n .. i * n + n - 1
+    sampled from prompt i; after its stop token a row is filled with pad_id."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=net.config)
+    pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    # prefill each prompt once, then give each of its n samples a copy of its cache
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(net.forward).parameters else {}
+    logits = net(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, past_key_values=cache,
+                 use_cache=True, **keep).logits[:, -1]
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+        logits, attention_mask = logits.repeat_interleave(n, 0), attention_mask.repeat_interleave(n, 0)
+    pos = pos[:, -1:].repeat_interleave(n, 0)
+    B = attention_mask.shape[0]
+    stops = torch.tensor(list(stop_ids), device=input_ids.device)
+    done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+    one = attention_mask.new_ones(B, 1)
+    tokens = []
+    for t in range(max_new_tokens):
+        tok = _sample(logits, temperature, top_p, generator).masked_fill(done, pad_id)
+        tokens.append(tok)
+        done |= torch.isin(tok, stops)
+        if t == max_new_tokens - 1 or bool(done.all()):
+            break
+        attention_mask, pos = torch.cat([attention_mask, one], 1), pos + 1
+        logits = net(input_ids=tok[:, None], attention_mask=attention_mask, position_ids=pos,
+                     past_key_values=cache, use_cache=True).logits[:, -1]
+    return torch.stack(tokens, 1) if tokens else input_ids.new_zeros(B, 0)
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row: argmax at temperature <= 0, else a draw from softmax(logits / T) cut to
+    the top-p nucleus, by inverse CDF (one uniform per row: the same distribution as
+    torch.multinomial, which costs ~10x more on CPU, 0.8 ms for 32 rows x 745 tokens)."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:  # keep the smallest set of most likely tokens whose mass reaches top_p
+        sorted_p, idx = probs.sort(-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p >= top_p  # the mass before this token already reaches top_p
+        probs = probs.scatter(-1, idx, sorted_p.masked_fill(drop, 0.0))
+    cdf = probs.cumsum(-1)
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 
 
 def _to_sample(ids: list[int], stop_ids: list[int], tokenizer: Any) -> Sample:

@@ -1,0 +1,75 @@
+"""The lean sampling loop of gft_core.rollout against transformers `generate`, and its sampler."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def model_and_tok(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def _prompts(tok):  # different lengths: left padding, attention_mask and position_ids matter
+    return [tok(t)["input_ids"] for t in ("1+1", "What is 3 + 4 * 2?", "Compute (7 - 2) * 3 + 11, step by step")]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_greedy_equals_transformers_generate(model_and_tok, n):
+    from gft_core.rollout import eos_ids, left_pad, sample_tokens
+
+    model, tok = model_and_tok
+    stop = eos_ids(model, tok)
+    ids, mask = left_pad(_prompts(tok), tok.pad_token_id)
+    ref = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=20,
+                         pad_token_id=tok.pad_token_id, eos_token_id=stop)[:, ids.shape[1]:]
+    ours = sample_tokens(model, ids, mask, n=n, max_new_tokens=20, temperature=0.0, top_p=1.0, stop_ids=stop,
+                         pad_id=tok.pad_token_id, generator=None)
+    assert torch.equal(ours, ref.repeat_interleave(n, 0)[:, :ours.shape[1]])
+
+
+def test_samples_are_reproducible_and_stop_at_eos(model_and_tok):
+    from gft_core.rollout import eos_ids, generate_samples
+
+    model, tok = model_and_tok
+    prompts = _prompts(tok)
+
+    def run(seed, **kw):
+        return generate_samples(model, tok, prompts, n=4, max_new_tokens=16, **kw,
+                                generator=torch.Generator().manual_seed(seed))
+
+    a, b, c = run(1), run(1), run(2)
+    tokens = lambda s: [[x.token_ids for x in ss] for ss in s]  # noqa: E731
+    assert tokens(a) == tokens(b) != tokens(c)
+    assert len(a) == 3 and all(len(ss) == 4 for ss in a)
+    torch.manual_seed(5)  # no generator: one draw from the global RNG seeds it
+    d = generate_samples(model, tok, prompts, n=4, max_new_tokens=16)
+    torch.manual_seed(5)
+    assert tokens(generate_samples(model, tok, prompts, n=4, max_new_tokens=16)) == tokens(d)
+    stops = set(eos_ids(model, tok))
+    for s in (x for ss in a for x in ss):
+        assert 1 <= len(s.token_ids) <= 16
+        assert s.truncated == (s.token_ids[-1] not in stops)
+        assert not stops & set(s.token_ids[:-1])  # cut right after the first stop token
+    assert model.training is False
+
+
+def test_sampler_matches_the_nucleus_distribution():
+    from gft_core.rollout import _sample
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, generator=g) * 2
+    for temperature, top_p in ((1.0, 1.0), (0.7, 0.8)):
+        p = torch.softmax(logits / temperature, -1)
+        sp, idx = p.sort(descending=True)
+        keep = (sp.cumsum(0) - sp) < top_p
+        want = torch.zeros_like(p)
+        want[idx[keep]] = sp[keep] / sp[keep].sum()
+        draws = _sample(logits.expand(40_000, -1), temperature, top_p, g)
+        got = torch.bincount(draws, minlength=50).float() / draws.numel()
+        assert got[want == 0].sum() == 0
+        assert (got - want).abs().max() < 0.01
+    assert torch.equal(_sample(logits.expand(3, -1), 0.0, 1.0, g), logits.argmax().expand(3))
