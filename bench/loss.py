@@ -8,7 +8,8 @@ cast to float32), so the difference is the loss and its backward:
 - gft: gft_core.trainer.response_logprobs (log_softmax + gather) -> pi = exp(log pi) ->
   gft_core.losses.gft_loss with DCR (tau 0.3) and per-sequence advantages;
 - gft+stats: what gft_core's Trainer does per micro-batch: response_logprobs with the entropy
-  and the DCR coefficients/rectified mask for its metrics, then gft_loss.
+  (on every ENTROPY_STRIDE-th valid token, as the Trainer logs it) and the DCR
+  coefficients/rectified mask for its metrics, then gft_loss.
 Variants interleaved in every repetition; the first repetitions are warm-up. Also on a model of
 the same shape with a 32k vocabulary, where the loss (a softmax over the vocabulary) weighs more.
 """
@@ -67,7 +68,7 @@ def variants(model, batch, adv, tau: float = 0.3):
         loss = gft_loss(logprobs, pi, adv, mask, tau=tau)
         c, rect = dcr_coefficients(pi, tau), pi.detach() < tau
         valid = batch["resp_mask"].bool()
-        _ = (pi.detach()[valid], c[valid], rect[valid], entropy[valid])
+        _ = (pi.detach()[valid], c[valid], rect[valid], entropy[valid & ~entropy.isnan()])
         return loss
 
     return {"sft-ce": sft_ce, "gft": gft, "gft+stats": gft_stats}

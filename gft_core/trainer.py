@@ -123,11 +123,22 @@ def _accepts_logits_to_keep(model: Any) -> bool:
         return False
 
 
-def response_logprobs(model: Any, batch: dict[str, torch.Tensor], *, with_entropy: bool = False, keep: bool | None = None):
+# policy/entropy is estimated on every ENTROPY_STRIDE-th valid response token (see response_logprobs)
+ENTROPY_STRIDE = 16
+
+
+def response_logprobs(model: Any, batch: dict[str, torch.Tensor], *, with_entropy: bool = False, keep: bool | None = None,
+                      entropy_stride: int = ENTROPY_STRIDE):
     """log pi(y_t | x, y_<t) of the response tokens, (B, T), from one forward pass.
 
     Logits are cast to float32 before log_softmax (bf16 log-probs are too coarse for DCR's pi < tau
-    and for exp(log pi)). With with_entropy, also the policy entropy at each response position.
+    and for exp(log pi)). With with_entropy, also the policy entropy (B, T), from the same
+    log-probabilities, on a fixed sample of positions and NaN elsewhere: every entropy_stride-th
+    valid response token of the micro-batch, counted in row-major order from the first (1 = all).
+    The mean over the sampled tokens estimates the mean entropy over all trained tokens (a
+    systematic sample, spread evenly over the rows and positions) at 1/entropy_stride of the
+    cost: a full-vocabulary entropy on every token added ~18% to forward+backward on a 32k
+    vocabulary (more at 152k), 16x fewer tokens add ~1%.
     """
     T = batch["targets"].shape[1]
     kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -140,7 +151,11 @@ def response_logprobs(model: Any, batch: dict[str, torch.Tensor], *, with_entrop
     if not with_entropy:
         return logprobs, None
     with torch.no_grad():
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        valid = batch["resp_mask"].bool()
+        sel = valid & ((valid.flatten().cumsum(0) - 1) % max(1, int(entropy_stride)) == 0).view_as(valid)
+        lp = logp_all.detach()[sel]
+        entropy = torch.full_like(logprobs, float("nan"))
+        entropy[sel] = -(lp.exp() * lp).sum(-1)
     return logprobs, entropy
 
 
@@ -541,7 +556,7 @@ class Trainer:
             n_tokens += int(valid.sum())
             pi_d = token_probs.detach()
             tok_pi.append(pi_d[valid]), tok_c.append(c.detach()[valid]), tok_rect.append(rect[valid])
-            tok_ent.append(entropy[valid])
+            tok_ent.append(entropy[valid & ~entropy.isnan()])  # the sampled positions only
             src_idx = torch.tensor([SOURCES.index(s.source) for s in part], device=device)
             tok_src.append(src_idx.unsqueeze(1).expand_as(valid)[valid])
             for j, s in enumerate(part):
