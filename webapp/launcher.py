@@ -33,7 +33,7 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
 
 def say(msg: str) -> None:
-    print(f"[gft-studio] {msg}", flush=True)
+    print(f"[gft-studio] {msg}", file=sys.stderr, flush=True)  # stdout of `services` is eval'd
 
 
 @dataclass

@@ -119,7 +119,8 @@ class PostgresRedisSink:
         self.max_buffer_points = max_buffer_points
         self.close_timeout = close_timeout
 
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the buffers
+        self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._steps: dict[int, list] = {}  # step -> [wall_time, scalars, histograms]
@@ -233,6 +234,10 @@ class PostgresRedisSink:
 
     def flush(self) -> None:
         """Write everything buffered now (called by the flushing thread; also usable directly)."""
+        with self._flush_lock:  # one flush at a time: batches and live entries stay in step order
+            self._flush()
+
+    def _flush(self) -> None:
         with self._lock:
             steps, self._steps = self._steps, {}
             groups, self._groups = self._groups, []

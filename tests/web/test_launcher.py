@@ -36,3 +36,28 @@ def test_embedded_redis_binary_serves_streams(tmp_path, monkeypatch):
         assert r.xlen("s") == 1
     finally:
         stack.stop()
+
+
+def test_services_stdout_is_only_the_urls_the_test_command_evals(tmp_path):
+    """`./studio test` evals this output: progress ("created database ...") must go to stderr."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from webapp.settings import database_from_url
+
+    name = f"gft_launcher_{uuid.uuid4().hex[:8]}"
+    base = os.environ["DATABASE_URL"].rsplit("/", 1)[0]
+    env = {**os.environ, "DATABASE_URL": f"{base}/{name}", "GFT_VAR_DIR": str(tmp_path)}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "webapp.launcher", "services"], env=env,
+                              capture_output=True, text=True, timeout=120, check=True)
+        assert f"created database {name}" in proc.stderr
+        lines = proc.stdout.splitlines()
+        assert [line.split("=", 1)[0] for line in lines] == ["DATABASE_URL", "REDIS_URL"]
+    finally:
+        db = database_from_url(os.environ["DATABASE_URL"])
+        with psycopg.connect(dbname="postgres", user=db["USER"], host=db["HOST"], port=db["PORT"],
+                             autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')

@@ -229,3 +229,39 @@ def test_group_record_with_nul_character_is_stored(run):
     response = GroupSample.objects.get(run=run).data["responses"][0]
     assert response["text"] == "4\ufffd = 4" and response["tokens"] == ["4", "\ufffd"]
     assert points(run.pk) == [(1, 1.0)]
+
+
+def test_direct_flushes_racing_the_flusher_lose_and_reorder_nothing(run):
+    """flush() is public (the browser tests call it) while the flusher thread runs: with a slow
+    Redis, two overlapping flushes must neither duplicate nor drop live entries."""
+    sink = PostgresRedisSink(run.pk, flush_interval=0.01)
+    real_pipeline = sink.redis.pipeline
+
+    def slow_pipeline(*args, **kwargs):  # the real Redis, 20 ms further away
+        pipe = real_pipeline(*args, **kwargs)
+        execute = pipe.execute
+        pipe.execute = lambda *a, **k: (time.sleep(0.02), execute(*a, **k))[1]
+        return pipe
+
+    sink.redis.pipeline = slow_pipeline
+    sink.start(total_steps=60, start_step=0, config={})
+    done = threading.Event()
+
+    def flush_often():
+        while not done.is_set():
+            sink.flush()
+
+    racers = [threading.Thread(target=flush_often) for _ in range(2)]
+    for r in racers:
+        r.start()
+    try:
+        for s in range(1, 61):
+            sink.log(s, {"loss": float(s)})
+            time.sleep(0.005)
+    finally:
+        done.set()
+        for r in racers:
+            r.join()
+    sink.close()
+    assert [s for s, _ in points(run.pk)] == list(range(1, 61))
+    assert [e["step"] for e in stream(run.pk)] == list(range(1, 61))
