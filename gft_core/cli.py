@@ -97,9 +97,10 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
 
 
 def cmd_make_toy_data(args: argparse.Namespace) -> int:
-    from gft_core.tiny import make_toy_data
+    from gft_core.tiny import EASY_TOY, make_toy_data
 
-    paths = make_toy_data(args.out, n_train=args.n_train, n_eval=args.n_eval, seed=args.seed)
+    kw = dict(EASY_TOY) if args.easy else {}
+    paths = make_toy_data(args.out, n_train=args.n_train, n_eval=args.n_eval, seed=args.seed, **kw)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0
 
@@ -147,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n-train", type=int, default=2000)
     d.add_argument("--n-eval", type=int, default=200)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--easy", action="store_true",
+                   help="the easy variant: two operations without parentheses, operands 1..6")
     d.set_defaults(func=cmd_make_toy_data)
     return p
 

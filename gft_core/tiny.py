@@ -162,6 +162,11 @@ _FORMS = [
     "a * b - c", "a + b - c", "a * b + c * d", "( a + b ) * ( c + d )",
 ]
 _QUESTIONS = ["What is {e}?", "Compute {e}.", "Evaluate {e}.", "Find the value of {e}."]
+# The easy variant (`make-toy-data --easy`): two operations without parentheses, operands 1..6. A
+# short warm-up SFT gets the tiny model to a moderate accuracy there, which leaves self samples
+# with mixed rewards (the signal GFT adds to SFT).
+EASY_FORMS = ["a + b * c", "a * b + c", "a + b + c", "a * b - c", "a + b - c"]
+EASY_TOY: dict[str, Any] = {"forms": EASY_FORMS, "max_operand": 6}
 
 
 def _parse(tokens: list[str]) -> Node:
@@ -266,10 +271,15 @@ def _is_eval_expression(expr: str) -> bool:
     return int(hashlib.sha256(expr.encode()).hexdigest(), 16) % 5 == 0
 
 
-def toy_example(rng: random.Random, max_operand: int = 9, wrong_teacher_p: float = 0.25) -> dict:
-    """One toy row: prompt, worked expert solution, teacher solutions, ground truth."""
+def toy_example(rng: random.Random, max_operand: int = 9, wrong_teacher_p: float = 0.25,
+                forms: list[str] | tuple[str, ...] | None = None) -> dict:
+    """One toy row: prompt, worked expert solution, teacher solutions, ground truth.
+
+    forms: expression templates (letters a-d are operands 1..max_operand); default: all of _FORMS.
+    """
+    forms = list(forms) if forms else _FORMS
     while True:
-        form = rng.choice(_FORMS)
+        form = rng.choice(forms)
         tokens = [str(rng.randint(1, max_operand)) if t in "abcd" else t for t in form.split()]
         tree = _parse(tokens)
         steps = _solve(tree)

@@ -95,3 +95,17 @@ def test_toy_data_loads_with_the_toy_preset(toy_data):
     assert len(rows) == 64 and set(rows[0]) >= {"prompt", "expert", "teachers", "answer"}
     examples = load_examples(toy_data["eval"], PRESETS["toy"])
     assert len(examples) == 8 and examples[0].teachers and examples[0].ground_truth
+
+
+def test_easy_toy_variant_has_two_operations_small_operands_and_no_parentheses(tmp_path):
+    from gft_core.cli import main
+    from gft_core.tiny import EASY_FORMS
+
+    assert main(["make-toy-data", str(tmp_path), "--n-train", "50", "--n-eval", "10", "--easy"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == 50
+    for r in rows:
+        tokens = r["expression"].split()
+        assert "(" not in tokens and len(tokens) == 5
+        assert all(1 <= int(t) <= 6 for t in tokens[::2])
+        assert " ".join("abc"[i // 2] if i % 2 == 0 else t for i, t in enumerate(tokens)) in EASY_FORMS
