@@ -89,7 +89,8 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     from gft_core.metrics import ConsoleSink
     from gft_core.tiny import count_parameters, make_tiny
 
-    out = make_tiny(args.out, warmup_steps=args.warmup_steps, seed=args.seed,
+    out = make_tiny(args.out, warmup_steps=args.warmup_steps, warmup_data=args.warmup_data,
+                    warmup_method=args.warmup_method, warmup_lr=args.warmup_lr, seed=args.seed,
                     sink=None if args.quiet else ConsoleSink(),
                     hidden_size=args.hidden_size, num_layers=args.layers)
     print(json.dumps({"model": str(out), "parameters": count_parameters(out), "warmup_steps": args.warmup_steps}))
@@ -137,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("make-tiny", help="build the tiny model (+ optional warm-up SFT on the toy task)")
     m.add_argument("out")
     m.add_argument("--warmup-steps", type=int, default=0)
+    m.add_argument("--warmup-data", default=None,
+                   help="toy train.jsonl for the warm-up (default: freshly generated toy rows)")
+    m.add_argument("--warmup-method", choices=("sft", "sft_mix"), default="sft",
+                   help="sft: expert answers; sft_mix: expert + teacher answers (the warm-up before GFT)")
+    m.add_argument("--warmup-lr", type=float, default=2e-3, help="peak learning rate of the cosine warm-up")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--hidden-size", type=int, default=192)
     m.add_argument("--layers", type=int, default=4)

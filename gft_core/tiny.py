@@ -356,13 +356,19 @@ def warmup_sft(
     *,
     steps: int = 2000,
     lr: float = 2e-3,
+    method: str = "sft",
     prompts_per_step: int = 16,
     seed: int = 0,
     work_dir: str | Path | None = None,
     sink: Any = None,
 ) -> Path:
     """Teach the tiny model the task: SFT on the expert answers (the `sft` baseline of our own
-    trainer, cosine schedule), then overwrite model_dir with the result.
+    trainer, cosine schedule), or with method="sft_mix" on the expert and the three teacher
+    answers, then overwrite model_dir with the result.
+
+    sft_mix is the warm-up to use before GFT: GFT trains on the teacher answers too, and after an
+    expert-only warm-up their wordings are unlikely tokens (pi < tau) whose positive advantage
+    DCR damps while the self samples' negative advantages act in full (accuracy falls).
 
     The tiny model first learns the answer template (~200 steps), then to copy the operands from
     the prompt (~500-800 steps), then the arithmetic; ~1,500-2,000 steps give a model whose
@@ -376,9 +382,9 @@ def warmup_sft(
 
     tmp = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="gft-warmup-"))
     cfg = GFTConfig(
-        method="sft", model_path=str(model_dir), output_dir=str(tmp),
+        method=method, model_path=str(model_dir), output_dir=str(tmp),
         data=DataConfig(path=str(train_path), mapping="toy"),
-        n_expert=1, lr=lr, lr_schedule="cosine", warmup_steps=min(20, steps // 10),
+        n_expert=1, n_teacher=3 if method == "sft_mix" else 0, n_self=0, lr=lr, lr_schedule="cosine", warmup_steps=min(20, steps // 10),
         prompts_per_step=prompts_per_step, micro_batch_size=prompts_per_step, max_steps=steps,
         max_response_len=96, seed=seed, kl_interval=0, checkpoint_interval=0, group_sample_count=0,
     )
@@ -390,14 +396,17 @@ def warmup_sft(
     return Path(model_dir)
 
 
-def make_tiny(out_dir: str | Path, *, warmup_steps: int = 0, seed: int = 0, sink: Any = None, **model_kw: Any) -> Path:
-    """make_tiny_model, then (if warmup_steps) a warm-up SFT on freshly generated toy train rows."""
+def make_tiny(out_dir: str | Path, *, warmup_steps: int = 0, warmup_data: str | Path | None = None,
+              warmup_method: str = "sft", warmup_lr: float = 2e-3, seed: int = 0, sink: Any = None,
+              **model_kw: Any) -> Path:
+    """make_tiny_model, then (if warmup_steps) a warm-up SFT on warmup_data (a toy train.jsonl;
+    default: freshly generated toy train rows)."""
     import tempfile
 
     out = make_tiny_model(out_dir, seed=seed, **model_kw)
     if warmup_steps:
         with tempfile.TemporaryDirectory(prefix="gft-toy-") as tmp:
-            rows = toy_examples(8000, split="train", seed=seed + 1)
-            path = write_jsonl(rows, Path(tmp) / "train.jsonl")
-            warmup_sft(out, path, steps=warmup_steps, seed=seed, sink=sink)
+            path = Path(warmup_data) if warmup_data else write_jsonl(
+                toy_examples(8000, split="train", seed=seed + 1), Path(tmp) / "train.jsonl")
+            warmup_sft(out, path, steps=warmup_steps, lr=warmup_lr, method=warmup_method, seed=seed, sink=sink)
     return out

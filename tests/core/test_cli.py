@@ -90,3 +90,26 @@ def test_cli_make_tiny(tmp_path):
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out["parameters"] > 0 and (tmp_path / "m/config.json").is_file()
+
+
+def _teacher_nll(model_dir: Path, rows: list[dict]) -> float:
+    import torch
+
+    from gft_core.trainer import load_policy
+
+    model, tok = load_policy(model_dir)
+    with torch.no_grad():
+        losses = [model(**(enc := tok(r["prompt"] + " " + t, return_tensors="pt")), labels=enc["input_ids"]).loss
+                  for r in rows for t in r["teachers"]]
+    return float(torch.stack(losses).mean())
+
+
+def test_cli_make_tiny_sft_mix_warmup_learns_the_teacher_answers(tmp_path, toy_data):
+    tiny = ("--hidden-size", "32", "--layers", "1", "--quiet")
+    assert run("make-tiny", str(tmp_path / "cold"), *tiny, cwd=tmp_path).returncode == 0
+    p = run("make-tiny", str(tmp_path / "warm"), *tiny, "--warmup-steps", "8", "--warmup-method", "sft_mix",
+            "--warmup-lr", "1e-2", "--warmup-data", str(toy_data["train"]), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(line) for line in toy_data["eval"].read_text().splitlines()]
+    # same seed, same initial weights: only the warm-up on expert + teacher answers differs
+    assert _teacher_nll(tmp_path / "warm", rows) < _teacher_nll(tmp_path / "cold", rows) - 0.5

@@ -108,3 +108,11 @@ def test_round_trip_and_files(tiny_cfg, tmp_path):
     (tmp_path / "bad.yaml").write_text("method: [unclosed")
     with pytest.raises(ConfigError):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_the_shipped_tiny_gft_recipe_is_a_valid_config():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "tiny_gft.yaml")
+    assert (cfg.method, cfg.n_expert, cfg.n_teacher, cfg.n_self, cfg.tau) == ("gft", 1, 3, 4, 0.3)
+    assert cfg.data.eval_path and cfg.max_steps
