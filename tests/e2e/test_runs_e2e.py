@@ -96,9 +96,12 @@ def test_killed_worker_is_failed_by_housekeeping_then_resume_completes(transacti
     from tests.conftest import purge_queues
 
     purge_queues()
+    # Long enough that the run cannot finish between the poll that sees step 3 and the kill: the
+    # sink flushes every 0.5 s, and on a quiet machine 10 tiny steps fit in one flush.
+    total = 40
     first = start_worker(tmp_path, name="doomed")
     try:
-        resp = api_client.post("/api/runs/", {**launch_inputs, "max_steps": 10, "checkpoint_interval": 2},
+        resp = api_client.post("/api/runs/", {**launch_inputs, "max_steps": total, "checkpoint_interval": 2},
                                format="json")
         pk = resp.json()["id"]
         wait_for(lambda: run_state(pk).step >= 3, what="3 steps", timeout=90,
@@ -107,7 +110,7 @@ def test_killed_worker_is_failed_by_housekeeping_then_resume_completes(transacti
     finally:
         first.stop()
     killed_at = run_state(pk).step
-    assert run_state(pk).status == "running"
+    assert run_state(pk).status == "running", f"the run ended before the kill, at step {killed_at} of {total}"
     # The heartbeat has stopped: once it is older than the limit, housekeeping fails the run.
     settings.RUN_HEARTBEAT_TIMEOUT_S = 2
     wait_for(lambda: (timezone.now() - run_state(pk).heartbeat_at).total_seconds() > 2.5, what="heartbeat age")
@@ -124,8 +127,8 @@ def test_killed_worker_is_failed_by_housekeeping_then_resume_completes(transacti
     assert run.status == "succeeded", (run.error, run.log_tail)
     assert run.attempt == 2 and run.worker.startswith("w2@")
     steps = loss_steps(pk)
-    assert steps == list(range(1, 11)), (killed_at, steps)  # resumed from the checkpoint, no gap, no duplicate
-    assert stream_steps(pk)[-1] == 10
+    assert steps == list(range(1, total + 1)), (killed_at, steps)  # resumed from the checkpoint, no gap, no duplicate
+    assert stream_steps(pk)[-1] == total
 
 
 def test_two_process_run_through_accelerate_launch_cancel_and_resume(celery_worker, api_client, launch_inputs):
