@@ -384,7 +384,7 @@ def warmup_sft(
     cfg = GFTConfig(
         method=method, model_path=str(model_dir), output_dir=str(tmp),
         data=DataConfig(path=str(train_path), mapping="toy"),
-        n_expert=1, n_teacher=3 if method == "sft_mix" else 0, n_self=0, lr=lr, lr_schedule="cosine", warmup_steps=min(20, steps // 10),
+        n_expert=1, n_teacher=3, lr=lr, lr_schedule="cosine", warmup_steps=min(20, steps // 10),
         prompts_per_step=prompts_per_step, micro_batch_size=prompts_per_step, max_steps=steps,
         max_response_len=96, seed=seed, kl_interval=0, checkpoint_interval=0, group_sample_count=0,
     )
