@@ -147,7 +147,10 @@ def _section_ok(section: dict) -> bool:
     return "fatal" not in section and section["invalid_rows"] == 0 and section["valid_rows"] > 0
 
 
-@app.task(name="workers.data_tasks.validate_dataset", soft_time_limit=3600, time_limit=3700)
+VALIDATION_TIME_LIMIT_S = 3700  # hard limit of one validation; past it a "validating" row is stale
+
+
+@app.task(name="workers.data_tasks.validate_dataset", soft_time_limit=3600, time_limit=VALIDATION_TIME_LIMIT_S)
 def validate_dataset(dataset_id: int) -> str:
     """Read every row of a dataset (and its eval file) and store the report; status valid/invalid."""
     from webapp.datasets.models import Dataset
@@ -190,6 +193,34 @@ def validate_dataset(dataset_id: int) -> str:
     report["finished_at"] = timezone.now().isoformat()
     Dataset.objects.filter(pk=dataset_id).update(status=status, report=report)
     return status
+
+
+def fail_stale_validations(timeout_s: float = VALIDATION_TIME_LIMIT_S + 60) -> list[int]:
+    """Mark invalid the datasets still "validating" longer than any validation may run: their
+    worker was killed (a task past its hard time limit, or a machine gone) before it wrote a
+    report. Without this sweep they would wait for the broker's visibility timeout (30 days)."""
+    from datetime import datetime
+
+    from webapp.datasets.models import Dataset
+
+    now = timezone.now()
+    failed = []
+    for ds in Dataset.objects.filter(status=Dataset.Status.VALIDATING):
+        try:
+            started = datetime.fromisoformat(ds.report["started_at"])
+        except (KeyError, TypeError, ValueError):
+            continue  # not written by validate_dataset: leave it to a person
+        silent = (now - started).total_seconds()
+        if silent <= timeout_s:
+            continue
+        fatal = (f"Validation started at {started:%Y-%m-%d %H:%M} UTC and gave no result for {int(silent)} s "
+                 f"(limit {int(timeout_s)} s): the worker was stopped or its machine is gone. Validate again.")
+        # only if still validating: a late result that landed meanwhile wins
+        if Dataset.objects.filter(pk=ds.pk, status=Dataset.Status.VALIDATING).update(
+                status=Dataset.Status.INVALID, report={**ds.report, "fatal": fatal}):
+            failed.append(ds.pk)
+            log.warning("dataset %s: %s", ds.pk, fatal)
+    return failed
 
 
 # --- "test this reward" ----------------------------------------------------------------------

@@ -319,9 +319,11 @@ class _JsonlTail:
 @shared_task(name="workers.tasks.housekeeping")
 def housekeeping() -> dict:
     """Fail runs whose heartbeat stopped; send again queued runs whose task message was lost;
-    roll up the metrics of long running runs."""
+    roll up the metrics of long running runs; mark invalid the datasets whose validation died."""
+    from workers.data_tasks import fail_stale_validations
+
     return {"failed": fail_stale_runs(), "redispatched": redispatch_lost_runs(),
-            "rolled_up": refresh_running_rollups()}
+            "rolled_up": refresh_running_rollups(), "datasets_failed": fail_stale_validations()}
 
 
 def refresh_running_rollups() -> list[int]:

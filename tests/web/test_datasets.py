@@ -285,6 +285,31 @@ def test_validation_survives_a_vanished_file(auth_client, team):
     assert "file not found" in ds.report["train"]["fatal"]
 
 
+def test_validation_whose_worker_died_is_failed_by_housekeeping(auth_client, team):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from workers.data_tasks import VALIDATION_TIME_LIMIT_S
+    from workers.tasks import housekeeping
+
+    upload(auth_client, "a.jsonl", jsonl(toy_rows()))
+    upload(auth_client, "b.jsonl", jsonl(toy_rows(6)), name="other")
+    dead, alive = Dataset.objects.order_by("pk")
+    # what validate_dataset writes when it starts; the first one's worker never came back
+    started = timezone.now() - timedelta(seconds=VALIDATION_TIME_LIMIT_S + 120)
+    Dataset.objects.filter(pk=dead.pk).update(status=Dataset.Status.VALIDATING, report={"started_at": started.isoformat()})
+    Dataset.objects.filter(pk=alive.pk).update(status=Dataset.Status.VALIDATING,
+                                               report={"started_at": timezone.now().isoformat()})
+    assert housekeeping()["datasets_failed"] == [dead.pk]
+    dead.refresh_from_db(), alive.refresh_from_db()
+    assert dead.status == Dataset.Status.INVALID and "the worker was stopped" in dead.report["fatal"]
+    assert alive.status == Dataset.Status.VALIDATING
+    page = auth_client.get(reverse("datasets:detail", args=[dead.pk])).content.decode()
+    assert "Validate again" in page
+    assert housekeeping()["datasets_failed"] == []  # once
+
+
 def test_tokenizer_outside_model_roots_is_refused(team, user):
     with pytest.raises(services.UploadError, match="MODEL_ROOTS"):
         services.create_dataset_from_upload(team, user, io.BytesIO(jsonl(toy_rows())), name="x", filename="a.jsonl",
