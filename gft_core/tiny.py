@@ -277,7 +277,7 @@ def toy_example(rng: random.Random, max_operand: int = 9, wrong_teacher_p: float
 
     forms: expression templates (letters a-d are operands 1..max_operand); default: all of _FORMS.
     """
-    forms = list(forms) if forms else _FORMS
+    forms = forms or _FORMS
     while True:
         form = rng.choice(forms)
         tokens = [str(rng.randint(1, max_operand)) if t in "abcd" else t for t in form.split()]

@@ -302,7 +302,8 @@ def test_validation_whose_worker_died_is_failed_by_housekeeping(auth_client, tea
     Dataset.objects.filter(pk=alive.pk).update(status=Dataset.Status.VALIDATING,
                                                report={"started_at": timezone.now().isoformat()})
     assert housekeeping()["datasets_failed"] == [dead.pk]
-    dead.refresh_from_db(), alive.refresh_from_db()
+    dead.refresh_from_db()
+    alive.refresh_from_db()
     assert dead.status == Dataset.Status.INVALID and "the worker was stopped" in dead.report["fatal"]
     assert alive.status == Dataset.Status.VALIDATING
     page = auth_client.get(reverse("datasets:detail", args=[dead.pk])).content.decode()
