@@ -5,7 +5,8 @@ One step of the loop, for a rollout batch of `prompts_per_step` prompts:
   2. rewards: the same reward function scores every response, whatever its source
   3. group advantages (GAL): A_k = (R_k - mean_G R) / (std_G R + eps)
   4. optimizer steps over mini-batches of `sequences_per_update` sequences, each accumulated over
-     micro-batches: forward prompt + response, log pi of the response tokens (float32 log-softmax),
+     micro-batches: forward prompt + response (each distinct prompt of a micro-batch once, see
+     shared_prefix_logits), log pi of the response tokens (float32 log-softmax),
      token_probs = exp(log pi), the method's loss (GFT: -A C log pi with DCR), backward, clip, step.
 Every optimizer step is one logged step. See ../shared/docs/GFT.md for the method.
 """
@@ -95,24 +96,33 @@ def collate(seqs: Sequence[TrainSeq], pad_id: int, device: Any) -> dict[str, tor
     """Prompts left-padded, responses right-padded, so all responses start at the same column.
 
     input_ids (B, P + T); the response tokens are input_ids[:, P:], valid where resp_mask is 1.
+    Also the distinct prompts, for the shared-prefix forward: prompt_ids / prompt_mask (U, P),
+    left-padded the same way, and prompt_index (B,), the row of each sequence's prompt.
     """
     P = max(len(s.prompt_ids) for s in seqs)
     T = max(len(s.response_ids) for s in seqs)
     B = len(seqs)
     input_ids = torch.full((B, P + T), pad_id, dtype=torch.long)
     attn = torch.zeros((B, P + T), dtype=torch.long)
+    rows: dict[tuple[int, ...], int] = {}
+    prompt_index = torch.tensor([rows.setdefault(tuple(s.prompt_ids), len(rows)) for s in seqs], dtype=torch.long)
     for i, s in enumerate(seqs):
         p, r = s.prompt_ids, s.response_ids
         input_ids[i, P - len(p):P] = torch.tensor(p, dtype=torch.long)
         input_ids[i, P:P + len(r)] = torch.tensor(r, dtype=torch.long)
         attn[i, P - len(p):P + len(r)] = 1
     position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+    first = torch.zeros(len(rows), dtype=torch.long)
+    first[prompt_index] = torch.arange(B)  # any one sequence of each distinct prompt
     return {
         "input_ids": input_ids.to(device),
         "attention_mask": attn.to(device),
         "position_ids": position_ids.to(device),
         "targets": input_ids[:, P:].to(device),
         "resp_mask": attn[:, P:].to(device),
+        "prompt_ids": input_ids[first, :P].to(device),
+        "prompt_mask": attn[first, :P].to(device),
+        "prompt_index": prompt_index.to(device),
     }
 
 
@@ -123,16 +133,36 @@ def _accepts_logits_to_keep(model: Any) -> bool:
         return False
 
 
+def can_share_prefix(model: Any) -> bool:
+    """Whether response_logprobs may compute each distinct prompt once (shared_prefix=True): the
+    model takes a KV cache and every layer attends to all earlier positions (a sliding-window
+    layer's cache drops old positions, which one full forward would still mask the same way, but
+    not bit for bit)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    net = getattr(model, "module", model)
+    try:
+        if "past_key_values" not in inspect.signature(net.forward).parameters:
+            return False
+        layers = DynamicCache(config=net.config).layers
+    except Exception:  # a custom model / config that DynamicCache does not understand
+        return False
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
 # policy/entropy is estimated on every ENTROPY_STRIDE-th valid response token (see response_logprobs)
 ENTROPY_STRIDE = 16
 
 
 def response_logprobs(model: Any, batch: dict[str, torch.Tensor], *, with_entropy: bool = False, keep: bool | None = None,
-                      entropy_stride: int = ENTROPY_STRIDE):
+                      shared_prefix: bool = False, entropy_stride: int = ENTROPY_STRIDE):
     """log pi(y_t | x, y_<t) of the response tokens, (B, T), from one forward pass.
 
     Logits are cast to float32 before log_softmax (bf16 log-probs are too coarse for DCR's pi < tau
-    and for exp(log pi)). With with_entropy, also the policy entropy (B, T), from the same
+    and for exp(log pi)). With shared_prefix (see can_share_prefix), a micro-batch in which
+    prompts repeat (a group's responses) runs each distinct prompt once: shared_prefix_logits.
+    With with_entropy, also the policy entropy (B, T), from the same
     log-probabilities, on a fixed sample of positions and NaN elsewhere: every entropy_stride-th
     valid response token of the micro-batch, counted in row-major order from the first (1 = all).
     The mean over the sampled tokens estimates the mean entropy over all trained tokens (a
@@ -141,11 +171,14 @@ def response_logprobs(model: Any, batch: dict[str, torch.Tensor], *, with_entrop
     vocabulary (more at 152k), 16x fewer tokens add ~1%.
     """
     T = batch["targets"].shape[1]
-    kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                  position_ids=batch["position_ids"], use_cache=False)
-    if keep:  # only the T + 1 last positions predict response tokens: skip the prompt's logits
-        kwargs["logits_to_keep"] = T + 1
-    logits = model(**kwargs).logits[:, -(T + 1):-1, :]
+    if shared_prefix and batch["prompt_ids"].shape[0] < batch["targets"].shape[0]:
+        logits = shared_prefix_logits(model, batch, keep=keep)
+    else:
+        kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      position_ids=batch["position_ids"], use_cache=False)
+        if keep:  # only the T + 1 last positions predict response tokens: skip the prompt's logits
+            kwargs["logits_to_keep"] = T + 1
+        logits = model(**kwargs).logits[:, -(T + 1):-1, :]
     logp_all = F.log_softmax(logits.float(), dim=-1)
     logprobs = logp_all.gather(-1, batch["targets"].unsqueeze(-1)).squeeze(-1)
     if not with_entropy:
@@ -157,6 +190,33 @@ def response_logprobs(model: Any, batch: dict[str, torch.Tensor], *, with_entrop
         entropy = torch.full_like(logprobs, float("nan"))
         entropy[sel] = -(lp.exp() * lp).sum(-1)
     return logprobs, entropy
+
+
+def shared_prefix_logits(model: Any, batch: dict[str, torch.Tensor], *, keep: bool | None = None) -> torch.Tensor:
+    """The logits that predict the response tokens, (B, T, V), running each distinct prompt once.
+
+    A group's K responses share one prompt. The U distinct prompts go through the model once,
+    filling a KV cache (with gradients); its rows are gathered for the B responses, whose forward
+    attends to it. The prompt positions never see the response, so this is the same computation
+    as one forward over prompt + response, on U * P + B * T tokens instead of B * (P + T) (the
+    gather's backward sums the B responses' gradients into the prompt's keys and values).
+    """
+    from transformers import DynamicCache
+
+    net = getattr(model, "module", model)  # the config, from under a DDP wrapper
+    idx, pm = batch["prompt_index"], batch["prompt_mask"]
+    T = batch["targets"].shape[1]
+    cache = DynamicCache(config=net.config)
+    out = model(input_ids=batch["prompt_ids"], attention_mask=pm, position_ids=(pm.cumsum(-1) - 1).clamp(min=0),
+                past_key_values=cache, use_cache=True, **({"logits_to_keep": 1} if keep else {}))
+    first = out.logits[:, -1:][idx]  # the last prompt position predicts the first response token
+    if T == 1:
+        return first
+    cache.batch_select_indices(idx)
+    positions = pm.sum(-1, keepdim=True)[idx] + torch.arange(T - 1, device=pm.device)
+    rest = model(input_ids=batch["targets"][:, :-1], attention_mask=torch.cat([pm[idx], batch["resp_mask"][:, :-1]], 1),
+                 position_ids=positions, past_key_values=cache, use_cache=True).logits
+    return torch.cat([first, rest], 1)
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -311,8 +371,10 @@ class Trainer:
         if checkpoint is not None:
             _load_weights(model, checkpoint / "model")
         self._keep_logits = _accepts_logits_to_keep(model)
+        self._shared_prefix = can_share_prefix(model)
+        # fused: one kernel per step instead of a Python loop over the parameters (same update)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
-                                      weight_decay=cfg.weight_decay)
+                                      weight_decay=cfg.weight_decay, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, self.total_steps))
         # The scheduler is not prepared: accelerate would step it once per process.
@@ -485,8 +547,9 @@ class Trainer:
         for i in range(0, len(seqs), mb):
             part = seqs[i:i + mb]
             batch = collate(part, self.pad_id, self.accelerator.device)
-            old, _ = response_logprobs(self.model, batch, keep=self._keep_logits)
-            ref = response_logprobs(self.ref_model, batch, keep=self._keep_logits)[0] if self.ref_model is not None else None
+            kw = dict(keep=self._keep_logits, shared_prefix=self._shared_prefix)
+            old, _ = response_logprobs(self.model, batch, **kw)
+            ref = response_logprobs(self.ref_model, batch, **kw)[0] if self.ref_model is not None else None
             for j, s in enumerate(part):
                 n = len(s.response_ids)
                 s.old_logprobs = old[j, :n].tolist()
@@ -543,7 +606,8 @@ class Trainer:
                     acc.backward(sum(p.sum() for p in model.parameters()) * 0.0)
                     continue
                 batch = collate(part, self.pad_id, device)
-                logprobs, entropy = response_logprobs(model, batch, with_entropy=True, keep=self._keep_logits)
+                logprobs, entropy = response_logprobs(model, batch, with_entropy=True, keep=self._keep_logits,
+                                                      shared_prefix=self._shared_prefix)
                 token_probs = logprobs.exp()
                 mask = batch["resp_mask"].to(logprobs.dtype)
                 loss = self._loss(logprobs, token_probs, mask, part, device)

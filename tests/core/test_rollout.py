@@ -13,15 +13,32 @@ def model_and_tok(tiny_model_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
+def _variant(tiny_model_dir, name):
+    """The tiny Llama as saved (SDPA), with eager attention, or a Qwen2 with grouped-query attention."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    if name == "qwen2-gqa":
+        torch.manual_seed(0)
+        cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, eos_token_id=tok.eos_token_id,
+                          pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+        return Qwen2ForCausalLM(cfg).eval(), tok
+    impl = {"llama-sdpa": "sdpa", "llama-eager": "eager"}[name]
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=impl).eval(), tok
+
+
 def _prompts(tok):  # different lengths: left padding, attention_mask and position_ids matter
     return [tok(t)["input_ids"] for t in ("1+1", "What is 3 + 4 * 2?", "Compute (7 - 2) * 3 + 11, step by step")]
 
 
+@pytest.mark.parametrize("variant", ["llama-sdpa", "llama-eager", "qwen2-gqa"])
 @pytest.mark.parametrize("n", [1, 3])
-def test_greedy_equals_transformers_generate(model_and_tok, n):
+def test_greedy_equals_transformers_generate(tiny_model_dir, variant, n):
+    """Same tokens as `generate`, whatever the attention kernel (the SDPA path passes its own 4-D masks)."""
     from gft_core.rollout import eos_ids, left_pad, sample_tokens
 
-    model, tok = model_and_tok
+    model, tok = _variant(tiny_model_dir, variant)
     stop = eos_ids(model, tok)
     ids, mask = left_pad(_prompts(tok), tok.pad_token_id)
     ref = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=20,

@@ -161,3 +161,75 @@ def test_lr_schedules():
     assert lr_lambda("linear", 0, 10)(5) == pytest.approx(0.5)
     assert lr_lambda("cosine", 0, 10)(10) == pytest.approx(0.0, abs=1e-9)
     assert lr_lambda("cosine", 2, 12)(7) == pytest.approx(0.5)
+
+
+def _seqs(prompts_and_responses):
+    from gft_core.trainer import TrainSeq
+
+    return [TrainSeq(prompt_ids=p, response_ids=r, source="self", reward=0.0, advantage=1.0, group_id=0, text="")
+            for p, r in prompts_and_responses]
+
+
+def test_shared_prefix_forward_is_the_full_forward(tiny_model_dir):
+    """Running each distinct prompt once (KV cache with gradients, gathered per response) gives the
+    log-probs, entropies and gradients of one forward over prompt + response."""
+    from gft_core.trainer import can_share_prefix, collate, load_policy, response_logprobs
+
+    model, _ = load_policy(tiny_model_dir)
+    assert can_share_prefix(model)
+    a, b, c = [5, 9, 11, 12, 13, 7, 8], [20, 21, 22], [30, 31, 32, 33, 34]
+    seqs = _seqs([(a, [40, 41, 42, 43, 44]), (b, [45, 46, 47, 48, 49, 50, 51, 52, 53]), (a, [54]),
+                  (c, [55, 56, 57]), (a, [58, 59, 60, 61, 62, 63, 64]), (c, [65, 66])])
+    batch = collate(seqs, pad_id=0, device="cpu")
+    assert batch["prompt_ids"].shape == (3, 7) and batch["prompt_index"].tolist() == [0, 1, 0, 2, 0, 2]
+    weights = torch.linspace(-1.0, 2.0, batch["targets"].numel()).view_as(batch["targets"])
+    results = []
+    for shared in (False, True):
+        model.zero_grad(set_to_none=True)
+        logprobs, entropy = response_logprobs(model, batch, with_entropy=True, keep=True, shared_prefix=shared,
+                                              entropy_stride=1)
+        mask = batch["resp_mask"].bool()
+        (logprobs * weights)[mask].sum().backward()
+        results.append((logprobs.detach()[mask], entropy[mask], {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (lp0, ent0, g0), (lp1, ent1, g1) = results
+    torch.testing.assert_close(lp1, lp0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent1, ent0, atol=1e-5, rtol=1e-5)
+    assert g0.keys() == g1.keys()
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_trainer_runs_each_prompt_once_per_micro_batch(tiny_cfg):
+    """The training forward sees U * P + B * (T - 1) tokens per micro-batch (each group's prompt
+    once), not B * (P + T)."""
+    from gft_core.trainer import collate
+
+    t = Trainer(tiny_cfg(n_expert=1, n_teacher=2, n_self=2, micro_batch_size=5, prompts_per_step=2))
+    t.setup()
+    rollout = t.collect_rollout()
+    chunk = rollout.chunks[0]
+    seen: list[int] = []
+    hook = t.model.get_input_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].numel()))
+    try:
+        t.optimizer_step(chunk, rollout)
+    finally:
+        hook.remove()
+    expected, full = 0, 0
+    for i in range(0, len(chunk), 5):
+        b = collate(chunk[i:i + 5], t.pad_id, "cpu")
+        assert b["prompt_ids"].shape[0] == 1  # micro-batch = one group = one prompt
+        expected += b["prompt_ids"].numel() + b["targets"][:, :-1].numel()
+        full += b["input_ids"].numel()
+    assert sum(seen) == expected < full
+
+
+def test_sliding_window_models_use_the_full_forward(tmp_path):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from gft_core.trainer import can_share_prefix
+
+    cfg = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+               num_key_value_heads=2)
+    assert can_share_prefix(Qwen2ForCausalLM(Qwen2Config(**cfg)))
+    windowed = Qwen2Config(**cfg, use_sliding_window=True, sliding_window=8, max_window_layers=0)
+    assert not can_share_prefix(Qwen2ForCausalLM(windowed))
