@@ -28,6 +28,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from gft_core.config import ConfigError, GFTConfig, resolve_mapping
 from gft_core.data import DataError, Example, load_examples, split_eval
@@ -138,9 +140,6 @@ def can_share_prefix(model: Any) -> bool:
     model takes a KV cache and every layer attends to all earlier positions (a sliding-window
     layer's cache drops old positions, which one full forward would still mask the same way, but
     not bit for bit)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
     net = getattr(model, "module", model)
     try:
         if "past_key_values" not in inspect.signature(net.forward).parameters:
@@ -201,8 +200,6 @@ def shared_prefix_logits(model: Any, batch: dict[str, torch.Tensor], *, keep: bo
     as one forward over prompt + response, on U * P + B * T tokens instead of B * (P + T) (the
     gather's backward sums the B responses' gradients into the prompt's keys and values).
     """
-    from transformers import DynamicCache
-
     net = getattr(model, "module", model)  # the config, from under a DDP wrapper
     idx, pm = batch["prompt_index"], batch["prompt_mask"]
     T = batch["targets"].shape[1]
