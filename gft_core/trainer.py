@@ -98,8 +98,8 @@ def collate(seqs: Sequence[TrainSeq], pad_id: int, device: Any) -> dict[str, tor
     """Prompts left-padded, responses right-padded, so all responses start at the same column.
 
     input_ids (B, P + T); the response tokens are input_ids[:, P:], valid where resp_mask is 1.
-    Also the distinct prompts, for the shared-prefix forward: prompt_ids / prompt_mask (U, P),
-    left-padded the same way, and prompt_index (B,), the row of each sequence's prompt.
+    For the shared-prefix forward: prompt_rows (U,), one row of each distinct prompt, and
+    prompt_index (B,), the distinct prompt of each row (an index into prompt_rows).
     """
     P = max(len(s.prompt_ids) for s in seqs)
     T = max(len(s.response_ids) for s in seqs)
@@ -114,16 +114,15 @@ def collate(seqs: Sequence[TrainSeq], pad_id: int, device: Any) -> dict[str, tor
         input_ids[i, P:P + len(r)] = torch.tensor(r, dtype=torch.long)
         attn[i, P - len(p):P + len(r)] = 1
     position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
-    first = torch.zeros(len(rows), dtype=torch.long)
-    first[prompt_index] = torch.arange(B)  # any one sequence of each distinct prompt
+    prompt_rows = torch.zeros(len(rows), dtype=torch.long)
+    prompt_rows[prompt_index] = torch.arange(B)  # any one row of each distinct prompt
     return {
         "input_ids": input_ids.to(device),
         "attention_mask": attn.to(device),
         "position_ids": position_ids.to(device),
         "targets": input_ids[:, P:].to(device),
         "resp_mask": attn[:, P:].to(device),
-        "prompt_ids": input_ids[first, :P].to(device),
-        "prompt_mask": attn[first, :P].to(device),
+        "prompt_rows": prompt_rows.to(device),
         "prompt_index": prompt_index.to(device),
     }
 
@@ -170,7 +169,7 @@ def response_logprobs(model: Any, batch: dict[str, torch.Tensor], *, with_entrop
     vocabulary (more at 152k), 16x fewer tokens add ~1%.
     """
     T = batch["targets"].shape[1]
-    if shared_prefix and batch["prompt_ids"].shape[0] < batch["targets"].shape[0]:
+    if shared_prefix and batch["prompt_rows"].numel() < batch["targets"].shape[0]:
         logits = shared_prefix_logits(model, batch, keep=keep)
     else:
         kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -201,18 +200,19 @@ def shared_prefix_logits(model: Any, batch: dict[str, torch.Tensor], *, keep: bo
     gather's backward sums the B responses' gradients into the prompt's keys and values).
     """
     net = getattr(model, "module", model)  # the config, from under a DDP wrapper
-    idx, pm = batch["prompt_index"], batch["prompt_mask"]
+    rows, idx = batch["prompt_rows"], batch["prompt_index"]
+    ids, mask, pos = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
     T = batch["targets"].shape[1]
+    P = ids.shape[1] - T
     cache = DynamicCache(config=net.config)
-    out = model(input_ids=batch["prompt_ids"], attention_mask=pm, position_ids=(pm.cumsum(-1) - 1).clamp(min=0),
+    out = model(input_ids=ids[rows, :P], attention_mask=mask[rows, :P], position_ids=pos[rows, :P],
                 past_key_values=cache, use_cache=True, **({"logits_to_keep": 1} if keep else {}))
     first = out.logits[:, -1:][idx]  # the last prompt position predicts the first response token
     if T == 1:
         return first
     cache.batch_select_indices(idx)
-    positions = pm.sum(-1, keepdim=True)[idx] + torch.arange(T - 1, device=pm.device)
-    rest = model(input_ids=batch["targets"][:, :-1], attention_mask=torch.cat([pm[idx], batch["resp_mask"][:, :-1]], 1),
-                 position_ids=positions, past_key_values=cache, use_cache=True).logits
+    rest = model(input_ids=ids[:, P:-1], attention_mask=mask[:, :-1], position_ids=pos[:, P:-1],
+                 past_key_values=cache, use_cache=True).logits
     return torch.cat([first, rest], 1)
 
 

@@ -181,7 +181,8 @@ def test_shared_prefix_forward_is_the_full_forward(tiny_model_dir):
     seqs = _seqs([(a, [40, 41, 42, 43, 44]), (b, [45, 46, 47, 48, 49, 50, 51, 52, 53]), (a, [54]),
                   (c, [55, 56, 57]), (a, [58, 59, 60, 61, 62, 63, 64]), (c, [65, 66])])
     batch = collate(seqs, pad_id=0, device="cpu")
-    assert batch["prompt_ids"].shape == (3, 7) and batch["prompt_index"].tolist() == [0, 1, 0, 2, 0, 2]
+    assert batch["prompt_index"].tolist() == [0, 1, 0, 2, 0, 2]
+    assert batch["prompt_index"][batch["prompt_rows"]].tolist() == [0, 1, 2]  # one row of each distinct prompt
     weights = torch.linspace(-1.0, 2.0, batch["targets"].numel()).view_as(batch["targets"])
     results = []
     for shared in (False, True):
@@ -217,13 +218,14 @@ def test_trainer_runs_each_prompt_once_per_micro_batch(tiny_cfg):
     expected, full = 0, 0
     for i in range(0, len(chunk), 5):
         b = collate(chunk[i:i + 5], t.pad_id, "cpu")
-        assert b["prompt_ids"].shape[0] == 1  # micro-batch = one group = one prompt
-        expected += b["prompt_ids"].numel() + b["targets"][:, :-1].numel()
+        assert b["prompt_rows"].numel() == 1  # micro-batch = one group = one prompt
+        P = b["input_ids"].shape[1] - b["targets"].shape[1]
+        expected += P + b["targets"][:, :-1].numel()
         full += b["input_ids"].numel()
     assert sum(seen) == expected < full
 
 
-def test_sliding_window_models_use_the_full_forward(tmp_path):
+def test_sliding_window_models_use_the_full_forward():
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from gft_core.trainer import can_share_prefix
