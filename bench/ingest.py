@@ -2,7 +2,7 @@
 
 Our side: workers.bench_sink (the sink engineer's driver) per run: one PostgresRedisSink logs
 `steps` steps of `keys` scalars, timed from the first log() until close() has committed every
-point (COPY into a staging table + upsert, one transaction per flush, plus the XADD of each step
+point (binary COPY into the table, one transaction per flush, plus the XADD of each step
 to Redis db 14). Database `bench_gft`, created and migrated here.
 MLflow side: MlflowClient on an SQL tracking store (`postgresql+psycopg://.../bench_mlflow`, the
 store an MLflow tracking server writes to, called directly: no REST hop, which only favours

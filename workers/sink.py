@@ -6,7 +6,7 @@ as soon as points arrive (what comes in during a write goes into the next one), 
 
 One flush is one Postgres transaction:
   1. intern new metric names (MetricKey, cached per process);
-  2. COPY the points into the table; if any (run, key, step) is already there (a retried batch),
+  2. COPY the points into the table (binary COPY, rows built with numpy); if any (run, key, step) is already there (a retried batch),
      COPY into a temporary staging table instead and `INSERT ... SELECT ... ON CONFLICT
      (run_id, key_id, step) DO UPDATE`: a retried batch creates no duplicate. A resumed run
      starts by deleting the steps after its checkpoint, so its series has no stale tail;
@@ -25,16 +25,17 @@ Faults:
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
+import struct
 import threading
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import redis
 
@@ -49,7 +50,16 @@ _STAGE_SQL = (
     "(run_id bigint, key_id bigint, step integer, value double precision, wall_time double precision) "
     "ON COMMIT DELETE ROWS"
 )
-_COPY_SQL = "COPY {table} (run_id, key_id, step, value, wall_time) FROM STDIN"
+_COPY_SQL = "COPY {table} (run_id, key_id, step, value, wall_time) FROM STDIN (FORMAT BINARY)"
+# One row of Postgres' binary COPY format: field count, then (length, big-endian value) per column
+# (bigint, bigint, integer, double precision, double precision). Building these with numpy instead
+# of formatting text saves ~70% of the formatting and ~18% of the server's COPY time (Postgres no
+# longer parses float text): bench/README.md, ingest.
+_COPY_ROW = np.dtype([("fields", ">i2"), ("run_len", ">i4"), ("run_id", ">i8"), ("key_len", ">i4"), ("key_id", ">i8"),
+                      ("step_len", ">i4"), ("step", ">i4"), ("value_len", ">i4"), ("value", ">f8"),
+                      ("wall_len", ">i4"), ("wall_time", ">f8")])
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)  # signature, flags, header extension
+_COPY_TRAILER = struct.pack(">h", -1)
 _UPSERT_SQL = (
     "INSERT INTO runs_metricpoint (run_id, key_id, step, value, wall_time) "
     "SELECT run_id, key_id, step, value, wall_time FROM gft_metric_stage "
@@ -275,13 +285,7 @@ class PostgresRedisSink:
             names = {k for e in steps.values() for k in e[1]} | {k for e in steps.values() for k in e[2]}
             key_ids = self._intern(conn, names)
             if any(e[1] for e in steps.values()):
-                buf = io.StringIO()
-                run = self.run_id
-                for step, (t, scalars, _) in steps.items():
-                    prefix, suffix = f"{run}\t", f"\t{step}\t"
-                    tail = f"\t{t!r}\n"
-                    buf.write("".join(f"{prefix}{key_ids[k]}{suffix}{v!r}{tail}" for k, v in scalars.items()))
-                self._copy_points(conn, buf.getvalue())
+                self._copy_points(conn, _copy_payload(self.run_id, steps, key_ids))
             hist_rows = [(self.run_id, key_ids[k], step, float(h["lo"]), float(h["hi"]), [int(c) for c in h["counts"]])
                          for step, (_, _, hists) in steps.items() for k, h in hists.items()]
             if hist_rows:
@@ -302,14 +306,14 @@ class PostgresRedisSink:
                 last = max(steps)
                 latest: dict[str, float] = {}
                 for step in sorted(steps):
-                    latest.update(_finite(steps[step][1]))
+                    latest.update(steps[step][1])
                 conn.execute(
                     "UPDATE runs_run SET step = GREATEST(step, %s), total_steps = %s, "
                     "summary = summary || %s::jsonb WHERE id = %s",
-                    (last, self._total or 0, json.dumps(latest), self.run_id))
+                    (last, self._total or 0, json.dumps(_finite(latest)), self.run_id))
                 self.last_step = max(self.last_step, last)
 
-    def _copy_points(self, conn: psycopg.Connection, rows: str) -> None:
+    def _copy_points(self, conn: psycopg.Connection, rows: memoryview) -> None:
         """COPY straight into the table (fast path: new steps); on a duplicate, upsert instead.
 
         New steps never conflict (start() removed the steps after the resume point), so the
@@ -415,7 +419,29 @@ class PostgresRedisSink:
         return f"last error: {self._error}" if self._error else "no error seen yet"
 
 
+def _copy_payload(run_id: int, steps: dict[int, list], key_ids: dict[str, int]) -> memoryview:
+    """The scalars of `steps` (step -> [wall_time, scalars, histograms]) as binary COPY data."""
+    sizes = [len(scalars) for _, scalars, _ in steps.values()]
+    n = sum(sizes)
+    # One buffer, filled in place: joining bytes objects of this size would cost more than the rows.
+    data = np.empty(len(_COPY_HEADER) + n * _COPY_ROW.itemsize + len(_COPY_TRAILER), np.uint8)
+    data[:len(_COPY_HEADER)] = np.frombuffer(_COPY_HEADER, np.uint8)
+    data[-len(_COPY_TRAILER):] = np.frombuffer(_COPY_TRAILER, np.uint8)
+    rows = data[len(_COPY_HEADER):-len(_COPY_TRAILER)].view(_COPY_ROW)
+    rows["fields"] = 5
+    rows["run_len"] = rows["key_len"] = rows["value_len"] = rows["wall_len"] = 8
+    rows["step_len"] = 4
+    rows["run_id"] = run_id
+    rows["key_id"] = [key_ids[k] for _, scalars, _ in steps.values() for k in scalars]
+    rows["value"] = [v for _, scalars, _ in steps.values() for v in scalars.values()]
+    rows["step"] = np.repeat(list(steps), sizes)
+    rows["wall_time"] = np.repeat([e[0] for e in steps.values()], sizes)
+    return memoryview(data)
+
+
 def _finite(scalars: dict[str, float]) -> dict[str, float | None]:
     """JSON has no NaN/inf: they become null for Redis and the summary (Postgres keeps them)."""
+    if all(map(math.isfinite, scalars.values())):
+        return scalars
     return {k: (v if math.isfinite(v) else None) for k, v in scalars.items()}
 

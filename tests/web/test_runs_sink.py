@@ -117,6 +117,33 @@ def test_everything_lands_in_postgres_and_redis(run, tmp_path):
     assert entries[-1]["scalars"]["eval/accuracy"] == 0.5 and entries[0]["histograms"]["adv/hist"]["counts"][0] == 1
 
 
+def test_points_are_stored_bit_for_bit(run):
+    """The binary COPY rows carry each value, step and wall time exactly, non-finite values
+    included (JSON consumers get null for those), whatever keys each step has."""
+    values = {1: {"a": 0.1, "b": float("nan")}, 7: {"b": float("inf"), "c": -5e-324},
+              2**31 - 1: {"a": -float("inf"), "c": 1.7976931348623157e308}}
+    t0 = time.time()
+    sink = PostgresRedisSink(run.pk, flush_interval=60)
+    sink.start(total_steps=2**31 - 1, start_step=0, config={})
+    for step, scalars in values.items():
+        sink.log(step, scalars)
+    sink.close()
+    t1 = time.time()
+    names = dict(MetricKey.objects.values_list("id", "name"))
+    stored = {(step, names[key]): (value, wall) for key, step, value, wall in
+              MetricPoint.objects.filter(run_id=run.pk).values_list("key_id", "step", "value", "wall_time")}
+    expected = {(step, k): v for step, scalars in values.items() for k, v in scalars.items()}
+    assert stored.keys() == expected.keys()
+    for where, v in expected.items():
+        got, wall = stored[where]
+        assert (got == v) or (got != got and v != v), where
+        assert t0 <= wall <= t1
+    assert stored[(7, "b")][1] == stored[(7, "c")][1]  # one wall time per step
+    run.refresh_from_db()
+    assert run.summary["a"] is None and run.summary["b"] is None and float(run.summary["c"]) == 1.7976931348623157e308
+    assert stream(run.pk)[0]["scalars"] == {"a": 0.1, "b": None}
+
+
 def test_retried_batch_creates_no_duplicate(run):
     sink = PostgresRedisSink(run.pk, flush_interval=60)
     sink.start(total_steps=5, start_step=0, config={})
