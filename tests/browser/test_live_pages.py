@@ -14,6 +14,8 @@ def test_live_run_page_compare_dashboard_and_groups(live_server_url, chromium, t
     base = live_server_url
     running = make_run(team, user, "gft tau 0.3", 0.3)
     done = make_run(team, user, "gft tau 0.7", 0.7, status=Run.Status.SUCCEEDED, total=40)
+    done.config["model"] = "/models/" + "a1b2c3d4" * 40  # an unbreakable path in the config diff
+    done.save(update_fields=["config"])
     sink = sink_for(running, 0, 200)
     other_sink = sink_for(done, 0, 40)
     try:
@@ -81,6 +83,8 @@ def test_live_run_page_compare_dashboard_and_groups(live_server_url, chromium, t
         page.wait_for_selector("body[data-charts-ready='1']", timeout=20_000)
         assert points(page, "loss") == 30 + 40
         assert "tau" in page.inner_text("table.diff") and "lr" not in page.inner_text("table.diff").split()
+        # The long path wraps inside its cell: the table stays as wide as its card.
+        assert page.eval_on_selector("table.diff", "t => t.scrollWidth <= t.closest('.card').clientWidth")
         page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
 
         # Save as a dashboard (two charts, smoothing 0.5), reopen it from the list.

@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 
 from tests.runs_support import launch_inputs, reward_config, tiny_assets, toy_dataset  # noqa: F401
 from webapp.accounts.models import ApiToken, Membership
+from webapp.datasets.models import Dataset
 from webapp.runs import launch
 from webapp.runs.models import Run
 from workers.sink import PostgresRedisSink
@@ -129,3 +130,15 @@ def test_openapi_schema_and_docs(client, api_client):
     assert "/api/runs/{id}/metrics/" in body["paths"] and "/api/runs/{id}/cancel/" in body["paths"]
     assert "ApiToken" in body["components"]["securitySchemes"]
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_oversized_upload_stops_at_the_limit(api_client, tiny_assets, settings):
+    """The API reads an upload only up to UPLOAD_MAX_BYTES (413, nothing stored), as the page does."""
+    settings.UPLOAD_MAX_BYTES = 2000
+    with open(tiny_assets["train"], "rb") as f:
+        assert len(f.read()) > 2000
+        f.seek(0)
+        r = api_client.post("/api/datasets/", {"name": "big", "mapping": '"toy"', "file": f}, format="multipart")
+    assert r.status_code == 413
+    assert r.json()["file"][0].endswith("the file is larger than the upload limit of 2.0 KiB.")
+    assert not Dataset.objects.filter(name="big").exists()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 from django.http import Http404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -18,6 +18,7 @@ from rest_framework.response import Response
 
 from webapp.accounts.scoping import require_writer, scoped, user_teams
 from webapp.datasets.models import Dataset
+from webapp.datasets.uploads import SizeLimitUploadHandler, too_large_message
 from webapp.rewards.models import RewardConfig
 from webapp.runs import launch, services
 from webapp.runs.models import Run
@@ -70,17 +71,28 @@ class DatasetViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyMode
     def get_serializer_class(self):
         return s.DatasetUploadSerializer if self.action == "create" else s.DatasetSerializer
 
+    def initialize_request(self, request, *args, **kwargs):
+        # Before anything parses the body: an oversized file stops being read at the limit.
+        request.upload_handlers.insert(0, SizeLimitUploadHandler(request))
+        return super().initialize_request(request, *args, **kwargs)
+
     def get_queryset(self) -> QuerySet:
         qs = scoped(self.request.user, Dataset.objects.all())
         if self.request.query_params.get("usable"):
             qs = qs.filter(status=Dataset.Status.VALID, archived=False)
         return qs.order_by("name", "-version")
 
-    @extend_schema(request={"multipart/form-data": s.DatasetUploadSerializer}, responses=s.DatasetSerializer)
+    @extend_schema(request={"multipart/form-data": s.DatasetUploadSerializer},
+                   responses={201: s.DatasetSerializer,
+                              413: OpenApiResponse(description="a file is larger than UPLOAD_MAX_BYTES")})
     def create(self, request: Request, *args, **kwargs) -> Response:
         from webapp.datasets import services as datasets
 
-        ser = s.DatasetUploadSerializer(data=request.data)
+        data = request.data
+        if request._request.upload_too_large:
+            return Response({"file": [too_large_message(request._request.upload_too_large)]},
+                            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        ser = s.DatasetUploadSerializer(data=data)
         ser.is_valid(raise_exception=True)
         d = ser.validated_data
         team = _team_for_write(request, d.get("team"))

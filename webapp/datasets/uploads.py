@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 
 from gft_core.data import EXTENSIONS
 
@@ -61,6 +62,38 @@ def max_decompressed_bytes() -> int:
 
 def max_gzip_ratio() -> float:
     return float(getattr(settings, "UPLOAD_MAX_GZIP_RATIO", 100))
+
+
+def too_large_message(label: str) -> str:
+    return f"{label}: the file is larger than the upload limit of {human_bytes(max_upload_bytes())}."
+
+
+class SizeLimitUploadHandler(FileUploadHandler):
+    """Stops reading a request's upload as soon as it passes UPLOAD_MAX_BYTES, before it fills the disk.
+
+    Sets `request.upload_too_large` to the file's name (None while within the limit). Install it
+    before anything reads the body (Django's docs: before CSRF checking). store_upload checks
+    the limit again while storing; this handler only spares the temporary file Django would
+    otherwise write in full.
+    """
+
+    def __init__(self, request=None):
+        super().__init__(request)
+        request.upload_too_large = None
+
+    def new_file(self, *args, **kwargs):
+        super().new_file(*args, **kwargs)
+        self.received = 0
+
+    def receive_data_chunk(self, raw_data: bytes, start: int):
+        self.received += len(raw_data)
+        if self.received > max_upload_bytes():
+            self.request.upload_too_large = self.file_name
+            raise StopUpload(connection_reset=False)
+        return raw_data
+
+    def file_complete(self, file_size: int):
+        return None
 
 
 def human_bytes(n: float) -> str:
@@ -285,7 +318,7 @@ def store_upload(fileobj: BinaryIO, filename: str, incoming_dir: Path, *, label:
             for chunk in _read_chunks(fileobj):
                 size += len(chunk)
                 if size > limit:
-                    raise UploadError(f"{label}: the file is larger than the upload limit of {human_bytes(limit)}.")
+                    raise UploadError(too_large_message(label))
                 digest.update(chunk)
                 out.write(chunk)
                 (gunzip or inspector).feed(chunk)

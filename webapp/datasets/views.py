@@ -6,7 +6,6 @@ import functools
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -17,29 +16,7 @@ from webapp.accounts.scoping import get_scoped, membership, require_writer, scop
 from . import services
 from .forms import NewVersionForm, UploadForm, ValidateForm, preset_fields
 from .models import Dataset
-from .uploads import human_bytes
-
-
-class SizeLimitUploadHandler(FileUploadHandler):
-    """Stops reading an upload as soon as it passes UPLOAD_MAX_BYTES, before it fills the disk.
-
-    The service checks the limit again while storing; this handler only spares the temporary
-    file Django would otherwise write in full.
-    """
-
-    def new_file(self, *args, **kwargs):
-        super().new_file(*args, **kwargs)
-        self.received = 0
-
-    def receive_data_chunk(self, raw_data: bytes, start: int):
-        self.received += len(raw_data)
-        if self.received > settings.UPLOAD_MAX_BYTES:
-            self.request.upload_too_large = self.file_name
-            raise StopUpload(connection_reset=False)
-        return raw_data
-
-    def file_complete(self, file_size: int):
-        return None
+from .uploads import SizeLimitUploadHandler, human_bytes, too_large_message
 
 
 def _with_size_limit(view):
@@ -49,15 +26,10 @@ def _with_size_limit(view):
     @csrf_exempt
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs):
-        request.upload_too_large = None
         request.upload_handlers.insert(0, SizeLimitUploadHandler(request))
         return protected(request, *args, **kwargs)
 
     return wrapper
-
-
-def _too_large_message(request: HttpRequest) -> str:
-    return f"{request.upload_too_large}: the file is larger than the upload limit of {human_bytes(settings.UPLOAD_MAX_BYTES)}."
 
 
 def _get(request: HttpRequest, pk: int) -> Dataset:
@@ -89,7 +61,7 @@ def upload(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = UploadForm(request.POST, request.FILES)
         if request.upload_too_large:
-            form.add_error(None, _too_large_message(request))
+            form.add_error(None, too_large_message(request.upload_too_large))
         elif form.is_valid():
             d = form.cleaned_data
             try:
@@ -145,7 +117,7 @@ def new_version(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         form = NewVersionForm(request.POST, request.FILES)
         if request.upload_too_large:
-            form.add_error(None, _too_large_message(request))
+            form.add_error(None, too_large_message(request.upload_too_large))
         elif form.is_valid():
             d = form.cleaned_data
             try:
