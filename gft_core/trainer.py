@@ -29,14 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
 from gft_core.config import ConfigError, GFTConfig, resolve_mapping
 from gft_core.data import DataError, Example, load_examples, split_eval
 from gft_core.groups import SOURCES, Group, Response, group_advantages, off_policy_responses
 from gft_core.losses import dcr_coefficients, dft_loss, gft_loss, grpo_loss, sft_loss
 from gft_core.metrics import ADV_HIST, MetricSink, NullSink, histogram, response_stats, token_stats
-from gft_core.rollout import generate_samples, left_pad
+from gft_core.rollout import can_share_prefix, generate_samples, left_pad
 
 CHECKPOINT_PREFIX = "step-"
 
@@ -132,21 +131,6 @@ def _accepts_logits_to_keep(model: Any) -> bool:
         return "logits_to_keep" in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return False
-
-
-def can_share_prefix(model: Any) -> bool:
-    """Whether response_logprobs may compute each distinct prompt once (shared_prefix=True): the
-    model takes a KV cache and every layer attends to all earlier positions (a sliding-window
-    layer's cache drops old positions, which one full forward would still mask the same way, but
-    not bit for bit)."""
-    net = getattr(model, "module", model)
-    try:
-        if "past_key_values" not in inspect.signature(net.forward).parameters:
-            return False
-        layers = DynamicCache(config=net.config).layers
-    except Exception:  # a custom model / config that DynamicCache does not understand
-        return False
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
 # policy/entropy is estimated on every ENTROPY_STRIDE-th valid response token (see response_logprobs)

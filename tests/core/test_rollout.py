@@ -14,10 +14,16 @@ def model_and_tok(tiny_model_dir):
 
 
 def _variant(tiny_model_dir, name):
-    """The tiny Llama as saved (SDPA), with eager attention, or a Qwen2 with grouped-query attention."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    """The tiny Llama as saved (SDPA), with eager attention, a Qwen2 with grouped-query attention,
+    or a GPT-2 (an architecture shared_prompt_attention is not used for)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    if name == "gpt2":
+        torch.manual_seed(0)
+        cfg = GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_positions=256, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        return GPT2LMHeadModel(cfg).eval(), tok
     if name == "qwen2-gqa":
         torch.manual_seed(0)
         cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -32,13 +38,15 @@ def _prompts(tok):  # different lengths: left padding, attention_mask and positi
     return [tok(t)["input_ids"] for t in ("1+1", "What is 3 + 4 * 2?", "Compute (7 - 2) * 3 + 11, step by step")]
 
 
-@pytest.mark.parametrize("variant", ["llama-sdpa", "llama-eager", "qwen2-gqa"])
+@pytest.mark.parametrize("variant", ["llama-sdpa", "llama-eager", "qwen2-gqa", "gpt2"])
 @pytest.mark.parametrize("n", [1, 3])
 def test_greedy_equals_transformers_generate(tiny_model_dir, variant, n):
-    """Same tokens as `generate`, whatever the attention kernel (the SDPA path passes its own 4-D masks)."""
-    from gft_core.rollout import eos_ids, left_pad, sample_tokens
+    """Same tokens as `generate`, whether the samples share their prompt's cache (n > 1 on Llama
+    and Qwen2) or get a copy of it (GPT-2; the SDPA path passes its own 4-D masks)."""
+    from gft_core.rollout import eos_ids, left_pad, sample_tokens, shares_prompt_kv
 
     model, tok = _variant(tiny_model_dir, variant)
+    assert shares_prompt_kv(model) == (variant != "gpt2")
     stop = eos_ids(model, tok)
     ids, mask = left_pad(_prompts(tok), tok.pad_token_id)
     ref = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=20,
@@ -46,6 +54,37 @@ def test_greedy_equals_transformers_generate(tiny_model_dir, variant, n):
     ours = sample_tokens(model, ids, mask, n=n, max_new_tokens=20, temperature=0.0, top_p=1.0, stop_ids=stop,
                          pad_id=tok.pad_token_id, generator=None)
     assert torch.equal(ours, ref.repeat_interleave(n, 0)[:, :ours.shape[1]])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_shared_prompt_attention_is_attention_over_the_whole_cache(dtype):
+    """Each sample's row attends to its prompt's cache (with its left padding) and its own tokens,
+    as SDPA over the concatenated cache does; grouped-query heads included."""
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from gft_core.rollout import shared_prompt_attention
+
+    torch.manual_seed(0)
+    U, n, H, H_kv, P, t, D = 3, 4, 6, 2, 7, 5, 16
+    B = U * n
+    k_p, v_p = torch.randn(U, H_kv, P, D, dtype=dtype), torch.randn(U, H_kv, P, D, dtype=dtype)
+    k_g, v_g = torch.randn(B, H_kv, t, D, dtype=dtype), torch.randn(B, H_kv, t, D, dtype=dtype)
+    query = torch.randn(B, H, 1, D, dtype=dtype)
+    prompt_mask = torch.ones(U, P, dtype=torch.bool)
+    prompt_mask[1, :3] = False  # left padding of the second prompt
+    prompt_kv = SimpleNamespace(layers=[SimpleNamespace(keys=k_p, values=v_p)])
+    out, _ = shared_prompt_attention(SimpleNamespace(layer_idx=0), query, k_g, v_g, None, scaling=D ** -0.5,
+                                     prompt_kv=prompt_kv, prompt_mask=prompt_mask)
+
+    def full(x_p, x_g):  # (B, H, P + t, D): each row's prompt copy then its tokens, KV heads repeated
+        return torch.cat([x_p.repeat_interleave(n, 0), x_g], 2).repeat_interleave(H // H_kv, 1)
+
+    mask = torch.cat([prompt_mask.repeat_interleave(n, 0), torch.ones(B, t, dtype=torch.bool)], 1)[:, None, None, :]
+    ref = F.scaled_dot_product_attention(query.float(), full(k_p, k_g).float(), full(v_p, v_g).float(), attn_mask=mask)
+    assert out.shape == (B, 1, H, D) and out.dtype == dtype
+    torch.testing.assert_close(out.float(), ref.transpose(1, 2), atol=1e-5 if dtype == torch.float32 else 2e-2, rtol=0)
 
 
 def test_samples_are_reproducible_and_stop_at_eos(model_and_tok):

@@ -173,7 +173,8 @@ def _seqs(prompts_and_responses):
 def test_shared_prefix_forward_is_the_full_forward(tiny_model_dir):
     """Running each distinct prompt once (KV cache with gradients, gathered per response) gives the
     log-probs, entropies and gradients of one forward over prompt + response."""
-    from gft_core.trainer import can_share_prefix, collate, load_policy, response_logprobs
+    from gft_core.rollout import can_share_prefix
+    from gft_core.trainer import collate, load_policy, response_logprobs
 
     model, _ = load_policy(tiny_model_dir)
     assert can_share_prefix(model)
@@ -228,7 +229,7 @@ def test_trainer_runs_each_prompt_once_per_micro_batch(tiny_cfg):
 def test_sliding_window_models_use_the_full_forward():
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from gft_core.trainer import can_share_prefix
+    from gft_core.rollout import can_share_prefix
 
     cfg = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                num_key_value_heads=2)
