@@ -1,9 +1,11 @@
 """The README's "GFT on the tiny model" recipe, command for command: after the sft_mix warm-up,
-GFT raises held-out accuracy measurably (issue 2). ~7 minutes on 2 CPU cores.
+GFT raises held-out accuracy measurably (issue 2). ~8 minutes on 2 CPU cores.
 
-The recipe is seeded. The margin asked, 2 points on 200 prompts x 16 samples (standard error of
-the difference ~1.3), sits below every gain measured with these settings (+3.2 as written; +3.3
-to +4.8 from other seeds and warm-ups), not at it.
+The recipe is seeded, but its outcome depends on the machine's floating-point paths (the same
+code gave a different warm-up and GFT trajectory on two machines). The margin asked, 2 points on
+200 prompts x 16 samples (standard error of the difference ~1.3), sits below every gain measured
+with these settings (300 GFT steps: +6.2 as written, +4.5 and +5.2 with seeds 1 and 2, on
+2026-11-30), not at it. With 200 steps the gains were +1.0 to +3.9 here: too close to it.
 """
 from __future__ import annotations
 
