@@ -88,7 +88,7 @@ class DatasetViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyMode
     def create(self, request: Request, *args, **kwargs) -> Response:
         from webapp.datasets import services as datasets
 
-        data = request.data
+        data = request.data  # parses the body, through SizeLimitUploadHandler
         if request._request.upload_too_large:
             return Response({"file": [too_large_message(request._request.upload_too_large)]},
                             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)

@@ -77,7 +77,7 @@ class SizeLimitUploadHandler(FileUploadHandler):
     otherwise write in full.
     """
 
-    def __init__(self, request=None):
+    def __init__(self, request):
         super().__init__(request)
         request.upload_too_large = None
 
