@@ -6,10 +6,11 @@ as soon as points arrive (what comes in during a write goes into the next one), 
 
 One flush is one Postgres transaction:
   1. intern new metric names (MetricKey, cached per process);
-  2. COPY the points into the table (binary COPY, rows built with numpy); if any (run, key, step) is already there (a retried batch),
-     COPY into a temporary staging table instead and `INSERT ... SELECT ... ON CONFLICT
-     (run_id, key_id, step) DO UPDATE`: a retried batch creates no duplicate. A resumed run
-     starts by deleting the steps after its checkpoint, so its series has no stale tail;
+  2. COPY the points into the table (binary COPY, rows built with numpy); if any (run, key,
+     step) is already there (a retried batch), COPY into a temporary staging table instead and
+     `INSERT ... SELECT ... ON CONFLICT (run_id, key_id, step) DO UPDATE`: a retried batch
+     creates no duplicate. A resumed run starts by deleting the steps after its checkpoint, so
+     its series has no stale tail;
   3. histograms, group records (capped per run, see GROUP_SAMPLE_CAP) and artifacts;
   4. Run.step / total_steps / summary (latest value of each metric) in the same transaction, so
      Run.step never claims a step whose metrics are not stored.
