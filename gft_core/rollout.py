@@ -1,17 +1,15 @@
 """Self samples: batched sampling from the current policy with a lean KV-cache decoding loop.
 
 Prompts are left-padded so every sequence ends where generation starts (attention_mask marks the
-padding, position_ids count real tokens only). Each prompt is prefilled once. Its n samples then
-share that KV cache: the generated tokens go to a cache of their own, one row per sample, in
-buffers sized for the whole decode (AppendLayer), and each decode step's attention reads a
-prompt's keys and values once for all its samples (shared_prompt_attention). The model runs one
-token at a time: temperature + top-p sampling (inverse CDF, one uniform per row) from an explicit
-torch.Generator, until every row has emitted a stop token or max_new_tokens. Models whose
-attention that function does not cover (see shares_prompt_kv) get the prompt cache copied per
-sample instead. On the tiny benchmark model (CPU, 1 thread, 4 toy prompts of ~20 tokens x 8
-samples x 48 tokens) this takes 0.72x the time of transformers `generate`; the shared prompt
-cache saves 5% of a rollout there and 25% with 150-token prompts. What is left is mostly the
-model's matmuls.
+padding, position_ids count real tokens only). Each prompt is prefilled once by the model's own
+forward. The loop then runs one token at a time: temperature + top-p sampling (inverse CDF, one
+uniform per row) from an explicit torch.Generator, until every row has emitted a stop token or
+max_new_tokens. For Llama-family models the decode steps are decode.SharedPromptDecoder's (the
+model's layers without transformers' per-token machinery; a prompt's n samples share its KV
+cache); other models decode through their own forward on a copy of the prompt cache per sample,
+in buffers sized for the whole decode (AppendLayer). On the tiny benchmark model (CPU, 1 thread,
+4 toy prompts of ~20 tokens x 8 samples x 48 tokens) a rollout takes ~0.7x the time of
+transformers `generate`; what is left is mostly the model's matmuls and attention.
 Off-policy answers do not come from here but from groups.off_policy_responses.
 """
 
@@ -23,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-from transformers import AttentionInterface, DynamicCache
+from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
-from transformers.masking_utils import AttentionMaskInterface
+
+from gft_core import decode
 
 
 @dataclass
@@ -120,16 +119,11 @@ def sample_tokens(net: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     logits = net(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, past_key_values=prompt_kv,
                  use_cache=True, **keep).logits[:, -1]
     logits = logits.repeat_interleave(n, 0)
-    pos = pos[:, -1:].repeat_interleave(n, 0)
     B, P = logits.shape[0], attention_mask.shape[1]
-    if n > 1 and shares_prompt_kv(net):
-        # The prompt cache stays one row per prompt; the samples' tokens get a cache of their own.
-        cache = DynamicCache(config=net.config)
-        cache.layers = [AppendLayer(_no_tokens(layer.keys, B), _no_tokens(layer.values, B), max_new_tokens)
-                        for layer in prompt_kv.layers]
-        masks = None
-        shared = {"prompt_kv": prompt_kv, "prompt_mask": attention_mask.bool()}
-    else:
+    positions = pos[:, -1:].repeat_interleave(n, 0) + torch.arange(1, max_new_tokens + 1, device=pos.device)
+    if decode.supports(net, can_share_prefix(net)):
+        step = decode.SharedPromptDecoder(net, prompt_kv, attention_mask, positions).step
+    else:  # the model's own forward, on a copy of the prompt cache per sample
         cache = prompt_kv
         cache.batch_repeat_interleave(n)
         preallocate(cache, P + max_new_tokens)
@@ -139,29 +133,21 @@ def sample_tokens(net: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         masks = torch.cat([attention_mask.repeat_interleave(n, 0), attention_mask.new_ones(B, max_new_tokens)], 1)
         if getattr(net.config, "_attn_implementation", None) == "sdpa":
             masks = masks.bool()[:, None, None, :]
-        shared = {}
+
+        def step(tok: torch.Tensor, t: int) -> torch.Tensor:
+            return net(input_ids=tok[:, None], attention_mask=masks[..., :P + t + 1], position_ids=positions[:, t:t + 1],
+                       past_key_values=cache, use_cache=True).logits[:, -1]
     stops = torch.tensor(list(stop_ids), device=input_ids.device)
     done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
     tokens = []
-    with _attention_implementation(net, SHARED_PROMPT_ATTENTION if shared else None):
-        for t in range(max_new_tokens):
-            tok = _sample(logits, temperature, top_p, generator).masked_fill(done, pad_id)
-            tokens.append(tok)
-            done |= torch.isin(tok, stops)
-            if t == max_new_tokens - 1 or bool(done.all()):
-                break
-            pos = pos + 1
-            mask = masks[..., :P + t + 1] if masks is not None else None
-            logits = net(input_ids=tok[:, None], attention_mask=mask, position_ids=pos, past_key_values=cache,
-                         use_cache=True, **shared).logits[:, -1]
+    for t in range(max_new_tokens):
+        tok = _sample(logits, temperature, top_p, generator).masked_fill(done, pad_id)
+        tokens.append(tok)
+        done |= torch.isin(tok, stops)
+        if t == max_new_tokens - 1 or bool(done.all()):
+            break
+        logits = step(tok, t)
     return torch.stack(tokens, 1) if tokens else input_ids.new_zeros(B, 0)
-
-
-# ---------------------------------------------------------------- samples sharing their prompt's cache
-SHARED_PROMPT_ATTENTION = "gft_shared_prompt"
-# Architectures whose attention is plain softmax(q k^T * scaling) v over the cache, which is all
-# shared_prompt_attention computes (no logit soft-capping, attention sinks, ALiBi, sliding window).
-PLAIN_ATTENTION_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
 def can_share_prefix(model: Any) -> bool:
@@ -177,68 +163,6 @@ def can_share_prefix(model: Any) -> bool:
     except Exception:  # a custom model / config that DynamicCache does not understand
         return False
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
-
-
-def shares_prompt_kv(net: Any) -> bool:
-    """Whether sample_tokens may keep one prompt cache for all samples of a prompt."""
-    config = net.config
-    return (getattr(config, "model_type", None) in PLAIN_ATTENTION_MODELS
-            and getattr(config, "_attn_implementation", None) in ("sdpa", "eager") and can_share_prefix(net))
-
-
-def shared_prompt_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                            attention_mask: Any, scaling: float | None = None, dropout: float = 0.0, *,
-                            prompt_kv: DynamicCache, prompt_mask: torch.Tensor, **_: Any) -> tuple[torch.Tensor, None]:
-    """Attention of a decode step whose B = U * n rows are n samples of each of U prompts.
-
-    Row b = u * n + j attends to prompt u's cache (K_p, V_p: U rows, masked by its left padding)
-    followed by its own generated tokens (K_g, V_g: B rows, from `key` and `value`):
-        out_b = softmax([q_b K_p[u]^T, q_b K_g[b]^T] * scaling) [V_p[u]; V_g[b]]
-    one softmax over both parts, so exactly the attention over the concatenated cache. The prompt
-    part runs as one matmul per prompt and KV head over the queries of all its samples, so a
-    prompt's keys and values are read once per step instead of n times (the idea of cascade /
-    Hydragen attention). Shapes as transformers passes them: query (B, H, 1, D), key/value
-    (B, H_kv, t, D); returns (B, 1, H, D) like its attention functions.
-    """
-    layer = prompt_kv.layers[module.layer_idx]
-    k_p, v_p = layer.keys, layer.values  # (U, H_kv, P, D)
-    U, H_kv, P, D = k_p.shape
-    B, H, q_len, _ = query.shape
-    n, g = B // U, H // H_kv  # samples per prompt, query heads per KV head
-    scaling = D ** -0.5 if scaling is None else scaling
-    q = query.reshape(B, H_kv, g * q_len, D)
-    # prompt part: the queries of prompt u's n samples side by side, (U, H_kv, n * g * q_len, P)
-    q_u = q.reshape(U, n, H_kv, g * q_len, D).transpose(1, 2).reshape(U, H_kv, n * g * q_len, D)
-    s_p = (q_u @ k_p.transpose(-1, -2)).masked_fill(~prompt_mask[:, None, None, :], float("-inf"))
-    s_p = s_p.reshape(U, H_kv, n, g * q_len, P).transpose(1, 2).reshape(B, H_kv, g * q_len, P)
-    s_g = q @ key.transpose(-1, -2)  # (B, H_kv, g * q_len, t)
-    probs = torch.softmax(torch.cat([s_p, s_g], -1) * scaling, -1, dtype=torch.float32).to(query.dtype)
-    p_u = probs[..., :P].reshape(U, n, H_kv, g * q_len, P).transpose(1, 2).reshape(U, H_kv, n * g * q_len, P)
-    out = (p_u @ v_p).reshape(U, H_kv, n, g * q_len, D).transpose(1, 2).reshape(B, H_kv, g * q_len, D)
-    out = out + probs[..., P:] @ value
-    return out.reshape(B, H, q_len, D).transpose(1, 2), None
-
-
-AttentionInterface.register(SHARED_PROMPT_ATTENTION, shared_prompt_attention)
-# shared_prompt_attention masks the prompt padding itself and the generated tokens need no mask.
-AttentionMaskInterface.register(SHARED_PROMPT_ATTENTION, lambda *args, **kwargs: None)
-
-
-@contextlib.contextmanager
-def _attention_implementation(net: Any, name: str | None):
-    """Within the block the model uses the named attention function (None: leave it as it is)."""
-    saved = net.config._attn_implementation
-    if name is not None:
-        net.config._attn_implementation = name
-    try:
-        yield
-    finally:
-        net.config._attn_implementation = saved
-
-
-def _no_tokens(cached: torch.Tensor, rows: int) -> torch.Tensor:
-    """An empty (rows, heads, 0, head_dim) cache tensor like `cached`."""
-    return cached.new_empty(rows, cached.shape[1], 0, cached.shape[3])
 
 
 def preallocate(cache: DynamicCache, capacity: int) -> None:

@@ -14,22 +14,33 @@ def model_and_tok(tiny_model_dir):
 
 
 def _variant(tiny_model_dir, name):
-    """The tiny Llama as saved (SDPA), with eager attention, a Qwen2 with grouped-query attention,
-    or a GPT-2 (an architecture shared_prompt_attention is not used for)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
+    """The tiny Llama as saved (SDPA), with eager attention, a Qwen2 with grouped-query attention
+    and linear rope scaling, a Qwen3 (per-head query/key norms), or a GPT-2 (an architecture
+    decode.SharedPromptDecoder does not run: the model's own forward decodes it)."""
+    from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, Qwen2Config,
+                              Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    special = dict(vocab_size=len(tok), eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                   bos_token_id=tok.bos_token_id)
+    torch.manual_seed(0)
     if name == "gpt2":
-        torch.manual_seed(0)
-        cfg = GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_positions=256, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        cfg = GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=256, **special)
         return GPT2LMHeadModel(cfg).eval(), tok
     if name == "qwen2-gqa":
-        torch.manual_seed(0)
-        cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, eos_token_id=tok.eos_token_id,
-                          pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+        cfg = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0},
+                          **special)
         return Qwen2ForCausalLM(cfg).eval(), tok
+    if name == "qwen3":
+        cfg = Qwen3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, head_dim=16, **special)
+        model = Qwen3ForCausalLM(cfg).eval()
+        with torch.no_grad():  # non-trivial norm weights, so that skipping them would show
+            for layer in model.model.layers:
+                layer.self_attn.q_norm.weight.uniform_(0.5, 1.5)
+                layer.self_attn.k_norm.weight.uniform_(0.5, 1.5)
+        return model, tok
     impl = {"llama-sdpa": "sdpa", "llama-eager": "eager"}[name]
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=impl).eval(), tok
 
@@ -38,15 +49,17 @@ def _prompts(tok):  # different lengths: left padding, attention_mask and positi
     return [tok(t)["input_ids"] for t in ("1+1", "What is 3 + 4 * 2?", "Compute (7 - 2) * 3 + 11, step by step")]
 
 
-@pytest.mark.parametrize("variant", ["llama-sdpa", "llama-eager", "qwen2-gqa", "gpt2"])
+@pytest.mark.parametrize("variant", ["llama-sdpa", "llama-eager", "qwen2-gqa", "qwen3", "gpt2"])
 @pytest.mark.parametrize("n", [1, 3])
 def test_greedy_equals_transformers_generate(tiny_model_dir, variant, n):
-    """Same tokens as `generate`, whether the samples share their prompt's cache (n > 1 on Llama
-    and Qwen2) or get a copy of it (GPT-2; the SDPA path passes its own 4-D masks)."""
-    from gft_core.rollout import eos_ids, left_pad, sample_tokens, shares_prompt_kv
+    """Same tokens as `generate`, whether decode.SharedPromptDecoder runs the steps (Llama, Qwen2,
+    Qwen3) or the model's own forward on a copy of the prompt cache per sample (GPT-2; the SDPA
+    path passes its own 4-D masks)."""
+    from gft_core import decode
+    from gft_core.rollout import can_share_prefix, eos_ids, left_pad, sample_tokens
 
     model, tok = _variant(tiny_model_dir, variant)
-    assert shares_prompt_kv(model) == (variant != "gpt2")
+    assert decode.supports(model, can_share_prefix(model)) == (variant != "gpt2")
     stop = eos_ids(model, tok)
     ids, mask = left_pad(_prompts(tok), tok.pad_token_id)
     ref = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=20,
@@ -60,31 +73,28 @@ def test_greedy_equals_transformers_generate(tiny_model_dir, variant, n):
 def test_shared_prompt_attention_is_attention_over_the_whole_cache(dtype):
     """Each sample's row attends to its prompt's cache (with its left padding) and its own tokens,
     as SDPA over the concatenated cache does; grouped-query heads included."""
-    from types import SimpleNamespace
-
     import torch.nn.functional as F
 
-    from gft_core.rollout import shared_prompt_attention
+    from gft_core.decode import shared_prompt_attention
 
     torch.manual_seed(0)
     U, n, H, H_kv, P, t, D = 3, 4, 6, 2, 7, 5, 16
     B = U * n
     k_p, v_p = torch.randn(U, H_kv, P, D, dtype=dtype), torch.randn(U, H_kv, P, D, dtype=dtype)
-    k_g, v_g = torch.randn(B, H_kv, t, D, dtype=dtype), torch.randn(B, H_kv, t, D, dtype=dtype)
-    query = torch.randn(B, H, 1, D, dtype=dtype)
+    k_own, v_own = torch.randn(B, H_kv, t, D, dtype=dtype), torch.randn(B, H_kv, t, D, dtype=dtype)
+    q = torch.randn(B, H, D, dtype=dtype)
     prompt_mask = torch.ones(U, P, dtype=torch.bool)
     prompt_mask[1, :3] = False  # left padding of the second prompt
-    prompt_kv = SimpleNamespace(layers=[SimpleNamespace(keys=k_p, values=v_p)])
-    out, _ = shared_prompt_attention(SimpleNamespace(layer_idx=0), query, k_g, v_g, None, scaling=D ** -0.5,
-                                     prompt_kv=prompt_kv, prompt_mask=prompt_mask)
+    out = shared_prompt_attention(q, k_p, v_p, ~prompt_mask[:, None, None, :], k_own, v_own, D ** -0.5)
 
-    def full(x_p, x_g):  # (B, H, P + t, D): each row's prompt copy then its tokens, KV heads repeated
-        return torch.cat([x_p.repeat_interleave(n, 0), x_g], 2).repeat_interleave(H // H_kv, 1)
+    def full(x_p, x_own):  # (B, H, P + t, D): each row's prompt copy then its tokens, KV heads repeated
+        return torch.cat([x_p.repeat_interleave(n, 0), x_own], 2).repeat_interleave(H // H_kv, 1)
 
     mask = torch.cat([prompt_mask.repeat_interleave(n, 0), torch.ones(B, t, dtype=torch.bool)], 1)[:, None, None, :]
-    ref = F.scaled_dot_product_attention(query.float(), full(k_p, k_g).float(), full(v_p, v_g).float(), attn_mask=mask)
-    assert out.shape == (B, 1, H, D) and out.dtype == dtype
-    torch.testing.assert_close(out.float(), ref.transpose(1, 2), atol=1e-5 if dtype == torch.float32 else 2e-2, rtol=0)
+    ref = F.scaled_dot_product_attention(q[:, :, None].float(), full(k_p, k_own).float(), full(v_p, v_own).float(),
+                                         attn_mask=mask)
+    assert out.shape == (B, H, D) and out.dtype == dtype
+    torch.testing.assert_close(out.float(), ref[:, :, 0], atol=1e-5 if dtype == torch.float32 else 2e-2, rtol=0)
 
 
 def test_samples_are_reproducible_and_stop_at_eos(model_and_tok):
