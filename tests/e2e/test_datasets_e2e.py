@@ -7,15 +7,13 @@ must score 1.0. Broken files must end as reports while the same worker keeps ser
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from django.urls import reverse
 
+from tests.browser.support import SHOTS, login
 from webapp.datasets.models import Dataset
 from webapp.rewards.models import RewardConfig, RewardTest
 
@@ -146,32 +144,13 @@ def test_broken_files_end_as_reports_and_the_worker_keeps_serving(celery_worker,
 
 
 # ---------------------------------------------------------------- in a real browser
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-SHOTS = Path(os.environ.get("GFT_SCREENSHOTS") or tempfile.mkdtemp(prefix="gft-shots-"))
-
-
 @pytest.fixture
-def browser_page(live_server_url, user):
-    """Chromium (Debian's, through Playwright) logged in as `user` on the uvicorn-served app."""
-    if CHROMIUM is None:
-        pytest.skip("no chromium binary")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
-        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{live_server_url}/accounts/login/")
-        page.fill("input[name=username]", "alice")
-        page.fill("input[name=password]", "alice-pass-123")
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{live_server_url}/")
-        yield page, live_server_url, errors
-        browser.close()
-        from django.db import connections
-
-        connections.close_all()  # under Playwright's loop Django has a context-local connection: close it here
+def browser_page(live_server_url, chromium, user):
+    """A page of the uvicorn-served app, logged in as `user`, and the page errors it records."""
+    page = login(chromium, live_server_url, "alice", "alice-pass-123", width=1400)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    yield page, live_server_url, errors
 
 
 def test_in_a_browser_upload_validate_and_test_a_reward(celery_worker, browser_page, tmp_path):
