@@ -178,3 +178,35 @@ def test_queue_position_and_eta_update_live(live_server_url, chromium, team, use
     wait_trace_points(page, "loss", "loss", 3, timeout_ms=5_000)
     assert page.evaluate("window.__noReload") == "still here"
     page.screenshot(path=str(SHOTS / "run-eta.png"))
+
+
+def test_launch_form_rescales_its_defaults_for_a_typed_model(live_server_url, chromium, team, user, settings):
+    """Typing a large model's path fills the paper-scale defaults into the fields the user has not
+    edited and says so; an edited field keeps its value; a path outside the roots says why."""
+    import json
+    from pathlib import Path
+
+    big = Path(settings.MODEL_ROOTS[0]) / "qwen-1.5b-shaped"
+    big.mkdir(parents=True, exist_ok=True)
+    (big / "config.json").write_text(json.dumps({"hidden_size": 1536, "num_hidden_layers": 28,
+                                                  "intermediate_size": 8960, "vocab_size": 151936}))
+    page = login(chromium, live_server_url, "alice", "alice-pass-123")
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{live_server_url}/runs/new/")
+    assert page.input_value("#id_max_response_len") == "48" and page.input_value("#id_lr") == "0.0001"
+    page.fill("#id_seed", "7")  # edited by the user: must stay
+    page.fill("#id_model", str(big))
+    page.press("#id_model", "Tab")  # commits the value: the change event
+    page.wait_for_function("document.getElementById('model-defaults-note').textContent.includes('paper-scale')")
+    assert page.input_value("#id_max_response_len") == "2048" and float(page.input_value("#id_lr")) == 1e-6
+    assert page.input_value("#id_mixed_precision") == "bf16" and page.input_value("#id_prompts_per_step") == "128"
+    assert page.input_value("#id_seed") == "7"
+    note = page.inner_text("#model-defaults-note")
+    assert "max_response_len" in note and "Kept your edits: seed" in note
+    page.fill("#id_model", "/etc")
+    page.press("#id_model", "Tab")
+    page.wait_for_function("document.getElementById('model-defaults-note').textContent.includes('outside')")
+    assert page.input_value("#id_max_response_len") == "2048"  # nothing changed by a refused path
+    page.screenshot(path=str(SHOTS / "launch-defaults.png"), full_page=True)
+    assert errors == []

@@ -72,6 +72,31 @@ def test_model_dir_that_is_not_a_model(auth_client, launch_inputs, tiny_assets, 
     assert Run.objects.count() == 0
 
 
+def test_defaults_follow_the_chosen_model(auth_client, settings):
+    """The launch form asks for defaults scaled to the model it is given: small-model sizes for
+    the tiny one, the paper's for a 1.5B-shaped config.json under the model roots; a path outside
+    the roots is refused with the form's message, and only members get an answer."""
+    import json
+    from pathlib import Path
+
+    url = reverse("runs:launch_defaults")
+    tiny = auth_client.get(url, {"model": "tiny"}).json()
+    assert tiny["small"] and tiny["defaults"]["lr"] == 1e-4 and tiny["defaults"]["max_response_len"] == 48
+    big = Path(settings.MODEL_ROOTS[0]) / "qwen-1.5b-shaped"
+    big.mkdir(parents=True, exist_ok=True)
+    (big / "config.json").write_text(json.dumps({"hidden_size": 1536, "num_hidden_layers": 28,
+                                                  "intermediate_size": 8960, "vocab_size": 151936}))
+    body = auth_client.get(url, {"model": str(big)}).json()
+    d = body["defaults"]
+    assert not body["small"] and 1_000_000_000 < body["params"] < 2_000_000_000 and "model" not in d
+    assert (d["lr"], d["tau"], d["max_response_len"], d["prompts_per_step"], d["mixed_precision"]) == (1e-6, 0.1, 2048, 128, "bf16")
+    refused = auth_client.get(url, {"model": "/etc"})
+    assert refused.status_code == 400 and "outside the allowed model roots" in refused.json()["error"]
+    from django.test import Client
+
+    assert Client().get(url, {"model": "tiny"}).status_code == 302  # anonymous: to the login page
+
+
 @pytest.mark.parametrize("status", ["invalid", "uploaded"])
 def test_dataset_that_did_not_pass_validation(auth_client, team, tiny_assets, launch_inputs, status):
     bad = make_dataset(team, tiny_assets, name=f"bad-{status}", validate=False, status=status)

@@ -98,6 +98,18 @@ def defaults(model: str = TINY_MODEL) -> dict[str, Any]:
     return d
 
 
+def defaults_for(value: str) -> tuple[dict[str, Any], int | None]:
+    """(launch defaults, estimated parameters) for a launch model value, as the form offers them
+    when a model is chosen or typed: "tiny", or a directory under MODEL_ROOTS (its config.json is
+    read only there; a LaunchError says why another path is refused). An unknown size gets the
+    large-model defaults."""
+    value = (value or "").strip()
+    if value == TINY_MODEL:
+        return defaults(TINY_MODEL), estimate_params(TINY_MODEL)
+    path = resolve_model(value)
+    return defaults(path), estimate_params(path)
+
+
 # ---------------------------------------------------------------------------- model paths
 def tiny_model_dir() -> Path:
     return Path(settings.ARTIFACT_ROOT) / "models" / "tiny"

@@ -7,6 +7,7 @@ urlpatterns = [
     path("", pages.run_list, name="list"),
     # Launch, clone, cancel, resume, logs (views/launch.py):
     path("runs/new/", launch.launch, name="launch"),
+    path("runs/new/defaults/", launch.launch_defaults, name="launch_defaults"),
     path("runs/<int:pk>/cancel/", launch.cancel, name="cancel"),
     path("runs/<int:pk>/resume/", launch.resume, name="resume"),
     path("runs/<int:pk>/logs/", launch.logs, name="logs"),

@@ -7,7 +7,7 @@ from pathlib import Path
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 
@@ -64,6 +64,21 @@ def launch(request: HttpRequest) -> HttpResponse:
     return render(request, "runs/launch.html", {
         "form": form, "source": source, "source_values": source_values,
     })
+
+
+@login_required
+def launch_defaults(request: HttpRequest) -> JsonResponse:
+    """GET ?model=<value>: the launch defaults scaled for that model (the form fills the fields
+    the user has not edited), or 400 with the reason the model is refused."""
+    if request.team is None:
+        raise Http404("You are not a member of any team.")
+    try:
+        values, params = launching.defaults_for(request.GET.get("model", ""))
+    except launching.LaunchError as e:
+        return JsonResponse({"error": " ".join(m for msgs in e.errors.values() for m in msgs)}, status=400)
+    values.pop("model", None)  # the field keeps what the user typed
+    return JsonResponse({"defaults": values, "params": params,
+                         "small": params is not None and params < launching.SMALL_MODEL_PARAMS})
 
 
 def _post_only(request: HttpRequest, pk: int) -> Run:
