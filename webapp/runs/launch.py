@@ -104,10 +104,8 @@ def defaults_for(value: str) -> tuple[dict[str, Any], int | None]:
     read only there; a LaunchError says why another path is refused). An unknown size gets the
     large-model defaults."""
     value = (value or "").strip()
-    if value == TINY_MODEL:
-        return defaults(TINY_MODEL), estimate_params(TINY_MODEL)
-    path = resolve_model(value)
-    return defaults(path), estimate_params(path)
+    model = TINY_MODEL if value == TINY_MODEL else resolve_model(value)  # "tiny" is not built here
+    return defaults(model), estimate_params(model)
 
 
 # ---------------------------------------------------------------------------- model paths
