@@ -35,7 +35,7 @@ from gft_core.data import DataError, Example, load_examples, split_eval
 from gft_core.groups import SOURCES, Group, Response, group_advantages, off_policy_responses
 from gft_core.losses import dcr_coefficients, dft_loss, gft_loss, grpo_loss, sft_loss
 from gft_core.metrics import ADV_HIST, MetricSink, NullSink, histogram, response_stats, token_stats
-from gft_core.rollout import can_share_prefix, generate_samples, left_pad
+from gft_core.rollout import can_share_prefix, generate_samples
 
 CHECKPOINT_PREFIX = "step-"
 
