@@ -1,7 +1,8 @@
 """Test environment, loaded as a plugin (`-p tests.pytest_env`) before pytest-django reads settings.
 
-- Redis database 15 of whatever server REDIS_URL names, flushed at the start, so tests never touch a
-  running dev stack (database 0);
+- Redis database 15 (or TEST_REDIS_DB) of whatever server REDIS_URL names, flushed at the start, so
+  tests never touch a running dev stack (database 0); with TEST_DATABASE_NAME, two suites can run
+  side by side on one machine;
 - a temporary ARTIFACT_ROOT and MODEL_ROOTS.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from urllib.parse import urlparse
 TMP = Path(tempfile.mkdtemp(prefix="gft-tests-"))
 
 os.environ.setdefault("SECRET_KEY", "tests-only-secret")
-os.environ["REDIS_URL"] = urlparse(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))._replace(path="/15").geturl()
+os.environ["REDIS_URL"] = urlparse(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))._replace(path=f"/{os.environ.get('TEST_REDIS_DB', '15')}").geturl()
 os.environ["CELERY_BROKER_URL"] = os.environ["REDIS_URL"]
 os.environ.setdefault("ARTIFACT_ROOT", str(TMP / "artifacts"))
 os.environ.setdefault("MODEL_ROOTS", str(TMP / "models"))
