@@ -10,7 +10,7 @@ Choices for multi-hour GPU jobs, made on purpose:
   queued run waits in Redis (where its queue position can be read) instead of in a busy worker.
 - late ack: a run's message is acknowledged when the task returns, so a worker that dies before
   it starts a run does not lose it.
-- visibility timeout of 30 days, above any run: with a Redis broker an unacknowledged message is
+- visibility timeout of 30 days (webapp.dispatch, where the one Celery configuration lives), above any run: with a Redis broker an unacknowledged message is
   delivered again after this timeout, and a run must never be started twice by the broker. When a
   worker dies mid-run, the run's heartbeat stops and housekeeping marks it failed within a minute;
   the user resumes it from its last checkpoint. The Run row, not the broker, owns recovery, and
@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 
 from celery import Celery, signals
-from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
@@ -34,28 +33,12 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
-VISIBILITY_TIMEOUT_S = 30 * 24 * 3600
+from webapp.dispatch import HOUSEKEEPING, celery_config  # noqa: E402
 
 app = Celery("gft_studio")
 app.conf.update(
-    broker_url=settings.CELERY_BROKER_URL,
-    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
-    broker_connection_retry_on_startup=True,
-    task_default_queue="default",
-    task_queues=[Queue("default"), Queue("gpu")],
-    task_routes={"workers.tasks.train_run": {"queue": "gpu"}},
-    task_acks_late=True,
-    task_reject_on_worker_lost=False,
-    task_ignore_result=True,
-    task_track_started=False,
-    worker_prefetch_multiplier=1,
-    worker_send_task_events=False,
-    task_serializer="json",
-    accept_content=["json"],
-    timezone="UTC",
-    beat_schedule={
-        "fail-runs-without-heartbeat": {"task": "workers.tasks.housekeeping", "schedule": 15.0},
-    },
+    celery_config(),
+    beat_schedule={"fail-runs-without-heartbeat": {"task": HOUSEKEEPING, "schedule": 15.0}},
 )
 # Training and housekeeping (workers.tasks); dataset validation and reward tests (workers.data_tasks).
 app.conf.include = ["workers.tasks", "workers.data_tasks"]
