@@ -1,4 +1,4 @@
-"""Group building (counts, EOS, truncation, group ids) and group advantages (GFT.md sections 2, 4)."""
+"""Group building (counts, EOS, truncation, group ids) and group advantages (docs/GFT.md sections 2, 4)."""
 
 import math
 import statistics
