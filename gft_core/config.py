@@ -18,9 +18,9 @@ from typing import Any, Callable
 from gft_core.errors import ConfigError
 from gft_core.fields import FieldSpec, check_value, config_diff, field_specs, is_number, setting
 from gft_core.methods import METHODS as METHOD_TABLE
-from gft_core.methods import Method, get_method
+from gft_core.methods import Method, MethodNames, get_method
 
-METHODS: tuple[str, ...] = tuple(METHOD_TABLE)  # the names, in launch-form order (the table is gft_core.methods)
+METHODS: tuple[str, ...] = MethodNames(METHOD_TABLE)  # the names, in launch-form order (the table: gft_core.methods)
 LR_SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine")
 MIXED_PRECISION: tuple[str, ...] = ("no", "fp16", "bf16")
 LOSS_AGGREGATIONS: tuple[str, ...] = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
@@ -62,7 +62,7 @@ class GFTConfig:
     """Every setting of a run. See README "Configuration" for the meaning of each field."""
 
     # what to train, on what
-    method: str = setting("gft", choices=METHOD_TABLE.keys(), section="Run",
+    method: str = setting("gft", choices=METHODS, section="Run",
                           help="GFT or one of the baselines; all train through the same loop.")
     model_path: str = setting("", help="A local Hugging Face model directory.")
     output_dir: str = setting("runs/gft", help="Where checkpoints and the final model are written.")

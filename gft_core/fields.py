@@ -10,7 +10,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Collection
+from typing import Any, Callable
 
 from gft_core.errors import ConfigError
 from gft_core.methods import Method, get_method
@@ -32,7 +32,7 @@ class FieldSpec:
     min: float | None = None  # inclusive unless min_exclusive
     max: float | None = None  # inclusive unless max_exclusive; every numeric field has one
     min_exclusive: bool = False
-    choices: Collection[str] | None = None  # method: a live view of the method table's names
+    choices: tuple[str, ...] | None = None
     nullable: bool = False
     section: str = ""  # launch form section; "" = not on the form
     used_by: Callable[[Method], bool] | None = None  # None = every method
@@ -46,7 +46,7 @@ class FieldSpec:
 
 def setting(default: Any = dataclasses.MISSING, *, help: str, label: str = "", min: float | None = None,
             max: float | None = None, min_exclusive: bool = False, max_exclusive: bool = False,
-            choices: Collection[str] | None = None, section: str = "",
+            choices: tuple[str, ...] | None = None, section: str = "",
             used_by: Callable[[Method], bool] | None = None) -> Any:
     """A config dataclass field carrying its FieldSpec data (so a new setting is one definition)."""
     spec = dict(label=label, help=help, min=min, max=max, min_exclusive=min_exclusive, max_exclusive=max_exclusive,
