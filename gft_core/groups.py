@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from torch import Tensor
 
-from gft_core.methods import SOURCES
+from gft_core.methods import SOURCES  # noqa: F401 - the sources a Response is of (defined with the methods)
 
 if TYPE_CHECKING:
     from gft_core.data import Example

@@ -17,8 +17,6 @@ evaluation.py, the checkpoint format checkpoints.py.
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import math
 import time
 from dataclasses import dataclass, field

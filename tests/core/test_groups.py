@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from gft_core.data import Example
-from gft_core.groups import SOURCES, Group, Response, group_advantages, off_policy_responses
+from gft_core.groups import Group, Response, group_advantages, off_policy_responses
+from gft_core.methods import SOURCES
 from gft_core.tiny import build_tokenizer
 
 
