@@ -73,12 +73,15 @@ def field_specs(cls: type, prefix: str = "") -> dict[str, FieldSpec]:
 
 
 def _range_text(spec: FieldSpec) -> str:
-    lo = "(" if spec.min_exclusive else "["
-    hi = ")" if spec.max_exclusive else "]"
-    return f"{lo}{_number_text(spec.min)}, {_number_text(spec.max)}{hi}"
+    """"(0, 1]", "[1, 8192]"; an open end (no bound) is -inf / inf."""
+    lo = "(" if spec.min_exclusive or spec.min is None else "["
+    hi = ")" if spec.max_exclusive or spec.max is None else "]"
+    return f"{lo}{_number_text(spec.min, '-inf')}, {_number_text(spec.max, 'inf')}{hi}"
 
 
-def _number_text(x: float) -> str:
+def _number_text(x: float | None, unbounded: str) -> str:
+    if x is None:
+        return unbounded
     return str(int(x)) if float(x).is_integer() else repr(x)
 
 
