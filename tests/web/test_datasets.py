@@ -21,7 +21,8 @@ from django.urls import reverse
 
 from webapp.accounts.models import Membership
 from webapp.datasets import services
-from webapp.datasets.models import Dataset, ImmutableVersionError
+from webapp.datasets.models import Dataset
+from webapp.resources.models import ImmutableVersionError
 from webapp.runs.models import Run
 from workers.data_tasks import validate_dataset
 

@@ -13,7 +13,7 @@ import pytest
 from django.urls import reverse
 
 from webapp.datasets import services as dataset_services
-from webapp.datasets.models import ImmutableVersionError
+from webapp.resources.models import ImmutableVersionError
 from webapp.rewards import services
 from webapp.rewards.models import RewardConfig, RewardTest
 from webapp.runs.models import Run
