@@ -291,7 +291,7 @@ def test_validation_whose_worker_died_is_failed_by_housekeeping(auth_client, tea
 
     from django.utils import timezone
 
-    from workers.data_tasks import VALIDATION_TIME_LIMIT_S
+    from webapp.datasets.validation import VALIDATION_TIME_LIMIT_S
     from workers.tasks import housekeeping
 
     upload(auth_client, "a.jsonl", jsonl(toy_rows()))
@@ -388,10 +388,10 @@ def test_used_dataset_is_immutable_and_only_archivable(auth_client, team):
     assert not ds.archived
 
 
-def test_delete_unused_removes_row_and_unshared_file(auth_client, team):
+def test_delete_unused_removes_row_and_unshared_file(auth_client, team, user):
     upload(auth_client, "toy.jsonl", jsonl(toy_rows()))
     v1 = Dataset.objects.get()
-    v2 = services.new_dataset_version(v1, None, mapping={**TOY_MAPPING, "teacher": None})
+    v2 = services.new_dataset_version(v1, user, mapping={**TOY_MAPPING, "teacher": None})
     with_capture = auth_client.post(reverse("datasets:delete", args=[v2.pk]))
     assert with_capture.status_code == 302 and not Dataset.objects.filter(pk=v2.pk).exists()
     assert v1.path.exists()  # still used by v1
@@ -404,7 +404,7 @@ def test_delete_last_user_of_a_file_removes_it(client, user, team):
                                              mapping=TOY_MAPPING, eval_split="file", eval_fileobj=io.BytesIO(jsonl(toy_rows(3))),
                                              eval_filename="e.jsonl")
     paths = [ds.path, ds.eval_path]
-    services.delete(ds)
+    services.delete(ds, user)
     assert not any(p.exists() for p in paths)
 
 

@@ -220,11 +220,23 @@ def test_reward_needing_a_ground_truth_fails_with_a_message(team, user):
     assert "needs a ground truth" in test.error
 
 
-def test_panel_form_queues_a_test(auth_client, team, user, django_capture_on_commit_callbacks, monkeypatch):
-    from workers import data_tasks
+def queued_tasks(queue: str = "default") -> list[tuple[str, list]]:
+    """(task name, args) of the messages waiting in a queue of the (test) Redis broker."""
+    import base64
 
-    queued = []
-    monkeypatch.setattr(data_tasks.test_reward, "delay", lambda pk: queued.append(pk))
+    import redis
+    from django.conf import settings
+
+    out = []
+    for raw in redis.Redis.from_url(settings.CELERY_BROKER_URL).lrange(queue, 0, -1):
+        msg = json.loads(raw)
+        out.append((msg["headers"]["task"], json.loads(base64.b64decode(msg["body"]))[0]))
+    return out
+
+
+def test_panel_form_queues_a_test(auth_client, team, user, django_capture_on_commit_callbacks):
+    from webapp import dispatch
+
     ds = dataset_services.create_dataset_from_upload(team, user, io.BytesIO(b'{"prompt": "p", "expert": "4", "teachers": [], "answer": "4"}\n'),
                                                      name="t", filename="t.jsonl", mapping="toy")
     cfg = services.create_reward_config(team, user, name="mv", spec={"name": "math_verify", "params": {}})
@@ -234,7 +246,7 @@ def test_panel_form_queues_a_test(auth_client, team, user, django_capture_on_com
         r = auth_client.post(reverse("rewards:test", args=[cfg.pk]), {"dataset": ds.pk, "sample_size": 10, "seed": 0,
                                                                       "response": "\\boxed{4}", "response_ground_truth": ""})
     test = RewardTest.objects.get()
-    assert queued == [test.pk] and r["Location"].endswith(f"?test={test.pk}#test")
+    assert (dispatch.TEST_REWARD, [test.pk]) in queued_tasks() and r["Location"].endswith(f"?test={test.pk}#test")
     assert auth_client.get(reverse("rewards:test_status", args=[cfg.pk, test.pk])).json()["status"] == "queued"
     run_reward_test(test.pk)
     page = auth_client.get(r["Location"]).content.decode()
