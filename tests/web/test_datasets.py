@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
@@ -448,3 +449,103 @@ def test_viewer_can_look_but_not_change(client, team, user):
     assert client.get(reverse("datasets:upload")).status_code == 403
     assert client.post(reverse("datasets:delete", args=[ds.pk])).status_code == 403
     assert Dataset.objects.filter(pk=ds.pk).exists()
+
+
+# ---------------------------------------------------------------- who may archive and delete
+def team_member(team, name: str, role: str):
+    """A user of `team` with `role`, and an API client holding a token of theirs."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.test import APIClient
+
+    from webapp.accounts.models import ApiToken
+
+    u = get_user_model().objects.create_user(name, password=f"{name}-pass-123")
+    Membership.objects.create(user=u, team=team, role=role)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(u, 't')[1]}")
+    return u, api
+
+
+def test_members_manage_their_own_datasets_admins_any(client, team, user, api_client):
+    """Issue 16: a member could archive or delete another member's dataset. Now only its creator
+    or a team admin may (pages and API alike); other members get 403 saying who can."""
+    ds = services.create_dataset_from_upload(team, user, io.BytesIO(jsonl(toy_rows())), name="alices",
+                                             filename="t.jsonl", mapping=TOY_MAPPING)
+    carol, carol_api = team_member(team, "carol", Membership.Role.MEMBER)
+    client.force_login(carol)
+    page = client.get(reverse("datasets:detail", args=[ds.pk])).content.decode()
+    assert reverse("datasets:delete", args=[ds.pk]) not in page and "its creator or a team admin" in page
+    for name in ("archive", "delete"):
+        r = client.post(reverse(f"datasets:{name}", args=[ds.pk]))
+        assert r.status_code == 403 and "Only the member who created alices v1 (alice)" in r.content.decode()
+    r = carol_api.post(f"/api/datasets/{ds.pk}/archive/", {"archived": True}, format="json")
+    assert r.status_code == 403 and "or an admin of team Alpha" in r.json()["detail"]
+    assert carol_api.delete(f"/api/datasets/{ds.pk}/").status_code == 403
+    with pytest.raises(PermissionDenied):
+        services.delete(ds, carol)
+    ds.refresh_from_db()
+    assert not ds.archived and ds.path.exists()
+    assert client.post(reverse("datasets:new_version", args=[ds.pk]), {}).status_code == 200  # members still edit
+
+    # the creator, through the API: archive, restore; a run makes delete a 409
+    r = api_client.post(f"/api/datasets/{ds.pk}/archive/", {"archived": True}, format="json")
+    assert r.status_code == 200 and r.json()["archived"] is True
+    assert api_client.post(f"/api/datasets/{ds.pk}/archive/", {"archived": False}, format="json").json()["archived"] is False
+    run = make_run(team, dataset=ds)
+    r = api_client.delete(f"/api/datasets/{ds.pk}/")
+    assert r.status_code == 409 and "Archive it instead" in r.json()["detail"]
+    run.delete()
+
+    # an admin manages anyone's
+    dave, _ = team_member(team, "dave", Membership.Role.ADMIN)
+    client.force_login(dave)
+    assert reverse("datasets:delete", args=[ds.pk]) in client.get(reverse("datasets:detail", args=[ds.pk])).content.decode()
+    assert client.post(reverse("datasets:archive", args=[ds.pk])).status_code == 302
+    assert client.post(reverse("datasets:delete", args=[ds.pk])).status_code == 302
+    assert not Dataset.objects.filter(pk=ds.pk).exists()
+
+
+def test_api_archive_and_delete_of_another_team_are_404(other_user, team, user):
+    from rest_framework.test import APIClient
+
+    from webapp.accounts.models import ApiToken
+
+    ds = services.create_dataset_from_upload(team, user, io.BytesIO(jsonl(toy_rows())), name="t", filename="t.jsonl",
+                                             mapping=TOY_MAPPING)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(other_user, 't')[1]}")
+    assert api.post(f"/api/datasets/{ds.pk}/archive/", {}, format="json").status_code == 404
+    assert api.delete(f"/api/datasets/{ds.pk}/").status_code == 404
+    ds.refresh_from_db()
+    assert not ds.archived
+
+
+# ---------------------------------------------------------------- rows longer than the tokenizer's maximum
+def test_rows_longer_than_the_tokenizers_maximum_are_reported(auth_client, team, user, settings):
+    """Issue 16: a row whose prompt or answer exceeds model_max_length used to count as valid."""
+    from gft_core.tiny import build_tokenizer
+
+    tok = build_tokenizer()
+    tok.model_max_length = 40
+    tok_dir = Path(settings.MODEL_ROOTS[0]) / "short-tok"
+    tok.save_pretrained(tok_dir)
+    rows = toy_rows(12)
+    rows[3]["prompt"] = "What is " + " + ".join(["1"] * 60) + "?"
+    rows[7]["teachers"] = rows[7]["teachers"] + [" ".join(["step"] * 80)]
+    ds = services.create_dataset_from_upload(team, user, io.BytesIO(jsonl(rows)), name="long", filename="long.jsonl",
+                                             mapping=TOY_MAPPING, tokenizer=str(tok_dir))
+    assert validate_dataset(ds.pk) == "invalid"
+    ds.refresh_from_db()
+    train = ds.report["train"]
+    assert (train["rows"], train["valid_rows"], train["invalid_rows"]) == (12, 10, 2)
+    too_long = train["too_long"]
+    assert (too_long["limit"], too_long["rows"], too_long["fields"]) == (40, 2, {"prompt": 1, "teacher": 1})
+    assert [(e["number"], e["field"]) for e in too_long["examples"]] == [(4, "prompt"), (8, "teacher")]
+    assert all(e["tokens"] > 40 for e in too_long["examples"])
+    assert [e["number"] for e in train["errors"]] == [4, 8]
+    assert "more than the tokenizer's maximum length 40" in train["errors"][0]["message"]
+    page = auth_client.get(reverse("datasets:detail", args=[ds.pk])).content.decode()
+    assert 'id="too-long-train"' in page and "2 rows above 40 tokens" in page and "line 4: prompt of" in page
+
+    # the same file with the tiny tokenizer's 2048 tokens is valid
+    assert services.start_validation(ds, tokenizer="") is None and validate_dataset(ds.pk) == "valid"
