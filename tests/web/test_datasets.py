@@ -65,6 +65,19 @@ def upload(client, filename: str, content: bytes, **kw):
     return client.post(reverse("datasets:upload"), form_data(filename, content, **kw))
 
 
+def queued_tasks(queue: str = "default") -> list[tuple[str, list]]:
+    """(task name, args) of the messages waiting in a queue of the (test) Redis broker."""
+    import base64
+
+    import redis
+
+    out = []
+    for raw in redis.Redis.from_url(settings.CELERY_BROKER_URL).lrange(queue, 0, -1):
+        msg = json.loads(raw)
+        out.append((msg["headers"]["task"], json.loads(base64.b64decode(msg["body"]))[0]))
+    return out
+
+
 # ---------------------------------------------------------------- happy paths
 def test_upload_jsonl_stores_by_hash_and_validates(auth_client, team):
     content = jsonl(toy_rows(7))
@@ -91,6 +104,18 @@ def test_upload_jsonl_stores_by_hash_and_validates(auth_client, team):
     assert "plotly/plotly.min.js" in page and 'id="hist-train"' in page and "What is 3 + 3?" in page
     assert auth_client.get(reverse("datasets:status", args=[ds.pk])).json()["status"] == "valid"
     assert "toy" in auth_client.get(reverse("datasets:list")).content.decode()
+
+
+def test_upload_queues_the_validation_task_by_name(auth_client, team, django_capture_on_commit_callbacks):
+    from webapp import dispatch
+
+    with django_capture_on_commit_callbacks(execute=True):
+        upload(auth_client, "toy.jsonl", jsonl(toy_rows()))
+    ds = Dataset.objects.get()
+    assert (dispatch.VALIDATE_DATASET, [ds.pk]) in queued_tasks()
+    with django_capture_on_commit_callbacks(execute=True):
+        auth_client.post(reverse("datasets:validate", args=[ds.pk]), {"tokenizer": ""})
+    assert queued_tasks().count((dispatch.VALIDATE_DATASET, [ds.pk])) == 2
 
 
 def test_plotly_is_served_locally(auth_client):

@@ -220,21 +220,8 @@ def test_reward_needing_a_ground_truth_fails_with_a_message(team, user):
     assert "needs a ground truth" in test.error
 
 
-def queued_tasks(queue: str = "default") -> list[tuple[str, list]]:
-    """(task name, args) of the messages waiting in a queue of the (test) Redis broker."""
-    import base64
-
-    import redis
-    from django.conf import settings
-
-    out = []
-    for raw in redis.Redis.from_url(settings.CELERY_BROKER_URL).lrange(queue, 0, -1):
-        msg = json.loads(raw)
-        out.append((msg["headers"]["task"], json.loads(base64.b64decode(msg["body"]))[0]))
-    return out
-
-
 def test_panel_form_queues_a_test(auth_client, team, user, django_capture_on_commit_callbacks):
+    from tests.web.test_datasets import queued_tasks
     from webapp import dispatch
 
     ds = dataset_services.create_dataset_from_upload(team, user, io.BytesIO(b'{"prompt": "p", "expert": "4", "teachers": [], "answer": "4"}\n'),
