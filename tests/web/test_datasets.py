@@ -574,3 +574,21 @@ def test_rows_longer_than_the_tokenizers_maximum_are_reported(auth_client, team,
 
     # the same file with the tiny tokenizer's 2048 tokens is valid
     assert services.start_validation(ds, tokenizer="") is None and validate_dataset(ds.pk) == "valid"
+
+
+def test_broker_down_marks_the_validation_not_queued(auth_client, team, django_capture_on_commit_callbacks, monkeypatch):
+    """webapp.dispatch hands the failure to start_validation, which says so instead of a page
+    waiting forever for a worker."""
+    from celery import Celery
+
+    from webapp import dispatch
+
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:1/0")  # nothing listens there (Celery reads the env first)
+    down = Celery("down", set_as_current=False)
+    down.conf.update(dispatch.celery_config(), broker_transport_options={"max_retries": 0})
+    monkeypatch.setattr(dispatch, "_app", down)
+    with django_capture_on_commit_callbacks(execute=True):
+        upload(auth_client, "toy.jsonl", jsonl(toy_rows()))
+    ds = Dataset.objects.get()
+    assert ds.status == Dataset.Status.INVALID and "could not be queued" in ds.report["fatal"]
+    assert "Validate again" in auth_client.get(reverse("datasets:detail", args=[ds.pk])).content.decode()
