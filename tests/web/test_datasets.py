@@ -547,7 +547,8 @@ def test_api_archive_and_delete_of_another_team_are_404(other_user, team, user):
 
 # ---------------------------------------------------------------- rows longer than the tokenizer's maximum
 def test_rows_longer_than_the_tokenizers_maximum_are_reported(auth_client, team, user, settings):
-    """Issue 16: a row whose prompt or answer exceeds model_max_length used to count as valid."""
+    """Issue 16: a row whose prompt or answer exceeds model_max_length passed without a word. It
+    stays usable (training cuts it), but the report counts such rows and names the first ones."""
     from gft_core.tiny import build_tokenizer
 
     tok = build_tokenizer()
@@ -559,21 +560,22 @@ def test_rows_longer_than_the_tokenizers_maximum_are_reported(auth_client, team,
     rows[7]["teachers"] = rows[7]["teachers"] + [" ".join(["step"] * 80)]
     ds = services.create_dataset_from_upload(team, user, io.BytesIO(jsonl(rows)), name="long", filename="long.jsonl",
                                              mapping=TOY_MAPPING, tokenizer=str(tok_dir))
-    assert validate_dataset(ds.pk) == "invalid"
+    assert validate_dataset(ds.pk) == "valid"
     ds.refresh_from_db()
     train = ds.report["train"]
-    assert (train["rows"], train["valid_rows"], train["invalid_rows"]) == (12, 10, 2)
     too_long = train["too_long"]
     assert (too_long["limit"], too_long["rows"], too_long["fields"]) == (40, 2, {"prompt": 1, "teacher": 1})
     assert [(e["number"], e["field"]) for e in too_long["examples"]] == [(4, "prompt"), (8, "teacher")]
     assert all(e["tokens"] > 40 for e in too_long["examples"])
-    assert [e["number"] for e in train["errors"]] == [4, 8]
-    assert "more than the tokenizer's maximum length 40" in train["errors"][0]["message"]
+    assert "more than the tokenizer's maximum length 40" in too_long["examples"][0]["message"]
     page = auth_client.get(reverse("datasets:detail", args=[ds.pk])).content.decode()
     assert 'id="too-long-train"' in page and "2 rows above 40 tokens" in page and "line 4: prompt of" in page
 
-    # the same file with the tiny tokenizer's 2048 tokens is valid
-    assert services.start_validation(ds, tokenizer="") is None and validate_dataset(ds.pk) == "valid"
+    # with the tiny tokenizer's 2048 tokens nothing is too long
+    services.start_validation(ds, tokenizer="")
+    assert validate_dataset(ds.pk) == "valid"
+    ds.refresh_from_db()
+    assert "too_long" not in ds.report["train"]
 
 
 def test_broker_down_marks_the_validation_not_queued(auth_client, team, django_capture_on_commit_callbacks, monkeypatch):

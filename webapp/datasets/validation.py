@@ -106,7 +106,11 @@ def clip(text: str | None, n: int = PREVIEW_CHARS) -> str | None:
 
 
 def _too_long(section: dict, lengths: dict[str, _Lengths], limit: int, label: str, unit: str) -> None:
-    """Move the rows with a text over the tokenizer's maximum length from valid to invalid."""
+    """Report the rows with a prompt or an answer longer than the tokenizer's maximum length.
+
+    They stay usable (the trainer cuts prompts to max_prompt_len and answers to max_response_len)
+    but are no longer passed over in silence: count, fields and the first rows go in the report.
+    """
     by_row: dict[int, list[tuple[str, int]]] = {}
     for field, lens in lengths.items():
         for row, n in lens.too_long:
@@ -114,27 +118,22 @@ def _too_long(section: dict, lengths: dict[str, _Lengths], limit: int, label: st
     if not by_row:
         return
     fields: dict[str, int] = {}
-    examples = []
-    for row in sorted(by_row):
-        for field, n in by_row[row]:
+    for row in by_row:
+        for field, _ in by_row[row]:
             fields[field] = fields.get(field, 0) + 1
-        if len(examples) < MAX_ERRORS:
-            field, n = max(by_row[row], key=lambda fn: fn[1])
-            examples.append({"number": row, "field": field, "tokens": n, "message":
-                             f"{label}, {unit} {row}: field {field}: {n} tokens, more than the tokenizer's "
-                             f"maximum length {limit}"})
+    examples = []
+    for row in sorted(by_row)[:MAX_ERRORS]:
+        field, n = max(by_row[row], key=lambda fn: fn[1])
+        examples.append({"number": row, "field": field, "tokens": n, "message":
+                         f"{label}, {unit} {row}: field {field}: {n} tokens, more than the tokenizer's maximum length {limit}"})
     section["too_long"] = {"limit": limit, "rows": len(by_row), "fields": fields, "examples": examples}
-    section["valid_rows"] -= len(by_row)
-    section["invalid_rows"] += len(by_row)
-    errors = section["errors"] + [{k: e[k] for k in ("number", "field", "message")} for e in examples]
-    section["errors"] = sorted(errors, key=lambda e: e["number"])[:MAX_ERRORS]
 
 
 def check_file(path: Path, label: str, mapping: ColumnMapping, tokenizer) -> dict:
     """Read every row of `path` through gft_core and summarise it (see the dataset page).
 
-    A row is invalid when gft_core cannot map it, its prompt is empty, or its prompt or one of its
-    answers is longer than the tokenizer's maximum length (model_max_length).
+    A row is invalid when gft_core cannot map it or its prompt is empty; rows with a text longer
+    than the tokenizer's maximum length (model_max_length) are reported apart (`too_long`).
     """
     unit = "row" if ".parquet" in [s.lower() for s in path.suffixes] else "line"
     section: dict = {"file": label, "unit": unit, "rows": 0, "valid_rows": 0, "invalid_rows": 0,
