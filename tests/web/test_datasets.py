@@ -16,12 +16,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from webapp.accounts.models import Membership
 from webapp.datasets import services
-from webapp.datasets.models import Dataset, ImmutableVersionError
+from webapp.datasets.models import Dataset
+from webapp.resources.models import ImmutableVersionError
 from webapp.runs.models import Run
 from workers.data_tasks import validate_dataset
 
@@ -63,6 +65,19 @@ def upload(client, filename: str, content: bytes, **kw):
     return client.post(reverse("datasets:upload"), form_data(filename, content, **kw))
 
 
+def queued_tasks(queue: str = "default") -> list[tuple[str, list]]:
+    """(task name, args) of the messages waiting in a queue of the (test) Redis broker."""
+    import base64
+
+    import redis
+
+    out = []
+    for raw in redis.Redis.from_url(settings.CELERY_BROKER_URL).lrange(queue, 0, -1):
+        msg = json.loads(raw)
+        out.append((msg["headers"]["task"], json.loads(base64.b64decode(msg["body"]))[0]))
+    return out
+
+
 # ---------------------------------------------------------------- happy paths
 def test_upload_jsonl_stores_by_hash_and_validates(auth_client, team):
     content = jsonl(toy_rows(7))
@@ -89,6 +104,18 @@ def test_upload_jsonl_stores_by_hash_and_validates(auth_client, team):
     assert "plotly/plotly.min.js" in page and 'id="hist-train"' in page and "What is 3 + 3?" in page
     assert auth_client.get(reverse("datasets:status", args=[ds.pk])).json()["status"] == "valid"
     assert "toy" in auth_client.get(reverse("datasets:list")).content.decode()
+
+
+def test_upload_queues_the_validation_task_by_name(auth_client, team, django_capture_on_commit_callbacks):
+    from webapp import dispatch
+
+    with django_capture_on_commit_callbacks(execute=True):
+        upload(auth_client, "toy.jsonl", jsonl(toy_rows()))
+    ds = Dataset.objects.get()
+    assert (dispatch.VALIDATE_DATASET, [ds.pk]) in queued_tasks()
+    with django_capture_on_commit_callbacks(execute=True):
+        auth_client.post(reverse("datasets:validate", args=[ds.pk]), {"tokenizer": ""})
+    assert queued_tasks().count((dispatch.VALIDATE_DATASET, [ds.pk])) == 2
 
 
 def test_plotly_is_served_locally(auth_client):
@@ -290,7 +317,7 @@ def test_validation_whose_worker_died_is_failed_by_housekeeping(auth_client, tea
 
     from django.utils import timezone
 
-    from workers.data_tasks import VALIDATION_TIME_LIMIT_S
+    from webapp.datasets.validation import VALIDATION_TIME_LIMIT_S
     from workers.tasks import housekeeping
 
     upload(auth_client, "a.jsonl", jsonl(toy_rows()))
@@ -387,10 +414,10 @@ def test_used_dataset_is_immutable_and_only_archivable(auth_client, team):
     assert not ds.archived
 
 
-def test_delete_unused_removes_row_and_unshared_file(auth_client, team):
+def test_delete_unused_removes_row_and_unshared_file(auth_client, team, user):
     upload(auth_client, "toy.jsonl", jsonl(toy_rows()))
     v1 = Dataset.objects.get()
-    v2 = services.new_dataset_version(v1, None, mapping={**TOY_MAPPING, "teacher": None})
+    v2 = services.new_dataset_version(v1, user, mapping={**TOY_MAPPING, "teacher": None})
     with_capture = auth_client.post(reverse("datasets:delete", args=[v2.pk]))
     assert with_capture.status_code == 302 and not Dataset.objects.filter(pk=v2.pk).exists()
     assert v1.path.exists()  # still used by v1
@@ -403,7 +430,7 @@ def test_delete_last_user_of_a_file_removes_it(client, user, team):
                                              mapping=TOY_MAPPING, eval_split="file", eval_fileobj=io.BytesIO(jsonl(toy_rows(3))),
                                              eval_filename="e.jsonl")
     paths = [ds.path, ds.eval_path]
-    services.delete(ds)
+    services.delete(ds, user)
     assert not any(p.exists() for p in paths)
 
 
@@ -447,3 +474,123 @@ def test_viewer_can_look_but_not_change(client, team, user):
     assert client.get(reverse("datasets:upload")).status_code == 403
     assert client.post(reverse("datasets:delete", args=[ds.pk])).status_code == 403
     assert Dataset.objects.filter(pk=ds.pk).exists()
+
+
+# ---------------------------------------------------------------- who may archive and delete
+def team_member(team, name: str, role: str):
+    """A user of `team` with `role`, and an API client holding a token of theirs."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.test import APIClient
+
+    from webapp.accounts.models import ApiToken
+
+    u = get_user_model().objects.create_user(name, password=f"{name}-pass-123")
+    Membership.objects.create(user=u, team=team, role=role)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(u, 't')[1]}")
+    return u, api
+
+
+def test_members_manage_their_own_datasets_admins_any(client, team, user, api_client):
+    """Issue 16: a member could archive or delete another member's dataset. Now only its creator
+    or a team admin may (pages and API alike); other members get 403 saying who can."""
+    ds = services.create_dataset_from_upload(team, user, io.BytesIO(jsonl(toy_rows())), name="alices",
+                                             filename="t.jsonl", mapping=TOY_MAPPING)
+    carol, carol_api = team_member(team, "carol", Membership.Role.MEMBER)
+    client.force_login(carol)
+    page = client.get(reverse("datasets:detail", args=[ds.pk])).content.decode()
+    assert reverse("datasets:delete", args=[ds.pk]) not in page and "its creator or a team admin" in page
+    for name in ("archive", "delete"):
+        r = client.post(reverse(f"datasets:{name}", args=[ds.pk]))
+        assert r.status_code == 403 and "Only the member who created alices v1 (alice)" in r.content.decode()
+    r = carol_api.post(f"/api/datasets/{ds.pk}/archive/", {"archived": True}, format="json")
+    assert r.status_code == 403 and "or an admin of team Alpha" in r.json()["detail"]
+    assert carol_api.delete(f"/api/datasets/{ds.pk}/").status_code == 403
+    with pytest.raises(PermissionDenied):
+        services.delete(ds, carol)
+    ds.refresh_from_db()
+    assert not ds.archived and ds.path.exists()
+    assert client.post(reverse("datasets:new_version", args=[ds.pk]), {}).status_code == 200  # members still edit
+
+    # the creator, through the API: archive, restore; a run makes delete a 409
+    r = api_client.post(f"/api/datasets/{ds.pk}/archive/", {"archived": True}, format="json")
+    assert r.status_code == 200 and r.json()["archived"] is True
+    assert api_client.post(f"/api/datasets/{ds.pk}/archive/", {"archived": False}, format="json").json()["archived"] is False
+    run = make_run(team, dataset=ds)
+    r = api_client.delete(f"/api/datasets/{ds.pk}/")
+    assert r.status_code == 409 and "Archive it instead" in r.json()["detail"]
+    run.delete()
+
+    # an admin manages anyone's
+    dave, _ = team_member(team, "dave", Membership.Role.ADMIN)
+    client.force_login(dave)
+    assert reverse("datasets:delete", args=[ds.pk]) in client.get(reverse("datasets:detail", args=[ds.pk])).content.decode()
+    assert client.post(reverse("datasets:archive", args=[ds.pk])).status_code == 302
+    assert client.post(reverse("datasets:delete", args=[ds.pk])).status_code == 302
+    assert not Dataset.objects.filter(pk=ds.pk).exists()
+
+
+def test_api_archive_and_delete_of_another_team_are_404(other_user, team, user):
+    from rest_framework.test import APIClient
+
+    from webapp.accounts.models import ApiToken
+
+    ds = services.create_dataset_from_upload(team, user, io.BytesIO(jsonl(toy_rows())), name="t", filename="t.jsonl",
+                                             mapping=TOY_MAPPING)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {ApiToken.issue(other_user, 't')[1]}")
+    assert api.post(f"/api/datasets/{ds.pk}/archive/", {}, format="json").status_code == 404
+    assert api.delete(f"/api/datasets/{ds.pk}/").status_code == 404
+    ds.refresh_from_db()
+    assert not ds.archived
+
+
+# ---------------------------------------------------------------- rows longer than the tokenizer's maximum
+def test_rows_longer_than_the_tokenizers_maximum_are_reported(auth_client, team, user, settings):
+    """Issue 16: a row whose prompt or answer exceeds model_max_length passed without a word. It
+    stays usable (training cuts it), but the report counts such rows and names the first ones."""
+    from gft_core.tiny import build_tokenizer
+
+    tok = build_tokenizer()
+    tok.model_max_length = 40
+    tok_dir = Path(settings.MODEL_ROOTS[0]) / "short-tok"
+    tok.save_pretrained(tok_dir)
+    rows = toy_rows(12)
+    rows[3]["prompt"] = "What is " + " + ".join(["1"] * 60) + "?"
+    rows[7]["teachers"] = rows[7]["teachers"] + [" ".join(["step"] * 80)]
+    ds = services.create_dataset_from_upload(team, user, io.BytesIO(jsonl(rows)), name="long", filename="long.jsonl",
+                                             mapping=TOY_MAPPING, tokenizer=str(tok_dir))
+    assert validate_dataset(ds.pk) == "valid"
+    ds.refresh_from_db()
+    train = ds.report["train"]
+    too_long = train["too_long"]
+    assert (too_long["limit"], too_long["rows"], too_long["fields"]) == (40, 2, {"prompt": 1, "teacher": 1})
+    assert [(e["number"], e["field"]) for e in too_long["examples"]] == [(4, "prompt"), (8, "teacher")]
+    assert all(e["tokens"] > 40 for e in too_long["examples"])
+    assert "more than the tokenizer's maximum length 40" in too_long["examples"][0]["message"]
+    page = auth_client.get(reverse("datasets:detail", args=[ds.pk])).content.decode()
+    assert 'id="too-long-train"' in page and "2 rows above 40 tokens" in page and "line 4: prompt of" in page
+
+    # with the tiny tokenizer's 2048 tokens nothing is too long
+    services.start_validation(ds, tokenizer="")
+    assert validate_dataset(ds.pk) == "valid"
+    ds.refresh_from_db()
+    assert "too_long" not in ds.report["train"]
+
+
+def test_broker_down_marks_the_validation_not_queued(auth_client, team, django_capture_on_commit_callbacks, monkeypatch):
+    """webapp.dispatch hands the failure to start_validation, which says so instead of a page
+    waiting forever for a worker."""
+    from celery import Celery
+
+    from webapp import dispatch
+
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:1/0")  # nothing listens there (Celery reads the env first)
+    down = Celery("down", set_as_current=False)
+    down.conf.update(dispatch.celery_config(), broker_transport_options={"max_retries": 0})
+    monkeypatch.setattr(dispatch, "_app", down)
+    with django_capture_on_commit_callbacks(execute=True):
+        upload(auth_client, "toy.jsonl", jsonl(toy_rows()))
+    ds = Dataset.objects.get()
+    assert ds.status == Dataset.Status.INVALID and "could not be queued" in ds.report["fatal"]
+    assert "Validate again" in auth_client.get(reverse("datasets:detail", args=[ds.pk])).content.decode()

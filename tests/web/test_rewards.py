@@ -13,7 +13,7 @@ import pytest
 from django.urls import reverse
 
 from webapp.datasets import services as dataset_services
-from webapp.datasets.models import ImmutableVersionError
+from webapp.resources.models import ImmutableVersionError
 from webapp.rewards import services
 from webapp.rewards.models import RewardConfig, RewardTest
 from webapp.runs.models import Run
@@ -220,11 +220,10 @@ def test_reward_needing_a_ground_truth_fails_with_a_message(team, user):
     assert "needs a ground truth" in test.error
 
 
-def test_panel_form_queues_a_test(auth_client, team, user, django_capture_on_commit_callbacks, monkeypatch):
-    from workers import data_tasks
+def test_panel_form_queues_a_test(auth_client, team, user, django_capture_on_commit_callbacks):
+    from tests.web.test_datasets import queued_tasks
+    from webapp import dispatch
 
-    queued = []
-    monkeypatch.setattr(data_tasks.test_reward, "delay", lambda pk: queued.append(pk))
     ds = dataset_services.create_dataset_from_upload(team, user, io.BytesIO(b'{"prompt": "p", "expert": "4", "teachers": [], "answer": "4"}\n'),
                                                      name="t", filename="t.jsonl", mapping="toy")
     cfg = services.create_reward_config(team, user, name="mv", spec={"name": "math_verify", "params": {}})
@@ -234,7 +233,7 @@ def test_panel_form_queues_a_test(auth_client, team, user, django_capture_on_com
         r = auth_client.post(reverse("rewards:test", args=[cfg.pk]), {"dataset": ds.pk, "sample_size": 10, "seed": 0,
                                                                       "response": "\\boxed{4}", "response_ground_truth": ""})
     test = RewardTest.objects.get()
-    assert queued == [test.pk] and r["Location"].endswith(f"?test={test.pk}#test")
+    assert (dispatch.TEST_REWARD, [test.pk]) in queued_tasks() and r["Location"].endswith(f"?test={test.pk}#test")
     assert auth_client.get(reverse("rewards:test_status", args=[cfg.pk, test.pk])).json()["status"] == "queued"
     run_reward_test(test.pk)
     page = auth_client.get(r["Location"]).content.decode()
@@ -281,3 +280,74 @@ def test_anonymous_is_sent_to_login(client, secret):
     for method, url in reward_urls(cfg, test) + [("get", reverse("rewards:list")), ("get", reverse("rewards:create"))]:
         r = getattr(client, method)(url)
         assert r.status_code == 302 and r["Location"].startswith(reverse("login")), url
+
+
+# ---------------------------------------------------------------- specs that used to answer 500
+def _deep_spec(levels: int) -> dict:
+    spec: dict = {"name": "gsm8k", "params": {}}
+    for _ in range(levels):
+        spec = {"name": "weighted_sum", "params": {"terms": [{"name": "weighted_sum", "weight": 1, "params": {"terms": [spec]}}]}}
+    return spec
+
+
+NASTY_SPECS = [
+    ("huge regex repeat", {"name": "regex_match", "params": {"pattern": "a{4294967296}"}}, "Invalid reward"),
+    ("bare pattern", {"pattern": "a{4294967296}"}, "unknown key"),
+    ("params a list", {"name": "weighted_sum", "params": [1]}, "reward.params=[1]: expected a mapping"),
+    ("deeply nested", _deep_spec(40), "nests deeper than 32 levels"),
+]
+
+
+@pytest.mark.parametrize("spec, message", [c[1:] for c in NASTY_SPECS], ids=[c[0] for c in NASTY_SPECS])
+def test_nasty_specs_are_a_form_error_on_the_spec_field(auth_client, spec, message):
+    """Issue 16: these answered 500; now the JSON field says what is wrong and nothing is created."""
+    r = auth_client.post(reverse("rewards:create"), config_form("bad", term(0, "math_verify"), spec_json=json.dumps(spec)))
+    assert r.status_code == 200
+    assert message in r.context["form"].errors["spec_json"][0]
+    assert not RewardConfig.objects.exists()
+
+
+@pytest.mark.parametrize("spec, message", [c[1:] for c in NASTY_SPECS], ids=[c[0] for c in NASTY_SPECS])
+def test_nasty_specs_are_a_400_naming_spec_in_the_api(api_client, spec, message):
+    r = api_client.post("/api/reward-configs/", {"name": "bad", "spec": spec}, format="json")
+    assert r.status_code == 400 and message in r.json()["spec"][0]
+    assert not RewardConfig.objects.exists()
+
+
+def test_json_nested_past_the_parsers_limit_is_a_400(auth_client, api_client):
+    """Nesting deep enough to make json.loads itself give up (RecursionError)."""
+    body = '{"name": "weighted_sum", "params": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    r = auth_client.post(reverse("rewards:create"), config_form("bad", term(0, "math_verify"), spec_json=body))
+    assert r.status_code == 200 and "nests too deeply" in r.context["form"].errors["spec_json"][0]
+    r = api_client.post("/api/reward-configs/", '{"name": "bad", "spec": ' + body + "}", content_type="application/json")
+    assert r.status_code == 400 and "nests too deeply" in r.json()["spec"][0]
+    assert not RewardConfig.objects.exists()
+
+
+# ---------------------------------------------------------------- who may archive and delete
+def test_members_manage_their_own_reward_configs_admins_any(client, team, user, api_client):
+    from tests.web.test_datasets import team_member
+    from webapp.accounts.models import Membership
+
+    cfg = services.create_reward_config(team, user, name="alices", spec={"name": "gsm8k", "params": {}})
+    carol, carol_api = team_member(team, "carol", Membership.Role.MEMBER)
+    client.force_login(carol)
+    assert reverse("rewards:delete", args=[cfg.pk]) not in client.get(reverse("rewards:detail", args=[cfg.pk])).content.decode()
+    for name in ("archive", "delete"):
+        r = client.post(reverse(f"rewards:{name}", args=[cfg.pk]))
+        assert r.status_code == 403 and "Only the member who created alices v1 (alice)" in r.content.decode()
+    assert carol_api.post(f"/api/reward-configs/{cfg.pk}/archive/", {}, format="json").status_code == 403
+    assert carol_api.delete(f"/api/reward-configs/{cfg.pk}/").status_code == 403
+    cfg.refresh_from_db()
+    assert not cfg.archived
+    # a member may still make a new version; she then manages that one
+    r = client.post(reverse("rewards:new_version", args=[cfg.pk]), config_form("ignored", term(0, "math_verify")))
+    v2 = RewardConfig.objects.get(version=2)
+    assert r.status_code == 302 and v2.created_by == carol
+    assert carol_api.delete(f"/api/reward-configs/{v2.pk}/").status_code == 204
+
+    r = api_client.post(f"/api/reward-configs/{cfg.pk}/archive/", {"archived": True}, format="json")
+    assert r.status_code == 200 and r.json()["archived"] is True
+    dave, dave_api = team_member(team, "dave", Membership.Role.ADMIN)
+    assert dave_api.delete(f"/api/reward-configs/{cfg.pk}/").status_code == 204
+    assert not RewardConfig.objects.exists()

@@ -25,6 +25,13 @@ def scoped(user, queryset: QuerySet, team_field: str = "team") -> QuerySet:
     return queryset.filter(**{f"{team_field}__memberships__user": user})
 
 
+def in_team(user, queryset: QuerySet, team: Team | None, team_field: str = "team") -> QuerySet:
+    """The objects of one of the user's teams (none if `team` is None or not the user's)."""
+    if team is None:
+        return queryset.none()
+    return scoped(user, queryset, team_field).filter(**{team_field: team})
+
+
 def get_scoped(user, queryset: QuerySet, team_field: str = "team", **lookup) -> Model:
     """Fetch one object of the user's teams or raise Http404."""
     try:

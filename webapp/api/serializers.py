@@ -55,6 +55,10 @@ class RewardConfigSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "version", "previous", "archived", "created_at"]
 
 
+class ArchiveSerializer(serializers.Serializer):
+    archived = serializers.BooleanField(default=True, help_text="true: archive; false: restore")
+
+
 class ArtifactSerializer(serializers.ModelSerializer):
     class Meta:
         model = Artifact

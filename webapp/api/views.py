@@ -16,9 +16,11 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from webapp.accounts.scoping import require_writer, scoped, user_teams
+from webapp.accounts.scoping import in_team, require_writer, scoped, user_teams
+from webapp.datasets import services as datasets
 from webapp.datasets.models import Dataset
 from webapp.datasets.uploads import SizeLimitUploadHandler, too_large_message
+from webapp.rewards import services as rewards
 from webapp.rewards.models import RewardConfig
 from webapp.runs import launch, services
 from webapp.runs.models import Run
@@ -65,8 +67,39 @@ class TeamViewSet(viewsets.ReadOnlyModelViewSet):
         return user_teams(self.request.user).order_by("name")
 
 
-class DatasetViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class VersionedResourceMixin:
+    """Archive (POST <pk>/archive/ {"archived": true|false}) and delete (DELETE <pk>/) a version.
+
+    Only its creator or a team admin may (403 otherwise, from webapp.resources.services); a version
+    used by a run cannot be deleted (409).
+    """
+
+    resource_services = None  # the app's services module: archive(obj, user, archived), delete(obj, user)
+
+    @extend_schema(request=s.ArchiveSerializer, responses={200: OpenApiResponse(description="the version")})
+    @action(detail=True, methods=["post"])
+    def archive(self, request: Request, pk=None) -> Response:
+        """Hide the version from pickers ({"archived": true}, the default) or bring it back."""
+        obj = self.get_object()
+        ser = s.ArchiveSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        obj = self.resource_services.archive(obj, request.user, ser.validated_data["archived"])
+        return Response(self.get_serializer_class()(obj).data)
+
+    @extend_schema(responses={204: None, 409: OpenApiResponse(description="used by a run: archive it instead")})
+    def destroy(self, request: Request, *args, **kwargs) -> Response:
+        obj = self.get_object()
+        try:
+            self.resource_services.delete(obj, request.user)
+        except self.resource_services.InUseError as e:
+            return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DatasetViewSet(VersionedResourceMixin, ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Dataset versions of your teams; POST (multipart) uploads a new dataset, validated in the background."""
+
+    resource_services = datasets
 
     def get_serializer_class(self):
         return s.DatasetUploadSerializer if self.action == "create" else s.DatasetSerializer
@@ -86,8 +119,6 @@ class DatasetViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyMode
                    responses={201: s.DatasetSerializer,
                               413: OpenApiResponse(description="a file is larger than UPLOAD_MAX_BYTES")})
     def create(self, request: Request, *args, **kwargs) -> Response:
-        from webapp.datasets import services as datasets
-
         data = request.data  # parses the body, through SizeLimitUploadHandler
         if request._request.upload_too_large:
             return Response({"file": [too_large_message(request._request.upload_too_large)]},
@@ -107,19 +138,21 @@ class DatasetViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyMode
         return Response(s.DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
 
 
-class RewardConfigViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class RewardConfigViewSet(VersionedResourceMixin, ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Reward config versions of your teams; POST creates version 1 of a new one."""
 
     serializer_class = s.RewardConfigSerializer
+    resource_services = rewards
 
     def get_queryset(self) -> QuerySet:
         return scoped(self.request.user, RewardConfig.objects.all()).order_by("name", "-version")
 
     def create(self, request: Request, *args, **kwargs) -> Response:
-        from webapp.rewards import services as rewards
-
-        ser = s.RewardConfigSerializer(data=request.data)
-        ser.is_valid(raise_exception=True)
+        try:  # the JSON parser and the JSON field recurse: a deeply nested body is a 400, not a 500
+            ser = s.RewardConfigSerializer(data=request.data)
+            ser.is_valid(raise_exception=True)
+        except RecursionError:
+            raise ValidationError({"spec": ["The request body nests too deeply."]}) from None
         d = ser.validated_data
         team = _team_for_write(request, d.get("team_id"))
         try:
@@ -177,7 +210,7 @@ class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
         team = _team_for_write(request, data.pop("team", None))
         source = None
         if "clone_of" in data:
-            source = scoped(request.user, Run.objects.filter(team=team)).filter(pk=data.pop("clone_of")).first()
+            source = in_team(request.user, Run.objects.all(), team).filter(pk=data.pop("clone_of")).first()
             if source is None:
                 raise ValidationError({"clone_of": ["No such run of this team."]})
         try:

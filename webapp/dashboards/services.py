@@ -4,7 +4,7 @@ from __future__ import annotations
 from django import forms
 from django.db.models import QuerySet
 
-from webapp.accounts.scoping import scoped
+from webapp.accounts.scoping import in_team
 from webapp.runs.models import Run
 
 from .models import Dashboard
@@ -27,7 +27,7 @@ def validate_run_ids(user, team, raw: str) -> list[int]:
         raise forms.ValidationError("Choose at least one run.")
     if len(ids) > MAX_RUNS:
         raise forms.ValidationError(f"A dashboard holds at most {MAX_RUNS} runs.")
-    found = set(scoped(user, Run.objects.filter(team=team, pk__in=ids)).values_list("pk", flat=True))
+    found = set(in_team(user, Run.objects.filter(pk__in=ids), team).values_list("pk", flat=True))
     missing = [i for i in ids if i not in found]
     if missing:
         # A dashboard is shared with the team: every run on it must be the team's own.
@@ -54,11 +54,11 @@ def save_dashboard(*, team, user, data: dict, instance: Dashboard | None = None)
 
 
 def team_dashboards(user, team) -> QuerySet[Dashboard]:
-    return scoped(user, Dashboard.objects.select_related("created_by")).filter(team=team)
+    return in_team(user, Dashboard.objects.select_related("created_by"), team)
 
 
 def dashboard_runs(user, dash: Dashboard) -> list[Run]:
     """The dashboard's runs that still exist, in its order."""
-    found = scoped(user, Run.objects.select_related("dataset", "reward_config", "created_by")).filter(
-        team=dash.team).in_bulk(dash.run_ids)
+    runs = in_team(user, Run.objects.select_related("dataset", "reward_config", "created_by"), dash.team)
+    found = runs.in_bulk(dash.run_ids)
     return [found[i] for i in dash.run_ids if i in found]

@@ -1,4 +1,5 @@
-"""Uploaded datasets. A version used by a run is immutable: editing creates a new version."""
+"""Uploaded datasets: versioned team resources (webapp.resources.models); a version used by a run
+is immutable, editing creates a new version."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +7,10 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models
 
+from webapp.resources.models import VersionedTeamResource
 
-class Dataset(models.Model):
+
+class Dataset(VersionedTeamResource):
     class Status(models.TextChoices):
         UPLOADED = "uploaded", "Uploaded"
         VALIDATING = "validating", "Validating"
@@ -19,10 +22,6 @@ class Dataset(models.Model):
         FILE = "file", "Second file"
         FRACTION = "fraction", "Seeded fraction of the training file"
 
-    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="datasets")
-    name = models.CharField(max_length=120)
-    version = models.PositiveIntegerField(default=1)
-    previous = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     file_path = models.CharField(max_length=500, help_text="Path under ARTIFACT_ROOT")
     original_filename = models.CharField(max_length=255)
     file_format = models.CharField(max_length=16)
@@ -41,28 +40,16 @@ class Dataset(models.Model):
     tokenizer = models.CharField(
         max_length=500, blank=True, help_text="Tokenizer for the length report: blank = built-in tiny, else a dir under MODEL_ROOTS"
     )
-    archived = models.BooleanField(default=False)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
 
-    class Meta:
-        ordering = ["name", "-version"]
+    class Meta(VersionedTeamResource.Meta):
         constraints = [models.UniqueConstraint(fields=["team", "name", "version"], name="dataset_version_unique")]
         indexes = [models.Index(fields=["team", "sha256"])]
 
-    def __str__(self) -> str:
-        return f"{self.name} v{self.version}"
-
     # What a run trains on: a version used by a run must never change these (edit = new version).
-    CONTENT_FIELDS = (
+    CONTENT_FIELDS = VersionedTeamResource.CONTENT_FIELDS + (
         "file_path", "sha256", "size_bytes", "file_format", "mapping", "eval_split", "eval_file_path",
-        "eval_sha256", "eval_fraction", "eval_seed", "team_id", "name", "version",
+        "eval_sha256", "eval_fraction", "eval_seed",
     )
-
-    def save(self, *args, **kwargs) -> None:
-        if self.pk is not None:
-            _refuse_content_change(self, kwargs.get("update_fields"))
-        super().save(*args, **kwargs)
 
     @property
     def path(self) -> Path:
@@ -75,26 +62,3 @@ class Dataset(models.Model):
     @property
     def usable(self) -> bool:
         return self.status == self.Status.VALID and not self.archived
-
-
-class ImmutableVersionError(Exception):
-    """A dataset or reward config version used by a run was about to change."""
-
-
-def _refuse_content_change(obj: models.Model, update_fields) -> None:
-    """Raise ImmutableVersionError if `obj` is used by a run and a content field differs from the DB.
-
-    Shared by Dataset and RewardConfig; a last line of defence behind the services, which never
-    edit a version in place.
-    """
-    fields = [f for f in obj.CONTENT_FIELDS if update_fields is None or f in update_fields]
-    if not fields or not obj.runs.exists():
-        return
-    stored = type(obj).objects.filter(pk=obj.pk).values(*fields).first()
-    if stored is None:
-        return
-    changed = [f for f in fields if stored[f] != getattr(obj, f)]
-    if changed:
-        raise ImmutableVersionError(
-            f"{obj} is used by a run and cannot change ({', '.join(changed)}); create a new version instead."
-        )

@@ -1,4 +1,4 @@
-"""Dataset lifecycle: upload, new versions, archive, delete, validation hand-off.
+"""Dataset lifecycle: upload, new versions, archive, delete (webapp.resources.services), validation hand-off.
 
 Called by the browser views and by the REST API alike. Uploads are checked while they stream to
 ARTIFACT_ROOT/datasets/<team id>/<sha256[:2]>/<sha256><suffix> (content-addressed, so versions that
@@ -7,29 +7,29 @@ reuse a file share it); a version used by a run is never edited in place.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db.models import Q
 
 from gft_core.data import PRESETS, ColumnMapping, DataError, load_examples
+from webapp import dispatch
+from webapp.resources import services as resources
+from webapp.resources.services import InUseError, archive, used_by, versions
 
 from .models import Dataset
 from .uploads import StoredUpload, UploadError, store_upload
-
-log = logging.getLogger(__name__)
 
 # Rows read synchronously at upload to catch a wrong mapping or broken first lines at once; the
 # validation task reads every row.
 QUICK_CHECK_ROWS = 50
 
 __all__ = [
-    "UploadError", "DuplicateDatasetError", "DatasetInUseError", "create_dataset_from_upload",
-    "new_dataset_version", "archive", "delete", "start_validation", "mapping_from", "data_config",
+    "UploadError", "DuplicateDatasetError", "InUseError", "create_dataset_from_upload", "new_dataset_version",
+    "archive", "delete", "used_by", "versions", "start_validation", "mapping_from", "data_config",
 ]
 
 
@@ -39,10 +39,6 @@ class DuplicateDatasetError(UploadError):
     def __init__(self, existing: Dataset, label: str):
         self.existing = existing
         super().__init__(f"{label} is identical (same sha256) to {existing} of your team, uploaded {existing.created_at:%Y-%m-%d %H:%M}.")
-
-
-class DatasetInUseError(Exception):
-    """The dataset is used by a run: it can be archived but not deleted."""
 
 
 # --- mapping ---------------------------------------------------------------------------------
@@ -272,7 +268,7 @@ def new_dataset_version(
     if keep_eval_file:
         fields.update(eval_file_path=dataset.eval_file_path, eval_original_filename=dataset.eval_original_filename,
                       eval_sha256=dataset.eval_sha256, eval_size_bytes=dataset.eval_size_bytes)
-    version = (Dataset.objects.filter(team=team, name=dataset.name).aggregate(v=Max("version"))["v"] or 0) + 1
+    version = resources.next_version(Dataset, team, dataset.name)
     return _create(team, user, name=dataset.name, version=version, previous=dataset, fields=fields,
                    uploads=uploads, tokenizer=tokenizer)
 
@@ -310,9 +306,11 @@ def check_tokenizer(value: str) -> str:
 # --- validation, archive, delete ---------------------------------------------------------------
 
 def start_validation(dataset: Dataset, *, tokenizer: str | None = None) -> None:
-    """Mark the dataset as waiting for validation and queue the task once the row is committed."""
-    from workers.data_tasks import validate_dataset
+    """Mark the dataset as waiting for validation and queue the task once the row is committed.
 
+    A broker that cannot be reached makes it invalid with the reason (the page offers "Validate
+    again") instead of leaving it waiting for a worker that will never hear of it.
+    """
     fields = {"status": Dataset.Status.UPLOADED, "report": {}}
     if tokenizer is not None:
         fields["tokenizer"] = check_tokenizer(tokenizer)
@@ -320,47 +318,25 @@ def start_validation(dataset: Dataset, *, tokenizer: str | None = None) -> None:
     for k, v in fields.items():
         setattr(dataset, k, v)
 
-    def send() -> None:
-        try:
-            validate_dataset.delay(dataset.pk)
-        except Exception:  # broker down: the page offers "Validate" again
-            log.exception("could not queue validation of dataset %s", dataset.pk)
+    def not_queued(exc: Exception) -> None:
+        fatal = f"The validation could not be queued ({type(exc).__name__}: {exc}). Validate again."
+        Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.UPLOADED).update(
+            status=Dataset.Status.INVALID, report={"fatal": fatal})
 
-    transaction.on_commit(send)
-
-
-def archive(dataset: Dataset, archived: bool = True) -> Dataset:
-    """Hide a dataset from pickers (or bring it back); allowed even when runs use it."""
-    Dataset.objects.filter(pk=dataset.pk).update(archived=archived)
-    dataset.archived = archived
-    return dataset
+    dispatch.send(dispatch.VALIDATE_DATASET, [dataset.pk], on_error=not_queued)
 
 
-def used_by(dataset: Dataset) -> list:
-    return list(dataset.runs.order_by("-created_at")[:20])
-
-
-def delete(dataset: Dataset) -> None:
+def delete(dataset: Dataset, user) -> None:
     """Delete a dataset version and its files (unless another version shares them).
 
-    Raises DatasetInUseError if a run used it: such a dataset can only be archived.
+    Raises InUseError if a run used it (such a dataset can only be archived), PermissionDenied
+    unless `user` created it or is a team admin.
     """
-    runs = used_by(dataset)
-    if runs:
-        names = ", ".join(f"#{r.pk}" for r in runs[:5])
-        raise DatasetInUseError(f"{dataset} is used by run {names}; it cannot be deleted. Archive it instead.")
     paths = [p for p in (dataset.path, dataset.eval_path) if p is not None]
-    with transaction.atomic():
-        from django.db.models import ProtectedError
 
-        try:
-            dataset.delete()
-        except ProtectedError:  # a run appeared since the check above
-            raise DatasetInUseError(f"{dataset} is used by a run; it cannot be deleted. Archive it instead.") from None
+    def remove_files() -> None:
+        for p in paths:
+            if not _referenced(p):
+                p.unlink(missing_ok=True)
 
-        def remove_files() -> None:
-            for p in paths:
-                if not _referenced(p):
-                    p.unlink(missing_ok=True)
-
-        transaction.on_commit(remove_files)
+    resources.delete(dataset, user, on_commit=remove_files)

@@ -6,12 +6,15 @@ import functools
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from webapp.accounts.scoping import get_scoped, membership, require_writer, scoped
+from webapp.accounts.scoping import get_scoped, in_team, membership, require_writer
+from webapp.resources.services import can_manage
+from webapp.resources.views import team_write
+from webapp.rewards.models import RewardConfig
 
 from . import services
 from .forms import NewVersionForm, UploadForm, ValidateForm, preset_fields
@@ -44,7 +47,7 @@ def _can_write(request: HttpRequest, dataset_or_team) -> bool:
 
 @login_required
 def dataset_list(request: HttpRequest) -> HttpResponse:
-    qs = scoped(request.user, Dataset.objects.select_related("created_by")).filter(team=request.team)
+    qs = in_team(request.user, Dataset.objects.select_related("created_by"), request.team)
     show_archived = request.GET.get("archived") == "1"
     if not show_archived:
         qs = qs.filter(archived=False)
@@ -91,14 +94,15 @@ def upload(request: HttpRequest) -> HttpResponse:
 @login_required
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
     dataset = _get(request, pk)
-    versions = Dataset.objects.filter(team=dataset.team, name=dataset.name).order_by("-version")
     return render(request, "datasets/detail.html", {
         "dataset": dataset, "report": dataset.report or {}, "runs": services.used_by(dataset),
-        "versions": versions, "can_write": _can_write(request, dataset), "validate_form": ValidateForm(initial={"tokenizer": dataset.tokenizer}),
+        "versions": services.versions(dataset), "can_write": _can_write(request, dataset),
+        "can_manage": can_manage(request.user, dataset),
+        "validate_form": ValidateForm(initial={"tokenizer": dataset.tokenizer}),
         "busy": dataset.status in (Dataset.Status.UPLOADED, Dataset.Status.VALIDATING),
         "size": human_bytes(dataset.size_bytes),
         "eval_size": human_bytes(dataset.eval_size_bytes) if dataset.eval_file_path else "",
-        "reward_configs": dataset.team.reward_configs.filter(archived=False).order_by("name", "-version"),
+        "reward_configs": in_team(request.user, RewardConfig.objects.filter(archived=False), dataset.team),
     })
 
 
@@ -140,13 +144,9 @@ def new_version(request: HttpRequest, pk: int) -> HttpResponse:
     })
 
 
-@login_required
-def validate(request: HttpRequest, pk: int) -> HttpResponse:
+@team_write(Dataset)
+def validate(request: HttpRequest, dataset: Dataset) -> HttpResponse:
     """Run validation again (e.g. with another tokenizer for the length report)."""
-    dataset = _get(request, pk)
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    require_writer(request.user, dataset.team)
     form = ValidateForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Unknown tokenizer.")
@@ -159,28 +159,20 @@ def validate(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("datasets:detail", pk=dataset.pk)
 
 
-@login_required
-def archive(request: HttpRequest, pk: int) -> HttpResponse:
-    dataset = _get(request, pk)
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    require_writer(request.user, dataset.team)
+@team_write(Dataset, manage=True)
+def archive(request: HttpRequest, dataset: Dataset) -> HttpResponse:
     archived = request.POST.get("archived", "1") == "1"
-    services.archive(dataset, archived)
+    services.archive(dataset, request.user, archived)
     messages.info(request, f"{dataset} {'archived' if archived else 'restored'}.")
     return redirect("datasets:detail", pk=dataset.pk)
 
 
-@login_required
-def delete(request: HttpRequest, pk: int) -> HttpResponse:
-    dataset = _get(request, pk)
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    require_writer(request.user, dataset.team)
+@team_write(Dataset, manage=True)
+def delete(request: HttpRequest, dataset: Dataset) -> HttpResponse:
     try:
-        services.delete(dataset)
-    except services.DatasetInUseError as e:
+        services.delete(dataset, request.user)
+    except services.InUseError as e:
         messages.error(request, str(e))
-        return redirect("datasets:detail", pk=pk)
+        return redirect("datasets:detail", pk=dataset.pk)
     messages.info(request, f"Deleted {dataset}.")
     return redirect(reverse("datasets:list"))

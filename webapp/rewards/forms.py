@@ -117,6 +117,8 @@ class RewardConfigForm(forms.Form):
             self.cleaned_data["spec"] = check_spec(spec)
         except json.JSONDecodeError as e:
             self.add_error("spec_json", f"Not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}).")
+        except RecursionError:
+            self.add_error("spec_json", "The JSON nests too deeply.")
         except RewardConfigError as e:
             self.add_error("spec_json" if spec_given else None, str(e))
         return not self.errors

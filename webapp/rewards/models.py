@@ -1,36 +1,20 @@
-"""Reward configs: a reward spec of gft_core's registry, stored as data, versioned."""
+"""Reward configs: a reward spec of gft_core's registry, stored as data; a versioned team resource."""
 from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
 
-from webapp.datasets.models import _refuse_content_change
+from webapp.resources.models import VersionedTeamResource
 
 
-class RewardConfig(models.Model):
-    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="reward_configs")
-    name = models.CharField(max_length=120)
-    version = models.PositiveIntegerField(default=1)
-    previous = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+class RewardConfig(VersionedTeamResource):
     spec = models.JSONField(help_text='gft_core reward spec, e.g. {"name": "math_verify", "params": {}}')
     description = models.TextField(blank=True)
-    archived = models.BooleanField(default=False)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
 
-    class Meta:
-        ordering = ["name", "-version"]
+    class Meta(VersionedTeamResource.Meta):
         constraints = [models.UniqueConstraint(fields=["team", "name", "version"], name="reward_version_unique")]
 
-    CONTENT_FIELDS = ("spec", "team_id", "name", "version")
-
-    def save(self, *args, **kwargs) -> None:
-        if self.pk is not None:
-            _refuse_content_change(self, kwargs.get("update_fields"))
-        super().save(*args, **kwargs)
-
-    def __str__(self) -> str:
-        return f"{self.name} v{self.version}"
+    CONTENT_FIELDS = VersionedTeamResource.CONTENT_FIELDS + ("spec",)
 
 
 class RewardTest(models.Model):

@@ -7,42 +7,71 @@ functions and their typed parameters, and build_reward checks it.
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max, ProtectedError
 
 from gft_core.rewards import REWARDS, RewardSpecError, build_reward, describe_rewards
+from webapp import dispatch
+from webapp.resources import services as resources
+from webapp.resources.services import InUseError, archive, delete, used_by, versions
 
 from .models import RewardConfig, RewardTest
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "RewardConfigError", "InUseError", "check_spec", "create_reward_config", "new_reward_version", "archive",
+    "delete", "used_by", "versions", "start_reward_test", "describe", "spec_from_terms", "terms_from_spec",
+]
 
 # Parameters that name a local path: they must lie below settings.MODEL_ROOTS.
 PATH_PARAMS = {("reward_model", "path"), ("length_penalty", "tokenizer")}
 # Rewards whose construction loads a model: checked by parameter types here, built in the worker.
 HEAVY_REWARDS = {"reward_model"}
 MAX_SAMPLE = 1000
+# Containers (mappings, lists) nested in a spec: a nested weighted_sum takes 3 levels per sum.
+MAX_SPEC_DEPTH = 32
 
 
 class RewardConfigError(ValueError):
     """The config is refused; the message is meant for the user."""
 
 
-class RewardInUseError(Exception):
-    """The reward config is used by a run: it can be archived but not deleted."""
+def _depth(value) -> int:
+    """How deeply mappings and lists nest in `value`, counted without recursion (a spec that
+    nests too deeply must be refused, not crash the checker)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            children = v.values()
+        elif isinstance(v, (list, tuple)):
+            children = v
+        else:
+            continue
+        deepest = max(deepest, d)
+        if deepest > MAX_SPEC_DEPTH:
+            break
+        stack += [(c, d + 1) for c in children]
+    return deepest
 
 
-def _terms(spec: dict) -> list[dict]:
-    """Every leaf spec of a (possibly nested) weighted_sum, each with its own params."""
-    if isinstance(spec, dict) and spec.get("name") == "weighted_sum":
-        out = []
-        for term in (spec.get("params") or {}).get("terms") or []:
-            out += _terms(term)
-        return out
-    return [spec]
+def _terms(spec) -> list:
+    """Every leaf spec of a (possibly nested) weighted_sum; a malformed sum is its own leaf (and
+    build_reward names what is wrong with it)."""
+    params = spec.get("params") if isinstance(spec, dict) and spec.get("name") == "weighted_sum" else None
+    terms = params.get("terms") if isinstance(params, dict) else None
+    if not isinstance(terms, list):
+        return [spec]
+    out = []
+    for term in terms:
+        out += _terms(term)
+    return out
+
+
+def _params(leaf: dict) -> dict:
+    params = leaf.get("params")
+    return params if isinstance(params, dict) else {}
 
 
 def _check_types(spec: dict) -> None:
@@ -51,7 +80,7 @@ def _check_types(spec: dict) -> None:
     name = spec.get("name")
     if name not in described:
         raise RewardSpecError("name", name, f"unknown reward; known: {', '.join(described)}")
-    params = spec.get("params") or {}
+    params = _params(spec)
     known = {p["name"]: p for p in described[name]["params"]}
     for key, value in params.items():
         if key not in known:
@@ -76,9 +105,13 @@ def check_spec(spec) -> dict:
 
     Paths in parameters must lie below MODEL_ROOTS (a config must not make the worker read
     arbitrary files); rewards that load a model are type-checked here and built in the worker.
+    Whatever the spec holds (a huge regex repeat, params of the wrong type, deep nesting), the
+    answer is RewardConfigError, never another exception.
     """
     if not isinstance(spec, dict):
         raise RewardConfigError('A reward spec is a mapping {"name": ..., "params": {...}}.')
+    if _depth(spec) > MAX_SPEC_DEPTH:
+        raise RewardConfigError(f"Invalid reward: the spec nests deeper than {MAX_SPEC_DEPTH} levels.")
     spec = copy.deepcopy(spec)
     spec.setdefault("params", {})
     try:
@@ -87,17 +120,19 @@ def check_spec(spec) -> dict:
             if not isinstance(leaf, dict):
                 raise RewardSpecError("terms", leaf, 'expected {"name", "weight", "params"}')
             for (rname, pname) in PATH_PARAMS:
-                value = (leaf.get("params") or {}).get(pname)
+                value = _params(leaf).get(pname)
                 if leaf.get("name") == rname and isinstance(value, str) and value:
                     path = Path(value).resolve()
                     if not any(path.is_relative_to(Path(r).resolve()) for r in settings.MODEL_ROOTS):
                         raise RewardSpecError(f"{rname}.params.{pname}", value, "must be a directory under MODEL_ROOTS")
         if any(leaf.get("name") in HEAVY_REWARDS for leaf in leaves):
             for leaf in leaves:
-                _check_types({"name": leaf.get("name"), "params": leaf.get("params") or {}})
+                _check_types({"name": leaf.get("name"), "params": _params(leaf)})
         else:
             build_reward(spec)
-    except RewardSpecError as e:
+    except RecursionError:
+        raise RewardConfigError("Invalid reward: the spec nests too deeply.") from None
+    except (ValueError, TypeError, OverflowError) as e:  # RewardSpecError is a ValueError naming the field
         raise RewardConfigError(f"Invalid reward: {e}") from None
     return spec
 
@@ -158,7 +193,7 @@ def new_reward_version(config: RewardConfig, user, *, spec: dict | None = None, 
     """Version + 1 of `config` (previous -> config); the old version stays as runs used it."""
     spec = check_spec(spec if spec is not None else config.spec)
     for _ in range(3):  # two editors at once: the loser retries with the next number
-        version = (RewardConfig.objects.filter(team=config.team, name=config.name).aggregate(v=Max("version"))["v"] or 0) + 1
+        version = resources.next_version(RewardConfig, config.team, config.name)
         try:
             with transaction.atomic():
                 return RewardConfig.objects.create(
@@ -170,28 +205,6 @@ def new_reward_version(config: RewardConfig, user, *, spec: dict | None = None, 
     raise RewardConfigError("Could not create the new version; try again.")
 
 
-def archive(config: RewardConfig, archived: bool = True) -> RewardConfig:
-    RewardConfig.objects.filter(pk=config.pk).update(archived=archived)
-    config.archived = archived
-    return config
-
-
-def used_by(config: RewardConfig) -> list:
-    return list(config.runs.order_by("-created_at")[:20])
-
-
-def delete(config: RewardConfig) -> None:
-    """Delete a reward config version; RewardInUseError if a run used it (archive it instead)."""
-    runs = used_by(config)
-    if runs:
-        names = ", ".join(f"#{r.pk}" for r in runs[:5])
-        raise RewardInUseError(f"{config} is used by run {names}; it cannot be deleted. Archive it instead.")
-    try:
-        config.delete()
-    except ProtectedError:
-        raise RewardInUseError(f"{config} is used by a run; it cannot be deleted. Archive it instead.") from None
-
-
 def start_reward_test(config: RewardConfig, dataset, user, *, sample_size: int = 100, seed: int = 0,
                       response: str = "", response_ground_truth: str = "") -> RewardTest:
     """Queue a "test this reward" job on the default queue: scores of the dataset's own answers.
@@ -199,8 +212,6 @@ def start_reward_test(config: RewardConfig, dataset, user, *, sample_size: int =
     A task rather than a request: a reward may load a model (reward_model) or spend seconds per
     answer in time-limited sympy checks (forked processes), which a web worker must not do.
     """
-    from workers.data_tasks import test_reward
-
     if dataset.team_id != config.team_id:
         raise RewardConfigError("The dataset belongs to another team.")
     if not 1 <= sample_size <= MAX_SAMPLE:
@@ -209,12 +220,8 @@ def start_reward_test(config: RewardConfig, dataset, user, *, sample_size: int =
                                      response=response or "", response_ground_truth=response_ground_truth or "",
                                      created_by=user)
 
-    def send() -> None:
-        try:
-            test_reward.delay(test.pk)
-        except Exception as e:  # broker down: say so on the test instead of leaving it queued forever
-            log.exception("could not queue reward test %s", test.pk)
-            RewardTest.objects.filter(pk=test.pk).update(status=RewardTest.Status.FAILED, error=f"could not queue: {e}")
+    def not_queued(exc: Exception) -> None:  # broker down: say so instead of leaving it queued forever
+        RewardTest.objects.filter(pk=test.pk).update(status=RewardTest.Status.FAILED, error=f"could not queue: {exc}")
 
-    transaction.on_commit(send)
+    dispatch.send(dispatch.TEST_REWARD, [test.pk], on_error=not_queued)
     return test

@@ -5,12 +5,14 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
-from webapp.accounts.scoping import get_scoped, membership, require_writer, scoped
+from webapp.accounts.scoping import get_scoped, in_team, membership, require_writer
 from webapp.datasets.models import Dataset
+from webapp.resources.services import can_manage
+from webapp.resources.views import team_write
 
 from . import services
 from .forms import RewardConfigForm, RewardTestForm, term_formset, term_rewards
@@ -21,13 +23,14 @@ def _get(request: HttpRequest, pk: int) -> RewardConfig:
     return get_scoped(request.user, RewardConfig.objects.select_related("team", "previous", "created_by"), pk=pk)
 
 
-def _datasets(config: RewardConfig):
-    return Dataset.objects.filter(team=config.team, archived=False).order_by("name", "-version")
+def _datasets(request: HttpRequest, config: RewardConfig):
+    """The datasets a test of `config` may read: its team's, not archived."""
+    return in_team(request.user, Dataset.objects.filter(archived=False), config.team).order_by("name", "-version")
 
 
 @login_required
 def reward_list(request: HttpRequest) -> HttpResponse:
-    qs = scoped(request.user, RewardConfig.objects.select_related("created_by")).filter(team=request.team)
+    qs = in_team(request.user, RewardConfig.objects.select_related("created_by"), request.team)
     show_archived = request.GET.get("archived") == "1"
     if not show_archived:
         qs = qs.filter(archived=False)
@@ -82,7 +85,7 @@ def new_version(request: HttpRequest, pk: int) -> HttpResponse:
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
     config = _get(request, pk)
     m = membership(request.user, config.team)
-    datasets = _datasets(config)
+    datasets = _datasets(request, config)
     test = None
     if request.GET.get("test"):
         test = RewardTest.objects.filter(reward_config=config, pk=request.GET["test"]).select_related("dataset").first()
@@ -97,23 +100,20 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     if test is not None and test.status == RewardTest.Status.DONE:
         low_rows = [r for r in test.result.get("rows", [])
                     if (r["expert"] is not None and r["expert"] < 1) or any(t < 1 for t in r["teachers"])][:50]
-    versions = RewardConfig.objects.filter(team=config.team, name=config.name).order_by("-version")
     return render(request, "rewards/detail.html", {
         "config": config, "described": services.describe(config.spec), "spec_json": json.dumps(config.spec, indent=2),
-        "runs": services.used_by(config), "versions": versions, "can_write": m is not None and m.can_write,
+        "runs": services.used_by(config), "versions": services.versions(config),
+        "can_write": m is not None and m.can_write, "can_manage": can_manage(request.user, config),
         "test_form": RewardTestForm(initial=initial, datasets=datasets), "test": test, "low_rows": low_rows,
         "recent_tests": config.tests.select_related("dataset")[:10],
     })
 
 
-@login_required
-def run_test(request: HttpRequest, pk: int) -> HttpResponse:
+@team_write(RewardConfig)
+def run_test(request: HttpRequest, config: RewardConfig) -> HttpResponse:
     """Queue a reward test; the detail page then shows and polls it."""
-    config = _get(request, pk)
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    require_writer(request.user, config.team)
-    form = RewardTestForm(request.POST, datasets=_datasets(config))
+    pk = config.pk
+    form = RewardTestForm(request.POST, datasets=_datasets(request, config))
     if not form.is_valid():
         messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
         return redirect("rewards:detail", pk=pk)
@@ -136,28 +136,20 @@ def test_status(request: HttpRequest, pk: int, test_id: int) -> JsonResponse:
     return JsonResponse({"status": test.status, "error": test.error})
 
 
-@login_required
-def archive(request: HttpRequest, pk: int) -> HttpResponse:
-    config = _get(request, pk)
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    require_writer(request.user, config.team)
+@team_write(RewardConfig, manage=True)
+def archive(request: HttpRequest, config: RewardConfig) -> HttpResponse:
     archived = request.POST.get("archived", "1") == "1"
-    services.archive(config, archived)
+    services.archive(config, request.user, archived)
     messages.info(request, f"{config} {'archived' if archived else 'restored'}.")
-    return redirect("rewards:detail", pk=pk)
+    return redirect("rewards:detail", pk=config.pk)
 
 
-@login_required
-def delete(request: HttpRequest, pk: int) -> HttpResponse:
-    config = _get(request, pk)
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    require_writer(request.user, config.team)
+@team_write(RewardConfig, manage=True)
+def delete(request: HttpRequest, config: RewardConfig) -> HttpResponse:
     try:
-        services.delete(config)
-    except services.RewardInUseError as e:
+        services.delete(config, request.user)
+    except services.InUseError as e:
         messages.error(request, str(e))
-        return redirect("rewards:detail", pk=pk)
+        return redirect("rewards:detail", pk=config.pk)
     messages.info(request, f"Deleted {config}.")
     return redirect("rewards:list")

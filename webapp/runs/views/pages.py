@@ -16,7 +16,7 @@ from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET
 
-from webapp.accounts.scoping import get_scoped, scoped
+from webapp.accounts.scoping import get_scoped, in_team, scoped
 
 from .. import charts, groups as group_data, live, series
 from ..listing import SORTS, RunFilter, filter_choices, summary_metrics
@@ -90,7 +90,7 @@ def _int_param(request: HttpRequest, name: str) -> int | None:
 # ---------------------------------------------------------------------------------------- pages
 @login_required
 def run_list(request: HttpRequest) -> HttpResponse:
-    team_runs = scoped(request.user, Run.objects.all()).filter(team=request.team)
+    team_runs = in_team(request.user, Run.objects.all(), request.team)
     flt = RunFilter.from_params(request.GET)
     runs = list(flt.apply(team_runs.select_related("dataset", "created_by"))[:200])
     metrics = summary_metrics(team_runs)
