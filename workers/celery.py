@@ -49,7 +49,7 @@ def _check_services(**_) -> None:
     """Refuse to start, with one clear line, when Postgres or Redis is unreachable."""
     import sys
 
-    from webapp.preflight import ServiceUnavailable, check_all
+    from stack.preflight import ServiceUnavailable, check_all
 
     try:
         check_all()

@@ -38,14 +38,14 @@ def test_missing_secret_key_outside_debug_refuses_to_start():
     ],
 )
 def test_unreachable_service_gives_one_clear_line(var, url, expected):
-    proc = _run_python("import sys; from webapp.launcher import main; sys.exit(main(['services']))", **{var: url})
+    proc = _run_python("import sys; from stack.launcher import main; sys.exit(main(['services']))", **{var: url})
     assert proc.returncode != 0
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_password_is_not_in_unreachable_message():
-    proc = _run_python("import sys; from webapp.launcher import main; sys.exit(main(['services']))",
+    proc = _run_python("import sys; from stack.launcher import main; sys.exit(main(['services']))",
                        DATABASE_URL="postgres://u:hunter2@127.0.0.1:1/x")
     assert "hunter2" not in proc.stderr and "u:***@" in proc.stderr
 

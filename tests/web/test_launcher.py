@@ -4,7 +4,7 @@ from __future__ import annotations
 import psycopg
 import redis
 
-from webapp import launcher
+from stack import launcher
 
 from ..conftest import free_port
 
@@ -51,7 +51,7 @@ def test_services_stdout_is_only_the_urls_the_test_command_evals(tmp_path):
     base = os.environ["DATABASE_URL"].rsplit("/", 1)[0]
     env = {**os.environ, "DATABASE_URL": f"{base}/{name}", "GFT_VAR_DIR": str(tmp_path)}
     try:
-        proc = subprocess.run([sys.executable, "-m", "webapp.launcher", "services"], env=env,
+        proc = subprocess.run([sys.executable, "-m", "stack.launcher", "services"], env=env,
                               capture_output=True, text=True, timeout=120, check=True)
         assert f"created database {name}" in proc.stderr
         lines = proc.stdout.splitlines()

@@ -65,7 +65,7 @@ class Stack:
 
 # ------------------------------------------------------------------ services
 def _reachable_pg(url: str) -> str | None:
-    from webapp.preflight import ServiceUnavailable, check_postgres
+    from stack.preflight import ServiceUnavailable, check_postgres
 
     try:
         check_postgres(_maintenance_url(url), label=url)
@@ -75,7 +75,7 @@ def _reachable_pg(url: str) -> str | None:
 
 
 def _reachable_redis(url: str) -> str | None:
-    from webapp.preflight import ServiceUnavailable, check_redis
+    from stack.preflight import ServiceUnavailable, check_redis
 
     try:
         check_redis(url)
@@ -208,7 +208,7 @@ def prepare_demo() -> dict:
 
     django.setup()
     call_command("migrate", interactive=False, verbosity=0)
-    from webapp import demo
+    from stack import demo
 
     return demo.ensure_demo(password=_demo_password())
 
@@ -234,7 +234,7 @@ def up(args: argparse.Namespace) -> int:
                                "-n", "local@%h", "--loglevel", "INFO"], log=logs / "worker.log")
         stack.start("beat", [py, "-m", "celery", "-A", "workers", "beat", "--loglevel", "INFO",
                              "-s", str(VAR / "celerybeat-schedule")], log=logs / "beat.log")
-        from webapp import demo
+        from stack import demo
 
         run = demo.launch_demo_run(info)
         url = f"http://{args.host}:{args.port}"
