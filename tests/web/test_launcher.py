@@ -126,7 +126,8 @@ def _terminate_backends_of(pid: int) -> int:
 def test_up_restarts_killed_processes_and_survives_dropped_database_connections(tiny_assets, tmp_path):
     """`gft-studio up` on the test database: its own database connections are terminated, the web
     server and the housekeeping worker are SIGKILLed; the stack stays up, restarts both, the demo
-    run starts training, and SIGTERM then stops everything it started."""
+    run starts training, housekeeping runs on its own worker, and SIGTERM then stops everything
+    it started."""
     models = tmp_path / "models"
     shutil.copytree(tiny_assets["model"], models / "tiny-warm")  # the demo's model, without its warm-up
     port = free_port()
@@ -169,6 +170,14 @@ def test_up_restarts_killed_processes_and_survives_dropped_database_connections(
         while not re.search(r"demo run #\d+: running", up.log()):
             assert up.popen.poll() is None and time.monotonic() < deadline, logs()
             time.sleep(0.5)
+        # Housekeeping (beat, every 15 s) runs on its own worker, never on the default one.
+        worker_logs = tmp_path / "var" / "logs"
+        deadline = time.monotonic() + 60
+        while "workers.tasks.housekeeping[" not in (worker_logs / "worker-housekeeping.log").read_text():
+            assert time.monotonic() < deadline, logs()
+            time.sleep(0.5)
+        assert "Task workers.tasks.housekeeping[" not in (worker_logs / "worker-default.log").read_text()
+
         up.popen.send_signal(signal.SIGTERM)
         up.popen.wait(timeout=90)
         assert up.popen.returncode == 0, logs()
