@@ -262,23 +262,16 @@ def ensure_services(stack: Stack) -> None:
     os.environ.setdefault("CELERY_BROKER_URL", redis_url)
 
 
-def _secret_key() -> str:
-    path = VAR / "secret_key"
+def _stored_secret(name: str, nbytes: int) -> str:
+    """A random secret kept in var/<name> (owner-only), made on first use: the same on every `up`."""
+    path = VAR / name
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
+        path.write_text(secrets.token_urlsafe(nbytes))
         path.chmod(0o600)
     return path.read_text().strip()
 
 
 # ------------------------------------------------------------------ demo
-def _demo_password() -> str:
-    path = VAR / "admin_password"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(9))
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
 def prepare_demo() -> dict:
     """Migrate and create the demo admin, team, tiny model, toy dataset and reward config."""
     import django
@@ -288,7 +281,7 @@ def prepare_demo() -> dict:
     call_command("migrate", interactive=False, verbosity=0)
     from stack import demo
 
-    return demo.ensure_demo(password=_demo_password())
+    return demo.ensure_demo(password=_stored_secret("admin_password", 9))
 
 
 def _interrupt(*_) -> None:
@@ -323,7 +316,7 @@ def up(args: argparse.Namespace) -> int:
     stack = Stack()
     try:
         ensure_services(stack)
-        os.environ.setdefault("SECRET_KEY", _secret_key())
+        os.environ.setdefault("SECRET_KEY", _stored_secret("secret_key", 48))
         os.environ.setdefault("ARTIFACT_ROOT", str(VAR / "artifacts"))
         os.environ.setdefault("MODEL_ROOTS", str(VAR / "models"))
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
