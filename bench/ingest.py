@@ -1,6 +1,6 @@
 """Metric ingestion: points/s made durable in Postgres, our sink vs MLflow's log_batch.
 
-Our side: workers.bench_sink (the sink engineer's driver) per run: one PostgresRedisSink logs
+Our side: bench.sink_driver (the sink engineer's driver) per run: one PostgresRedisSink logs
 `steps` steps of `keys` scalars, timed from the first log() until close() has committed every
 point (binary COPY into the table, one transaction per flush, plus the XADD of each step
 to Redis db 14). Database `bench_gft`, created and migrated here.
@@ -29,18 +29,18 @@ MLFLOW_BATCH = 1000  # MLflow's MAX_METRICS_PER_BATCH
 
 
 def gft_once(runs: int, keys: int, steps: int) -> float:
-    """Seconds to make runs x keys x steps points durable (sum over runs) with workers.bench_sink."""
-    from workers import bench_sink
+    """Seconds to make runs x keys x steps points durable (sum over runs) with bench.sink_driver."""
+    from bench import sink_driver
 
     total = 0.0
     for _ in range(runs):
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
-            bench_sink.main(["--steps", str(steps), "--keys", str(keys)])
+            sink_driver.main(["--steps", str(steps), "--keys", str(keys)])
         # "<N> points in <s>s over <f> flushes: <rate> points/s durable": the rate has the precision
         m = re.search(r"(\d+) points in [\d.]+s .*?: ([\d,]+) points/s", buf.getvalue())
         if not m or int(m.group(1)) != keys * steps:
-            raise RuntimeError(f"unexpected output of workers.bench_sink: {buf.getvalue()!r}")
+            raise RuntimeError(f"unexpected output of bench.sink_driver: {buf.getvalue()!r}")
         total += int(m.group(1)) / float(m.group(2).replace(",", ""))
     return total
 
@@ -116,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     if why:
         raise Skip(why)
     try:
-        import workers.bench_sink  # noqa: F401
+        import bench.sink_driver  # noqa: F401
         import workers.sink  # noqa: F401
     except ImportError as e:
-        raise Skip(f"workers.sink / workers.bench_sink not available ({e})") from None
+        raise Skip(f"workers.sink / bench.sink_driver not available ({e})") from None
     migrate(GFT_DB)
     setup_django(GFT_DB)
     from bench.common import flush_bench_redis

@@ -24,6 +24,10 @@ TEST_REWARD = "workers.data_tasks.test_reward"
 # exceed any run (see workers/celery.py for why the Run row, not the broker, owns recovery).
 VISIBILITY_TIMEOUT_S = 30 * 24 * 3600
 
+# Housekeeping (every 15 s, from beat) has a queue and a small worker of its own, so it never
+# waits behind a training run or a long dataset validation.
+HOUSEKEEPING_QUEUE = "housekeeping"
+
 
 def celery_config() -> dict[str, Any]:
     from kombu import Queue
@@ -33,8 +37,8 @@ def celery_config() -> dict[str, Any]:
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
         broker_connection_retry_on_startup=True,
         task_default_queue=settings.DEFAULT_QUEUE,
-        task_queues=[Queue(q) for q in (settings.DEFAULT_QUEUE, *settings.TRAINING_QUEUES)],
-        task_routes={TRAIN_RUN: {"queue": settings.TRAINING_QUEUES[0]}},
+        task_queues=[Queue(q) for q in (settings.DEFAULT_QUEUE, *settings.TRAINING_QUEUES, HOUSEKEEPING_QUEUE)],
+        task_routes={TRAIN_RUN: {"queue": settings.TRAINING_QUEUES[0]}, HOUSEKEEPING: {"queue": HOUSEKEEPING_QUEUE}},
         task_acks_late=True,
         task_reject_on_worker_lost=False,
         task_ignore_result=True,

@@ -3,7 +3,9 @@
 Queues
 - `gpu`: training runs. Start one worker process per GPU, pinned with CUDA_VISIBLE_DEVICES:
   `celery -A workers worker -Q gpu --concurrency 1 --prefetch-multiplier 1 --max-tasks-per-child 1`.
-- `default`: light work (dataset validation, reward tests, housekeeping).
+- `default`: dataset validation and reward tests (minutes for a large dataset).
+- `housekeeping`: the 15-second housekeeping from beat, on a small worker of its own
+  (`-Q housekeeping --pool solo`) so it never waits behind the other two.
 
 Choices for multi-hour GPU jobs, made on purpose:
 - prefetch 1 and concurrency 1 on the gpu queue: a worker holds exactly the run it trains, so a
@@ -49,7 +51,7 @@ def _check_services(**_) -> None:
     """Refuse to start, with one clear line, when Postgres or Redis is unreachable."""
     import sys
 
-    from webapp.preflight import ServiceUnavailable, check_all
+    from stack.preflight import ServiceUnavailable, check_all
 
     try:
         check_all()

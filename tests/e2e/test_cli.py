@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def gft(*args: str, env: dict, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "webapp.client.cli", *args], env=env, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "client", *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=300)
 
 

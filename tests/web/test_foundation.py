@@ -30,6 +30,9 @@ def test_missing_secret_key_outside_debug_refuses_to_start():
     assert "SECRET_KEY is not set" in proc.stderr
 
 
+_ENSURE_SERVICES = "from stack.launcher import Stack, ensure_services; ensure_services(Stack())"
+
+
 @pytest.mark.parametrize(
     ("var", "url", "expected"),
     [
@@ -38,15 +41,14 @@ def test_missing_secret_key_outside_debug_refuses_to_start():
     ],
 )
 def test_unreachable_service_gives_one_clear_line(var, url, expected):
-    proc = _run_python("import sys; from webapp.launcher import main; sys.exit(main(['services']))", **{var: url})
+    proc = _run_python(_ENSURE_SERVICES, **{var: url})
     assert proc.returncode != 0
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_password_is_not_in_unreachable_message():
-    proc = _run_python("import sys; from webapp.launcher import main; sys.exit(main(['services']))",
-                       DATABASE_URL="postgres://u:hunter2@127.0.0.1:1/x")
+    proc = _run_python(_ENSURE_SERVICES, DATABASE_URL="postgres://u:hunter2@127.0.0.1:1/x")
     assert "hunter2" not in proc.stderr and "u:***@" in proc.stderr
 
 

@@ -1,4 +1,4 @@
-"""Throughput of PostgresRedisSink: `DEBUG=1 python -m workers.bench_sink [--steps N --keys K]`.
+"""Throughput of PostgresRedisSink: `DEBUG=1 python -m bench.sink_driver [--steps N --keys K]`.
 
 Logs N steps of K scalars into a scratch run of the configured database (DATABASE_URL, migrated),
 times from the first log() until close() has made every point durable (committed), checks the

@@ -8,8 +8,9 @@
     gft runs compare A B                        config diff + final metrics table
     gft metrics export ID --format csv|parquet [--keys a,b] [-o FILE]
 
-GFT_URL and GFT_TOKEN override the stored values. Only the standard library and httpx are used
-(PyYAML for .yaml run files and pyarrow for parquet, both installed with the project). No Django.
+GFT_URL and GFT_TOKEN override the stored values. Only the standard library, httpx and
+gft_core.config (the one config_diff; no torch) are used (PyYAML for .yaml run files and pyarrow
+for parquet, both installed with the project). No Django.
 Exit codes: 0 ok (follow: the run succeeded), 1 the run failed or was cancelled, 2 usage or API error.
 """
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from gft_core.config import config_diff
 
 FINISHED = ("succeeded", "failed", "cancelled")
 HEADLINE = ("loss", "reward/mean", "reward/self_accuracy", "dcr/rectified_frac", "grad_norm", "eval/accuracy")
@@ -199,9 +202,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     client = api()
     a, b = client.get(f"runs/{args.a}/"), client.get(f"runs/{args.b}/")
     print(f"Config: #{a['id']} {a['name']!r} vs #{b['id']} {b['name']!r}")
-    diff = [(k, va, vb) for k, va, vb in config_diff(a["config"], b["config"])]
+    diff = config_diff(a["config"], b["config"])
     if diff:
-        print(_table(["setting", f"#{a['id']}", f"#{b['id']}"], [[k, _show(va), _show(vb)] for k, va, vb in diff]))
+        print(_table(["setting", f"#{a['id']}", f"#{b['id']}"], [[k, _show(va), _show(vb)] for k, (va, vb) in diff]))
     else:
         print("  (identical apart from the output directory)")
     print()
@@ -211,19 +214,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print("Final metrics:")
     print(_table(["metric", f"#{a['id']}", f"#{b['id']}"], rows))
     return 0
-
-
-def config_diff(a: dict, b: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if key == "output_dir":
-            continue
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += config_diff(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            out.append((f"{prefix}{key}", va, vb))
-    return out
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -43,22 +43,36 @@ def _ensure_model() -> Path:
 
 
 def _ensure_dataset(team, user):
+    """The toy dataset, its validation queued (by the upload, or again when an earlier one did not
+    end valid) for a worker; see `dataset_ready`."""
     from gft_core.tiny import make_toy_data
     from webapp.datasets.models import Dataset
-    from webapp.datasets.services import create_dataset_from_upload
-    from workers.data_tasks import validate_dataset
+    from webapp.datasets.services import create_dataset_from_upload, start_validation
 
     existing = Dataset.objects.filter(team=team, name=DEMO_DATASET).order_by("-version").first()
     if existing is None:
         paths = make_toy_data(Path(settings.ARTIFACT_ROOT) / "demo-data", n_train=2000, n_eval=100)
         with open(paths["train"], "rb") as train, open(paths["eval"], "rb") as evals:
-            existing = create_dataset_from_upload(
+            return create_dataset_from_upload(
                 team, user, train, name=DEMO_DATASET, filename="train.jsonl", mapping="toy",
                 eval_split="file", eval_fileobj=evals, eval_filename="eval.jsonl")
     if existing.status != Dataset.Status.VALID:
-        validate_dataset(existing.pk)  # in this process: the demo run needs it valid before launch
-        existing.refresh_from_db()
+        start_validation(existing)
     return existing
+
+
+class DemoError(RuntimeError):
+    """The demo cannot go on (its dataset is invalid); the message says why."""
+
+
+def dataset_ready(dataset) -> bool:
+    """True once a worker has validated the demo dataset (the demo run needs it valid)."""
+    from webapp.datasets.models import Dataset
+
+    dataset.refresh_from_db(fields=["status", "report"])
+    if dataset.status == Dataset.Status.INVALID:
+        raise DemoError(f"the demo dataset is invalid: {dataset.report}")
+    return dataset.status == Dataset.Status.VALID
 
 
 def _ensure_reward(team, user):
