@@ -199,7 +199,12 @@ REST_FRAMEWORK = {
         "webapp.accounts.auth.TokenScopePermission",  # read-only tokens: safe methods only
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "webapp.api.pagination.StrictLimitOffsetPagination",
+    "DEFAULT_PARSER_CLASSES": [
+        "webapp.api.parsers.LimitedJSONParser",  # nested deeper than API_MAX_JSON_DEPTH: 400
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "PAGE_SIZE": 50,
     # Per client: anonymous by address, a signed-in user over all their requests, and each API
     # token on its own (webapp/accounts/throttling.py). Over the rate: 429 with Retry-After.
@@ -220,8 +225,15 @@ CACHES = {
     "throttle": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
                  "KEY_PREFIX": "throttle"},
 }
+API_MAX_JSON_DEPTH = 32  # nesting levels of a JSON request body (reward specs need a handful)
 SPECTACULAR_SETTINGS = {
     "TITLE": "GFT Studio API", "VERSION": "1", "SERVE_INCLUDE_SCHEMA": False,
+    # Request bodies get their own components: files are binary there, read-only fields absent.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "webapp.api.schema.add_error_responses"],
+    "ENUM_NAME_OVERRIDES": {"RunStatusEnum": "webapp.runs.models.RunStatus",
+                            "DatasetStatusEnum": "webapp.datasets.models.Dataset.Status"},
     # No CDN: the UI's files come from drf-spectacular-sidecar through the static files, and the
     # online spec validator (swagger.io) is off.
     "SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR",

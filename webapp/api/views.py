@@ -12,9 +12,10 @@ from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from webapp.accounts.scoping import require_writer, scoped, user_teams
 from webapp.datasets.models import Dataset
@@ -232,6 +233,17 @@ class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
         series = load_series([run.pk], keys, step_min=_opt_int(p.get("step_min"), "step_min"),
                              step_max=_opt_int(p.get("step_max"), "step_max"), max_points=max_points)
         return Response({"run": run.pk, "status": run.status, "step": run.step, "metrics": series.get(run.pk, {})})
+
+
+class NotFoundView(APIView):
+    """Every method of an unknown /api/ URL: 404 (401/403 first for anonymous requests)."""
+
+    schema = None  # not an operation of the API
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        raise NotFound()
+
+    get = post = put = patch = delete = http_method_not_allowed
 
 
 def _int(value, name: str) -> int:
