@@ -56,3 +56,14 @@ def test_schema_documents_error_answers(client):
                 assert "404" in codes, (method, path)
             if op.get("parameters") or "requestBody" in op:
                 assert "400" in codes, (method, path)
+
+
+def test_conflicts_are_documented_and_answered(api_client, client, team, user):
+    from webapp.runs.models import Run
+
+    schema = client.get("/api/schema/?format=json").json()
+    for action in ("cancel", "resume"):
+        assert "409" in schema["paths"][f"/api/runs/{{id}}/{action}/"]["post"]["responses"], action
+    done = Run.objects.create(team=team, name="done", method="gft", config={}, created_by=user, status="succeeded")
+    resp = api_client.post(f"/api/runs/{done.pk}/cancel/")
+    assert resp.status_code == 409 and resp.json()["detail"]

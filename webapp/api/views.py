@@ -187,7 +187,8 @@ class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
             raise ValidationError({("non_field_errors" if k == "__all__" else k): v for k, v in e.errors.items()}) from None
         return Response(s.RunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses=s.RunDetailSerializer)
+    @extend_schema(request=None, responses={200: s.RunDetailSerializer, 409: OpenApiResponse(
+        description="the run has already finished")})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk=None) -> Response:
         """Cancel a queued run, or stop a running one at its next step (its checkpoint is kept)."""
@@ -199,7 +200,8 @@ class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
             return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
         return Response(s.RunDetailSerializer(run).data)
 
-    @extend_schema(request=None, responses=s.RunDetailSerializer)
+    @extend_schema(request=None, responses={200: s.RunDetailSerializer, 409: OpenApiResponse(
+        description="only a failed or cancelled run can be resumed")})
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, pk=None) -> Response:
         """Queue a failed or cancelled run again; it continues from its latest checkpoint."""
