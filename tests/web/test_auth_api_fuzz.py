@@ -10,9 +10,8 @@ from schemathesis.config._operations import OperationConfig, OperationsConfig
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from webapp.accounts.models import ApiToken
-from webapp.datasets.models import Dataset
-from webapp.rewards.models import RewardConfig
-from webapp.runs.models import Run
+
+from .test_access_control import _objects
 
 MAX_EXAMPLES = 15  # per operation; keeps the whole fuzz run under ~90 s on 2 cores
 
@@ -39,11 +38,7 @@ def api_schema(wsgi_app, settings, user, team):
 
     # No throttling here: the fuzzer sends hundreds of requests with one token.
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {}}
-    dataset = Dataset.objects.create(team=team, name="d", file_path="x", original_filename="x.jsonl",
-                                     file_format="jsonl", sha256="0" * 64, size_bytes=1, status="valid")
-    reward = RewardConfig.objects.create(team=team, name="r", spec={"name": "math_verify", "params": {}})
-    Run.objects.create(team=team, name="run", method="gft", config={"tau": 0.5}, dataset=dataset,
-                       reward_config=reward, created_by=user, status="failed")
+    _objects(team, user)  # one object of each kind, so some generated ids name real ones
     schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", wsgi_app)
     raw = ApiToken.issue(user, "fuzz")[1]
     schema.config.headers = {"Authorization": f"Bearer {raw}"}

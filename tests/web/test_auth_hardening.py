@@ -191,36 +191,35 @@ def _read_until_closed(lines_iter, seconds: float) -> tuple[list[str], bool]:
     return lines, True
 
 
-@pytest.mark.django_db(transaction=True)
-def test_stream_closes_after_logout(fast_recheck, live_server_url, client, user, team):
+@pytest.fixture
+def streaming(fast_recheck, live_server_url, client, user, team):
+    """(http client with the user's session on the uvicorn server, run, its open SSE lines)."""
     run = Run.objects.create(team=team, name="live", method="gft", config={}, created_by=user)
     client.force_login(user)
     cookies = {"sessionid": client.cookies["sessionid"].value}
     with httpx.Client(base_url=live_server_url, cookies=cookies, timeout=10) as http:
         with http.stream("GET", f"/runs/{run.pk}/stream/") as r:
             assert r.status_code == 200
-            it = r.iter_lines()
-            lines, closed = _read_until_closed(it, 2.5)  # still allowed: keep-alives, no close
-            assert not closed and ": keep-alive" in lines
-            csrf = http.get("/accounts/login/").cookies["csrftoken"]
-            assert http.post("/accounts/logout/", data={"csrfmiddlewaretoken": csrf}).status_code == 302
-            lines, closed = _read_until_closed(it, 5)
-            assert closed and "event: closed" in lines
-        again = http.get(f"/runs/{run.pk}/stream/", follow_redirects=False)
-        assert again.status_code == 302  # to the login page
+            yield http, run, r.iter_lines()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_stream_closes_when_removed_from_team(fast_recheck, live_server_url, client, user, team):
-    run = Run.objects.create(team=team, name="live", method="gft", config={}, created_by=user)
-    client.force_login(user)
-    cookies = {"sessionid": client.cookies["sessionid"].value}
-    with httpx.Client(base_url=live_server_url, cookies=cookies, timeout=10) as http:
-        with http.stream("GET", f"/runs/{run.pk}/stream/") as r:
-            assert r.status_code == 200
-            it = r.iter_lines()
-            next(it)
-            Membership.objects.filter(user=user, team=team).delete()
-            lines, closed = _read_until_closed(it, 5)
-            assert closed and "event: closed" in lines
-        assert http.get(f"/runs/{run.pk}/stream/").status_code == 404
+def test_stream_closes_after_logout(streaming):
+    http, run, lines_iter = streaming
+    lines, closed = _read_until_closed(lines_iter, 2.5)  # still allowed: keep-alives, no close
+    assert not closed and ": keep-alive" in lines
+    csrf = http.get("/accounts/login/").cookies["csrftoken"]
+    assert http.post("/accounts/logout/", data={"csrfmiddlewaretoken": csrf}).status_code == 302
+    lines, closed = _read_until_closed(lines_iter, 5)
+    assert closed and "event: closed" in lines
+    assert http.get(f"/runs/{run.pk}/stream/").status_code == 302  # to the login page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stream_closes_when_removed_from_team(streaming, user, team):
+    http, run, lines_iter = streaming
+    next(lines_iter)
+    Membership.objects.filter(user=user, team=team).delete()
+    lines, closed = _read_until_closed(lines_iter, 5)
+    assert closed and "event: closed" in lines
+    assert http.get(f"/runs/{run.pk}/stream/").status_code == 404
