@@ -223,3 +223,9 @@ def test_stream_closes_when_removed_from_team(streaming, user, team):
     lines, closed = _read_until_closed(lines_iter, 5)
     assert closed and "event: closed" in lines
     assert http.get(f"/runs/{run.pk}/stream/").status_code == 404
+
+
+def test_api_still_answers_when_the_throttle_store_is_down(low_rates, settings, api_client):
+    settings.CACHES = {**settings.CACHES, "throttle": {**settings.CACHES["throttle"],
+                                                       "LOCATION": "redis://127.0.0.1:1/0"}}
+    assert api_client.get("/api/teams/").status_code == 200

@@ -5,11 +5,16 @@ request, not at import, so a changed setting takes effect (and tests can overrid
 """
 from __future__ import annotations
 
+import logging
+
 from django.core.cache import caches
+from redis.exceptions import RedisError
 from rest_framework import throttling
 from rest_framework.settings import api_settings
 
 from .models import ApiToken
+
+log = logging.getLogger(__name__)
 
 
 class _Rates:
@@ -21,6 +26,15 @@ class _Rates:
 
     def get_rate(self):
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+    def allow_request(self, request, view) -> bool:
+        # Redis unreachable: serve the request unthrottled rather than fail the whole API (the
+        # pages that need Redis say so themselves).
+        try:
+            return super().allow_request(request, view)
+        except RedisError as exc:
+            log.warning("API throttle %s skipped, Redis unavailable: %s", self.scope, exc)
+            return True
 
 
 class AnonThrottle(_Rates, throttling.AnonRateThrottle):
