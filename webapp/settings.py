@@ -5,6 +5,7 @@ Every setting a deployment changes is an environment variable; the README lists 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -43,13 +44,35 @@ def database_from_url(url: str) -> dict:
 
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY", "")
+# The value .env.example ships with: a deployment that copied the file without editing it would
+# sign sessions with a key everyone knows, so it is refused like a missing one.
+PLACEHOLDER_SECRET_KEYS = frozenset({"change-me-to-a-long-random-string"})
+SECRET_KEY = os.environ.get("SECRET_KEY", "").strip()
+if SECRET_KEY in PLACEHOLDER_SECRET_KEYS:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is the placeholder from .env.example. Set a long random value, e.g. "
+        "python -c 'import secrets; print(secrets.token_urlsafe(48))'.")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY is not set. Set it, or set DEBUG=1 for a local development server.")
     SECRET_KEY = "dev-only-insecure-key"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+# Behind TLS. All off by default, so a local http://127.0.0.1 keeps working.
+# SECURE_COOKIES=1: session and CSRF cookies only over https.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+# HSTS_SECONDS > 0: https responses tell browsers to use https only, for this long; set it
+# only once https works. SECURE_SSL_REDIRECT=1: http requests are redirected to https (the
+# health check stays reachable over http for load balancers and the launcher).
+SECURE_HSTS_SECONDS = int(os.environ.get("HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^accounts/healthz/$"]
+# TRUST_X_FORWARDED_PROTO=1: the proxy in front terminates TLS and sets X-Forwarded-Proto (only
+# safe when clients cannot reach the app except through that proxy).
+if env_bool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gft_studio")
 DATABASES = {"default": database_from_url(DATABASE_URL)}
@@ -70,6 +93,8 @@ RUN_HEARTBEAT_TIMEOUT_S = int(os.environ.get("RUN_HEARTBEAT_TIMEOUT_S", "45"))
 # Celery queues: runs train on TRAINING_QUEUES (the first is the default); light work goes to DEFAULT_QUEUE.
 TRAINING_QUEUES = tuple(env_list("TRAINING_QUEUES", "gpu"))
 DEFAULT_QUEUE = os.environ.get("DEFAULT_QUEUE", "default")
+# An open live stream (SSE) checks this often that its user is still logged in and in the team.
+SSE_RECHECK_S = float(os.environ.get("SSE_RECHECK_S", "5"))
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -81,6 +106,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI / Redoc files served locally: /api/docs/ works offline
+    "axes",
     "webapp.accounts",
     "webapp.datasets",
     "webapp.rewards",
@@ -99,6 +125,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "webapp.accounts.middleware.CurrentTeamMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout page
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -124,6 +151,21 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Login throttling (django-axes) for the login page and the admin: after LOGIN_FAILURE_LIMIT
+# failures for one username from one address, that pair is refused for LOGIN_COOLOFF_MINUTES
+# (429 and templates/accounts/locked_out.html). The API has no password login; its own
+# limits are the DRF throttles below.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # checks the lockout, then the next backend logs in
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "runs:list"
 LOGOUT_REDIRECT_URL = "login"
@@ -152,13 +194,46 @@ REST_FRAMEWORK = {
         "webapp.accounts.auth.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "webapp.accounts.auth.TokenScopePermission",  # read-only tokens: safe methods only
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "webapp.api.pagination.StrictLimitOffsetPagination",
+    "DEFAULT_PARSER_CLASSES": [
+        "webapp.api.parsers.LimitedJSONParser",  # nested deeper than API_MAX_JSON_DEPTH: 400
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "PAGE_SIZE": 50,
+    # Per client: anonymous by address, a signed-in user over all their requests, and each API
+    # token on its own (webapp/accounts/throttling.py). Over the rate: 429 with Retry-After.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "webapp.accounts.throttling.AnonThrottle",
+        "webapp.accounts.throttling.UserThrottle",
+        "webapp.accounts.throttling.TokenThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": os.environ.get("API_RATE_ANON", "60/min"),
+        "user": os.environ.get("API_RATE_USER", "1200/min"),
+        "token": os.environ.get("API_RATE_TOKEN", "600/min"),
+    },
 }
+# Throttle counters live in Redis, so every web process counts the same requests.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                 "KEY_PREFIX": "throttle"},
+}
+API_MAX_JSON_DEPTH = 32  # nesting levels of a JSON request body (reward specs need a handful)
 SPECTACULAR_SETTINGS = {
     "TITLE": "GFT Studio API", "VERSION": "1", "SERVE_INCLUDE_SCHEMA": False,
+    # Request bodies get their own components: files are binary there, read-only fields absent.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "webapp.api.schema.add_error_responses"],
+    "ENUM_NAME_OVERRIDES": {"RunStatusEnum": "webapp.runs.models.RunStatus",
+                            "DatasetStatusEnum": "webapp.datasets.models.Dataset.Status"},
     # No CDN: the UI's files come from drf-spectacular-sidecar through the static files, and the
     # online spec validator (swagger.io) is off.
     "SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR",

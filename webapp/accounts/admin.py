@@ -23,6 +23,6 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "user", "hint", "created_at", "last_used_at", "revoked")
+    list_display = ("name", "user", "hint", "read_only", "created_at", "expires_at", "last_used_at", "revoked")
     readonly_fields = ("digest", "hint", "created_at", "last_used_at")
-    list_filter = ("revoked",)
+    list_filter = ("revoked", "read_only")

@@ -6,6 +6,7 @@ import secrets
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class Team(models.Model):
@@ -55,12 +56,23 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked = models.BooleanField(default=False)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="After this the token is refused; empty: never")
+    read_only = models.BooleanField(default=False, help_text="Only GET, HEAD and OPTIONS requests")
 
     def __str__(self) -> str:
         return f"{self.name} ({self.hint}…)"
 
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def scope(self) -> str:
+        return "read-only" if self.read_only else "read-write"
+
     @classmethod
-    def issue(cls, user, name: str) -> tuple["ApiToken", str]:
+    def issue(cls, user, name: str, *, expires_at=None, read_only: bool = False) -> tuple["ApiToken", str]:
         raw = cls.PREFIX + secrets.token_urlsafe(32)
-        token = cls.objects.create(user=user, name=name, digest=hash_token(raw), hint=raw[:10])
+        token = cls.objects.create(user=user, name=name, digest=hash_token(raw), hint=raw[:10],
+                                   expires_at=expires_at, read_only=read_only)
         return token, raw

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
-from .models import Membership, Team
+from .models import ApiToken, Membership, Team
 
 
 @transaction.atomic
@@ -34,3 +36,15 @@ def invite(team: Team, username: str, *, email: str = "", role: str = Membership
         user = User.objects.create_user(username=username, email=email, password=new_password)
     Membership.objects.update_or_create(user=user, team=team, defaults={"role": role})
     return user, new_password
+
+
+def issue_token(user, name: str, *, expires_in_days: int | None = None,
+                read_only: bool = False) -> tuple[ApiToken, str]:
+    """A new API token for `user`: (token, raw value). The raw value is shown once, never stored."""
+    expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
+    return ApiToken.issue(user, name, expires_at=expires_at, read_only=read_only)
+
+
+def revoke_token(user, token_id: int) -> bool:
+    """Revoke one of the user's own tokens; False when the user has no such token."""
+    return bool(user.api_tokens.filter(pk=token_id).update(revoked=True))

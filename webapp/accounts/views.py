@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from . import services
+from .forms import RevokeTokenForm, TokenForm
 from .middleware import SESSION_KEY
-from .models import ApiToken
 from .scoping import user_teams
 
 
@@ -28,17 +29,30 @@ def switch_team(request: HttpRequest) -> HttpResponse:
 @login_required
 def tokens(request: HttpRequest) -> HttpResponse:
     new_token = None
+    form = TokenForm()
+    status = 200
     if request.method == "POST":
         if "revoke" in request.POST:
-            request.user.api_tokens.filter(pk=request.POST["revoke"]).update(revoked=True)
+            revoke = RevokeTokenForm(request.POST)
+            if not revoke.is_valid():
+                return HttpResponseBadRequest("revoke must be the id of one of your tokens.")
+            if not services.revoke_token(request.user, revoke.cleaned_data["revoke"]):
+                raise Http404("You have no such token.")
             messages.info(request, "Token revoked.")
             return redirect("tokens")
-        name = request.POST.get("name", "").strip() or "cli"
-        _, new_token = ApiToken.issue(request.user, name)
+        form = TokenForm(request.POST)
+        if form.is_valid():
+            d = form.cleaned_data
+            _, new_token = services.issue_token(request.user, d["name"], expires_in_days=d["expires_in_days"],
+                                                read_only=d["scope"] == "read-only")
+            form = TokenForm()
+        else:
+            status = 400
     return render(
         request,
         "accounts/tokens.html",
-        {"tokens": request.user.api_tokens.order_by("-created_at"), "new_token": new_token},
+        {"tokens": request.user.api_tokens.order_by("-created_at"), "new_token": new_token, "form": form},
+        status=status,
     )
 
 

@@ -9,6 +9,8 @@ from webapp.rewards.models import RewardConfig
 from webapp.runs import launch
 from webapp.runs.models import Artifact, Run
 
+from .parsers import LimitedJSONField
+
 
 class TeamSerializer(serializers.ModelSerializer):
     role = serializers.SerializerMethodField()
@@ -39,7 +41,7 @@ class DatasetUploadSerializer(serializers.Serializer):
     team = serializers.IntegerField(required=False, help_text="Team id; default: your only or first team")
     name = serializers.CharField()
     file = serializers.FileField()
-    mapping = serializers.JSONField(help_text='A preset name ("toy", "gsm8k", "math") or a column mapping object')
+    mapping = LimitedJSONField(help_text='A preset name ("toy", "gsm8k", "math") or a column mapping object')
     eval_split = serializers.ChoiceField(choices=Dataset.EvalSplit.values, default=Dataset.EvalSplit.NONE)
     eval_fraction = serializers.FloatField(required=False, allow_null=True)
     eval_seed = serializers.IntegerField(default=0)
@@ -48,6 +50,7 @@ class DatasetUploadSerializer(serializers.Serializer):
 
 class RewardConfigSerializer(serializers.ModelSerializer):
     team = serializers.IntegerField(source="team_id", required=False, help_text="Team id; default: your first team")
+    spec = LimitedJSONField(help_text=RewardConfig._meta.get_field("spec").help_text)
 
     class Meta:
         model = RewardConfig

@@ -1,5 +1,5 @@
 """REST API routes. Schema: /api/schema/ (OpenAPI 3), docs: /api/docs/ (Swagger UI)."""
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
@@ -18,4 +18,7 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("", include(router.urls)),
+    # Anything else under /api/ (an id that is not a number, a typo): a JSON 404 like the API's
+    # own, after the same authentication, not Django's HTML page.
+    re_path(r"^.*/$", views.NotFoundView.as_view(), name="not-found"),
 ]

@@ -12,9 +12,10 @@ from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from webapp.accounts.scoping import in_team, require_writer, scoped, user_teams
 from webapp.datasets import services as datasets
@@ -219,7 +220,8 @@ class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
             raise ValidationError({("non_field_errors" if k == "__all__" else k): v for k, v in e.errors.items()}) from None
         return Response(s.RunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses=s.RunDetailSerializer)
+    @extend_schema(request=None, responses={200: s.RunDetailSerializer, 409: OpenApiResponse(
+        description="the run has already finished")})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk=None) -> Response:
         """Cancel a queued run, or stop a running one at its next step (its checkpoint is kept)."""
@@ -231,7 +233,8 @@ class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
             return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
         return Response(s.RunDetailSerializer(run).data)
 
-    @extend_schema(request=None, responses=s.RunDetailSerializer)
+    @extend_schema(request=None, responses={200: s.RunDetailSerializer, 409: OpenApiResponse(
+        description="only a failed or cancelled run can be resumed")})
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, pk=None) -> Response:
         """Queue a failed or cancelled run again; it continues from its latest checkpoint."""
@@ -265,6 +268,17 @@ class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
         series = load_series([run.pk], keys, step_min=_opt_int(p.get("step_min"), "step_min"),
                              step_max=_opt_int(p.get("step_max"), "step_max"), max_points=max_points)
         return Response({"run": run.pk, "status": run.status, "step": run.step, "metrics": series.get(run.pk, {})})
+
+
+class NotFoundView(APIView):
+    """Every method of an unknown /api/ URL: 404 (401/403 first for anonymous requests)."""
+
+    schema = None  # not an operation of the API
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        raise NotFound()
+
+    get = post = put = patch = delete = http_method_not_allowed
 
 
 def _int(value, name: str) -> int:

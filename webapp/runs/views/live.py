@@ -3,6 +3,11 @@
 An async view (served by uvicorn under ASGI): each open page holds one coroutine blocked in
 XREAD, not a thread. The client resumes after a reconnect from the Last-Event-ID its EventSource
 sends (or ?last_id= on the first connection, the stream position that came with the history).
+
+Access is checked again every SSE_RECHECK_S seconds while the stream is open: a user who logged
+out (the session is gone), whose password changed, who was deactivated or removed from the run's
+team stops receiving events within that time (the stream ends; the browser's reconnect is then
+refused).
 """
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ import asyncio
 import json
 import logging
 import re
+import time
+from importlib import import_module
+from types import SimpleNamespace
 
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
@@ -18,7 +26,9 @@ from django.db import connection
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from webapp.accounts.scoping import get_scoped
+from django.contrib.auth import get_user
+
+from webapp.accounts.scoping import get_scoped, scoped
 
 from .. import live
 from ..models import Run
@@ -27,6 +37,7 @@ log = logging.getLogger(__name__)
 _STREAM_ID = re.compile(r"^\d+-\d+$")
 RETRY_MS = 3000
 BLOCK_MS = int(getattr(settings, "SSE_BLOCK_MS", 15_000))  # also the keep-alive period
+RECHECK_S = float(settings.SSE_RECHECK_S)  # how often access is checked again
 
 
 def _start_id(request: HttpRequest) -> str:
@@ -46,14 +57,33 @@ def _message(entry_id: str, fields: dict[bytes, bytes]) -> str:
     return f"id: {entry_id}\nevent: {kind}\ndata: {payload}\n\n"
 
 
+def _release_connection() -> None:
+    """An open stream lasts minutes to hours and must not hold one of Postgres' few connections."""
+    if not connection.in_atomic_block:  # inside a transaction (a test's), the connection is not ours
+        connection.close()
+
+
 def _authorized_run(user, pk: int) -> Run:
-    """The run if the user may see it. The database connection is closed before streaming starts:
-    an open stream lasts minutes to hours and must not hold one of Postgres' few connections."""
+    """The run if the user may see it (another team's: 404); the database connection is closed."""
     try:
         return get_scoped(user, Run.objects.all(), pk=pk)
     finally:
-        if not connection.in_atomic_block:  # inside a transaction (a test's), the connection is not ours
-            connection.close()
+        _release_connection()
+
+
+def _still_authorized(session_key: str | None, user_pk: int, run_pk: int) -> bool:
+    """Whether the stream's session still belongs to the same active user, and that user still
+    sees the run. Reads the session afresh: logging out deletes it, a password change voids it."""
+    try:
+        if not session_key:
+            return False
+        session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+        user = get_user(SimpleNamespace(session=session))
+        if not user.is_authenticated or user.pk != user_pk:
+            return False
+        return scoped(user, Run.objects.filter(pk=run_pk)).exists()
+    finally:
+        _release_connection()
 
 
 async def stream(request: HttpRequest, pk: int) -> HttpResponse:
@@ -61,6 +91,7 @@ async def stream(request: HttpRequest, pk: int) -> HttpResponse:
     if not user.is_authenticated:
         return redirect_to_login(request.get_full_path())
     run = await sync_to_async(_authorized_run)(user, pk)  # another team: 404
+    session_key = request.session.session_key
     client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
     key = live.stream_key(run.pk)
     cursor = _start_id(request)
@@ -77,8 +108,17 @@ async def stream(request: HttpRequest, pk: int) -> HttpResponse:
         nonlocal cursor
         try:
             yield f"retry: {RETRY_MS}\n: stream of run {run.pk} from {cursor}\n\n"
+            checked = time.monotonic()
             while True:
-                reply = await client.xread({key: cursor}, block=BLOCK_MS, count=500)
+                if time.monotonic() - checked >= RECHECK_S:
+                    if not await sync_to_async(_still_authorized)(session_key, user.pk, run.pk):
+                        log.info("stream of run %s closed: %s no longer has access", run.pk, user)
+                        yield "event: closed\ndata: access ended\n\n"
+                        return
+                    checked = time.monotonic()
+                # Block at most until the next access check is due.
+                block = max(1, min(BLOCK_MS, int((RECHECK_S - (time.monotonic() - checked)) * 1000)))
+                reply = await client.xread({key: cursor}, block=block, count=500)
                 if not reply:
                     yield ": keep-alive\n\n"  # also lets proxies and the server notice a gone client
                     continue
