@@ -70,6 +70,7 @@ RUN_HEARTBEAT_TIMEOUT_S = int(os.environ.get("RUN_HEARTBEAT_TIMEOUT_S", "45"))
 # Celery queues: runs train on TRAINING_QUEUES (the first is the default); light work goes to DEFAULT_QUEUE.
 TRAINING_QUEUES = tuple(env_list("TRAINING_QUEUES", "gpu"))
 DEFAULT_QUEUE = os.environ.get("DEFAULT_QUEUE", "default")
+MAX_GPUS_PER_RUN = int(os.environ.get("MAX_GPUS_PER_RUN", "8"))  # the launch form's and API's bound on num_gpus
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from tests.runs_support import launch_inputs, reward_config, tiny_assets, toy_dataset  # noqa: F401
 from webapp.accounts.models import ApiToken, Membership
 from webapp.datasets.models import Dataset
-from webapp.runs import launch
+from webapp.runs import launch, progress
 from webapp.runs.models import Run
 from workers.sink import PostgresRedisSink
 
@@ -106,7 +106,7 @@ def test_eta_from_step_times(run):
         time.sleep(0.2)
     sink.close()
     run.refresh_from_db()
-    eta = launch.eta_seconds(run)
+    eta = progress.eta_seconds(run)
     assert eta is not None and 7 * 0.1 < eta < 7 * 2.0
 
 

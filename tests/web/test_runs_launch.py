@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from tests.runs_support import launch_inputs, make_dataset, reward_config, tiny_assets, toy_dataset  # noqa: F401
 from webapp.accounts.models import Membership
-from webapp.runs import launch
+from webapp.runs import launch, progress
 from webapp.runs.models import Run, RunEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,7 +27,7 @@ def test_form_queues_a_run_with_a_celery_task(auth_client, launch_inputs):
     assert run.config["tau"] == 0.5 and run.config["output_dir"].endswith(f"runs/{run.pk}")
     assert run.config["data"]["eval_path"] is None and run.config["data"]["eval_fraction"] == 0.0
     assert run.tags == ["test"] and run.created_by.username == "alice"
-    assert launch.queue_position(run) == 1
+    assert progress.queue_position(run) == 1
     assert RunEvent.objects.filter(run=run, to_status="queued").exists()
 
 
@@ -164,7 +164,7 @@ def test_clone_prefills_the_form_and_records_the_change(auth_client, team, user,
 
 def test_logs_page_shows_the_worker_log(auth_client, team, user, launch_inputs):
     run = launch.submit_run(team, user, launch_inputs)
-    path = launch.log_path(run)
+    path = run.log_path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("line one\nstep 3 loss 0.5\n")
     page = auth_client.get(reverse("runs:logs", args=[run.pk]))

@@ -6,7 +6,7 @@ from rest_framework import serializers
 from webapp.accounts.models import Membership, Team
 from webapp.datasets.models import Dataset
 from webapp.rewards.models import RewardConfig
-from webapp.runs import launch
+from webapp.runs import progress
 from webapp.runs.models import Artifact, Run
 
 
@@ -79,10 +79,10 @@ class RunSerializer(serializers.ModelSerializer):
         return round(run.step / run.total_steps, 4) if run.total_steps else 0.0
 
     def get_eta_seconds(self, run: Run) -> float | None:
-        return launch.eta_seconds(run)
+        return progress.eta_seconds(run)
 
     def get_queue_position(self, run: Run) -> int | None:
-        return launch.queue_position(run)
+        return progress.queue_position(run)
 
 
 class RunDetailSerializer(RunSerializer):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import launch
+from . import progress
 from .models import Run
 
 SOURCES = ("expert", "teacher", "self")
@@ -79,12 +79,12 @@ def chart_keys(charts: list[dict]) -> list[str]:
 
 def run_state(run: Run) -> dict[str, Any]:
     """Status, progress, ETA and queue position of a run, as the pages and their live updates show
-    them (ETA and queue position from webapp.runs.launch, as the API reports them)."""
+    them (ETA and queue position from webapp.runs.progress, as the API reports them)."""
     total = run.total_steps or 0
     frac = min(1.0, run.step / total) if total else 0.0
     return {"id": run.pk, "status": run.status, "status_label": run.get_status_display(), "step": run.step,
-            "total_steps": total, "progress": frac, "eta_s": launch.eta_seconds(run),
-            "queue": run.queue, "queue_position": launch.queue_position(run), "active": run.is_active,
+            "total_steps": total, "progress": frac, "eta_s": progress.eta_seconds(run),
+            "queue": run.queue, "queue_position": progress.queue_position(run), "active": run.is_active,
             "error": run.error[:2000] if run.error else ""}
 
 

@@ -11,7 +11,7 @@ from gft_core.config import LR_SCHEDULES, METHODS, MIXED_PRECISION
 from webapp.datasets.models import Dataset
 from webapp.rewards.models import RewardConfig
 
-from . import launch
+from . import defaults, launch, modelpaths
 
 METHOD_LABELS = {
     "gft": "GFT (group advantage + dynamic coefficient rectification)",
@@ -46,7 +46,7 @@ class LaunchForm(forms.Form):
                             "model directory under one of the allowed model roots (MODEL_ROOTS).")
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.none(),
                                      help_text="A dataset version of your team that passed validation.")
-    eval_split = forms.ChoiceField(choices=launch.EVAL_SPLITS, help_text="Held-out prompts for eval/accuracy.")
+    eval_split = forms.ChoiceField(choices=defaults.EVAL_SPLITS, help_text="Held-out prompts for eval/accuracy.")
     eval_fraction = forms.FloatField(required=False, help_text="Share of training rows held out when the eval "
                                      "split is “fraction” (seeded by the run's seed), in [0, 1).")
     reward_config = forms.ModelChoiceField(queryset=RewardConfig.objects.none(),
@@ -93,14 +93,14 @@ class LaunchForm(forms.Form):
     )
 
     def __init__(self, *args, team, **kwargs):
-        kwargs.setdefault("initial", launch.defaults())
+        kwargs.setdefault("initial", defaults.defaults())
         super().__init__(*args, **kwargs)
         self.team = team
         self.fields["dataset"].queryset = Dataset.objects.filter(team=team).order_by("name", "-version")
         self.fields["reward_config"].queryset = RewardConfig.objects.filter(team=team, archived=False)
         self.fields["queue"].choices = [(q, q) for q in launch.queue_choices()]
-        self.model_choices = launch.model_choices()
-        self.config: dict | None = None
+        self.model_choices = modelpaths.model_choices()
+        self.plan: launch.LaunchPlan | None = None
 
     def sections(self):
         return [(title, [self[name] for name in names]) for title, names in self.SECTIONS]
@@ -110,7 +110,7 @@ class LaunchForm(forms.Form):
         if self.errors:  # a value that did not even parse: gft_core would only repeat it
             return data
         try:
-            self.config, _ = launch.build_config(self.team, data)
+            self.plan = launch.build_config(self.team, data)
         except launch.LaunchError as e:
             for field, messages in e.errors.items():
                 for message in messages:

@@ -11,27 +11,20 @@ import logging
 import math
 
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import BadRequest
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from webapp.accounts.scoping import get_scoped, scoped
 
 from .. import charts, groups as group_data, live, series
-from ..listing import SORTS, RunFilter, filter_choices, summary_metrics
+from ..listing import SORTS, RunFilter, filter_choices, parse_id, summary_metrics
 from ..models import Run
 
 log = logging.getLogger(__name__)
 MAX_COMPARE = 10
-
-
-def _optional_url(name: str, *args) -> str | None:
-    """URL of a route another part may not have registered yet (launch/cancel/logs)."""
-    try:
-        return reverse(name, args=args)
-    except NoReverseMatch:
-        return None
 
 
 def parse_run_ids(raw: str, limit: int = MAX_COMPARE) -> list[int]:
@@ -41,10 +34,11 @@ def parse_run_ids(raw: str, limit: int = MAX_COMPARE) -> list[int]:
         part = part.strip()
         if not part:
             continue
-        if not part.isdigit():
-            raise Http404("Bad run id.")
-        if int(part) not in ids:
-            ids.append(int(part))
+        run_id = parse_id(part)
+        if run_id is None:
+            raise Http404(f"{part!r} is not a run id.")
+        if run_id not in ids:
+            ids.append(run_id)
     return ids[:limit]
 
 
@@ -77,14 +71,22 @@ def jsonable_series(data: dict) -> dict:
                        for k, s in per_key.items()} for rid, per_key in data.items()}
 
 
+STEP_LIMIT = 2**31 - 1  # steps are stored as Postgres integers
+
+
 def _int_param(request: HttpRequest, name: str) -> int | None:
+    """A whole-number query parameter ("120", "1e3"), or None when absent; BadRequest (400) for
+    anything else, including values beyond the step column's range such as 1e400 or nan."""
     raw = request.GET.get(name, "")
     if raw == "":
         return None
     try:
-        return int(float(raw))
+        value = float(raw)
     except ValueError:
-        raise Http404(f"Bad {name}.") from None
+        value = math.nan
+    if not math.isfinite(value) or abs(value) > STEP_LIMIT:
+        raise BadRequest(f"{name} must be a whole number within ±{STEP_LIMIT} (got {raw[:40]!r}).")
+    return int(value)
 
 
 # ---------------------------------------------------------------------------------------- pages
@@ -101,7 +103,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
     return render(request, "runs/list.html", {
         "runs": runs, "filter": flt, "sorts": SORTS, "metrics": metrics, "shown_metrics": shown,
         "choices": filter_choices(team_runs), "statuses": Run.Status.choices, "max_compare": MAX_COMPARE,
-        "launch_url": _optional_url("runs:launch"),
+        "launch_url": reverse("runs:launch"),
     })
 
 
@@ -123,8 +125,8 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "config_json": json.dumps(run.config, indent=2, sort_keys=True, default=str),
         "artifacts": run.artifacts.all(), "events": run.events.all()[:50],
         "group_steps": group_data.steps(run),
-        "cancel_url": _optional_url("runs:cancel", run.pk), "resume_url": _optional_url("runs:resume", run.pk),
-        "logs_url": _optional_url("runs:logs", run.pk),
+        "cancel_url": reverse("runs:cancel", args=[run.pk]), "resume_url": reverse("runs:resume", args=[run.pk]),
+        "logs_url": reverse("runs:logs", args=[run.pk]),
         "clone_url": f"{reverse('runs:launch')}?clone={run.pk}",
     })
 
