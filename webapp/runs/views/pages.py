@@ -6,12 +6,12 @@ webapp.runs.charts / listing.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import math
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import BadRequest
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -74,9 +74,24 @@ def jsonable_series(data: dict) -> dict:
 STEP_LIMIT = 2**31 - 1  # steps are stored as Postgres integers
 
 
+class BadParam(ValueError):
+    """A query parameter the view cannot use; the message names it (answered as a JSON 400)."""
+
+
+def answers_bad_params(view):
+    """JSON views: a BadParam becomes 400 {"error": message} instead of a 500."""
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except BadParam as e:
+            return JsonResponse({"error": str(e)}, status=400)
+    return wrapper
+
+
 def _int_param(request: HttpRequest, name: str) -> int | None:
-    """A whole-number query parameter ("120", "1e3"), or None when absent; BadRequest (400) for
-    anything else, including values beyond the step column's range such as 1e400 or nan."""
+    """A whole-number query parameter ("120", "1e3"), or None when absent; BadParam for anything
+    else, including values beyond the step column's range such as 1e400 or nan."""
     raw = request.GET.get(name, "")
     if raw == "":
         return None
@@ -85,7 +100,7 @@ def _int_param(request: HttpRequest, name: str) -> int | None:
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or abs(value) > STEP_LIMIT:
-        raise BadRequest(f"{name} must be a whole number within ±{STEP_LIMIT} (got {raw[:40]!r}).")
+        raise BadParam(f"{name} must be a whole number within ±{STEP_LIMIT} (got {raw[:40]!r}).")
     return int(value)
 
 
@@ -163,6 +178,7 @@ def compare_context(request: HttpRequest, runs: list[Run], *, chart_ids: list[st
 # ---------------------------------------------------------------------------------------- data
 @login_required
 @require_GET
+@answers_bad_params
 def series_json(request: HttpRequest) -> JsonResponse:
     """Chart data of 1-10 runs: ?runs=1,2&keys=loss,lr[&hist=adv/hist][&step_min=&step_max=&max_points=]."""
     ids = parse_run_ids(request.GET.get("runs", ""))
@@ -213,6 +229,7 @@ def series_csv(request: HttpRequest) -> StreamingHttpResponse | HttpResponse:
 
 @login_required
 @require_GET
+@answers_bad_params
 def groups(request: HttpRequest, pk: int) -> JsonResponse | HttpResponse:
     """Group inspector data of a run at a step: ?step=N (default latest); ?group=i&download=1 exports one."""
     run = get_scoped(request.user, Run.objects.all(), pk=pk)
