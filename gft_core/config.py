@@ -12,36 +12,110 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Collection
 
-METHODS: tuple[str, ...] = ("gft", "sft", "sft_mix", "dft", "grpo", "gft_no_dcr", "gft_no_gal")
+from gft_core.errors import ConfigError
+from gft_core.methods import METHODS as METHOD_TABLE
+from gft_core.methods import Method, get_method
+
+METHODS: tuple[str, ...] = tuple(METHOD_TABLE)  # the names, in launch-form order (the table is gft_core.methods)
 LR_SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine")
 MIXED_PRECISION: tuple[str, ...] = ("no", "fp16", "bf16")
 LOSS_AGGREGATIONS: tuple[str, ...] = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 DEFAULT_REWARD: dict[str, Any] = {"name": "math_verify", "params": {}}
+MAX_INTERVAL = 1_000_000
+MAX_SEED = 2**32 - 1
+
+__all__ = ["ConfigError", "DataConfig", "FIELDS", "FieldSpec", "GFTConfig", "LAUNCH_FIELDS", "METHODS",
+           "check_field", "config_diff", "load_config", "resolve_mapping"]
 
 
-class ConfigError(ValueError):
-    """An invalid configuration value: names the field (dotted path) and the value."""
+# ---------------------------------------------------------------------- field metadata
 
-    def __init__(self, field: str, value: Any, message: str):
-        self.field, self.value, self.message = field, value, message
-        super().__init__(f"{field}: {message} (got {value!r})")
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What one scalar setting accepts and how the launch form shows it.
+
+    `type`, `default` and `nullable` come from the dataclass field (its annotation `int | None` is
+    int, nullable); the rest from `setting(...)` on that field.
+    """
+
+    name: str  # GFTConfig attribute ("tau"); data fields dotted ("data.eval_fraction")
+    type: type  # int | float | bool | str
+    default: Any
+    label: str
+    help: str
+    min: float | None = None  # inclusive unless min_exclusive
+    max: float | None = None  # inclusive unless max_exclusive; every numeric field has one
+    min_exclusive: bool = False
+    choices: Collection[str] | None = None  # method: a live view of the method table's names
+    nullable: bool = False
+    section: str = ""  # launch form section; "" = not on the form
+    used_by: Callable[[Method], bool] | None = None  # None = every method
+    max_exclusive: bool = False
+
+    def used_by_method(self, method: str) -> bool:
+        """Whether `method` reads this setting (the form greys out the others)."""
+        spec = get_method(method)  # an unknown method is an error whatever the field
+        return self.used_by is None or self.used_by(spec)
+
+
+def setting(default: Any = dataclasses.MISSING, *, help: str, label: str = "", min: float | None = None,
+            max: float | None = None, min_exclusive: bool = False, max_exclusive: bool = False,
+            choices: Collection[str] | None = None, section: str = "",
+            used_by: Callable[[Method], bool] | None = None) -> Any:
+    """A config dataclass field carrying its FieldSpec data (so a new setting is one definition)."""
+    spec = dict(label=label, help=help, min=min, max=max, min_exclusive=min_exclusive, max_exclusive=max_exclusive,
+                choices=choices, section=section, used_by=used_by)
+    return field(default=default, metadata={"spec": spec})
+
+
+def _specs(cls: type, prefix: str = "") -> dict[str, FieldSpec]:
+    """The FieldSpecs of the fields of `cls` declared with `setting(...)`, in definition order."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in fields(cls):
+        if "spec" not in f.metadata:
+            continue
+        kind, nullable = hints[f.name], False
+        if isinstance(kind, types.UnionType):  # "int | None"
+            args = [a for a in typing.get_args(kind) if a is not type(None)]
+            kind, nullable = args[0], len(args) < len(typing.get_args(kind))
+        meta = dict(f.metadata["spec"])
+        meta["label"] = meta["label"] or f.name.replace("_", " ").capitalize()
+        name = prefix + f.name
+        out[name] = FieldSpec(name=name, type=kind, default=f.default, nullable=nullable, **meta)
+    return out
+
+
+def _uses(source: str) -> Callable[[Method], bool]:
+    return lambda m: source in m.sources
+
+
+def _grpo(m: Method) -> bool:
+    return m.uses_old_logprobs
+
+
+# ---------------------------------------------------------------------- the configuration
 
 
 @dataclass
 class DataConfig:
     """Where the prompts come from and how the columns map (a preset name or a ColumnMapping dict)."""
 
-    path: str = ""
+    path: str = setting("", label="Training data", help="The training data file (JSONL, JSON, CSV or Parquet).")
     mapping: Any = "toy"  # preset name (data.PRESETS) or a dict of ColumnMapping fields
-    eval_path: str | None = None  # held-out file; else eval_fraction of `path` is held out
-    eval_fraction: float = 0.0
+    eval_path: str | None = setting(None, label="Evaluation data", help="A held-out data file; else eval_fraction of the training file is held out.")
+    eval_fraction: float = setting(0.0, min=0.0, max=1.0, max_exclusive=True,
+                                   help="Share of training rows held out for evaluation (seeded by the run's seed), in [0, 1).")
     eval_mapping: Any = None  # defaults to `mapping`
-    use_chat_template: bool = False
-    limit: int | None = None  # read at most this many training rows
+    use_chat_template: bool = setting(False, help="Wrap each prompt in the tokenizer's chat template.")
+    limit: int | None = setting(None, min=1, max=100_000_000, label="Row limit", help="Read at most this many training rows.")
 
 
 @dataclass
@@ -49,62 +123,101 @@ class GFTConfig:
     """Every setting of a run. See README "Configuration" for the meaning of each field."""
 
     # what to train, on what
-    method: str = "gft"
-    model_path: str = ""
-    output_dir: str = "runs/gft"
+    method: str = setting("gft", choices=METHOD_TABLE.keys(), section="Run",
+                          help="GFT or one of the baselines; all train through the same loop.")
+    model_path: str = setting("", help="A local Hugging Face model directory.")
+    output_dir: str = setting("runs/gft", help="Where checkpoints and the final model are written.")
     data: DataConfig = field(default_factory=DataConfig)
     reward: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_REWARD))
     # the group (GFT.md section 2): paper main setting 1 expert + 3 teacher + 4 self
-    n_expert: int = 1
-    n_teacher: int = 3
-    n_self: int = 4
+    n_expert: int = setting(1, min=0, max=64, section="Group", label="Expert answers", used_by=_uses("expert"),
+                            help="Expert (dataset) answers per prompt in each group; paper: 1.")
+    n_teacher: int = setting(3, min=0, max=64, section="Group", label="Teacher answers", used_by=_uses("teacher"),
+                             help="Teacher answers per prompt; at most what the dataset's rows offer. Paper: 3.")
+    n_self: int = setting(4, min=0, max=256, section="Group", label="Self samples", used_by=_uses("self"),
+                          help="Samples of the current policy per prompt; paper: 4.")
     # GAL + DCR (sections 4-6); tau 0.1 (1.5B) / 0.3 (7B) in the authors' scripts
-    tau: float = 0.3
-    normalize_std: bool = True
-    adv_eps: float = 1e-6
-    loss_agg: str = "token-mean"
+    tau: float = setting(0.3, min=0.0, min_exclusive=True, max=1.0, section="Group", label="τ (DCR threshold)",
+                         used_by=lambda m: m.uses_tau,
+                         help="Tokens with probability below τ get their coefficient rectified; in (0, 1]. "
+                              "Scripts: 0.1 (1.5B), 0.3 (7B).")
+    normalize_std: bool = setting(True, help="Divide group advantages by the group's reward standard deviation.")
+    adv_eps: float = setting(1e-6, min=0.0, min_exclusive=True, max=1.0,
+                             label="Advantage ε", help="Added to the group's standard deviation in the advantage, > 0.")
+    loss_agg: str = setting("token-mean", choices=LOSS_AGGREGATIONS, label="Loss aggregation",
+                            help="How per-token losses reduce to one number.")
     # GRPO baseline
-    clip_eps: float = 0.2
-    kl_coef: float = 0.0
+    clip_eps: float = setting(0.2, min=0.0, min_exclusive=True, max=10.0, used_by=_grpo,
+                              label="GRPO clip ε",
+                              help="GRPO's ratio clipping range, > 0.")
+    kl_coef: float = setting(0.0, min=0.0, max=100.0, used_by=_grpo,
+                             label="KL coefficient",
+                             help="GRPO's KL penalty to the start model (0 = off).")
     # optimisation (section 7)
-    lr: float = 1e-6
-    weight_decay: float = 0.01
+    lr: float = setting(1e-6, min=0.0, min_exclusive=True, max=1.0, section="Optimisation", label="Learning rate",
+                        help="AdamW learning rate, > 0. Paper: 1e-6 constant; the tiny model needs a larger one.")
+    weight_decay: float = setting(0.01, min=0.0, max=10.0, help="AdamW weight decay, >= 0.")
     adam_betas: tuple[float, float] = (0.9, 0.999)
-    max_grad_norm: float = 1.0
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0
+    max_grad_norm: float = setting(1.0, min=0.0, min_exclusive=True, max=1e6, label="Gradient clipping",
+                                  help="Gradient clipping norm, > 0.")
+    lr_schedule: str = setting("constant", choices=LR_SCHEDULES, section="Optimisation",
+                               help="Learning-rate schedule after warm-up.")
+    warmup_steps: int = setting(0, min=0, max=1_000_000, section="Optimisation",
+                                help="Linear warm-up, optimizer steps (0 = none).")
     # batching: one rollout batch = prompts_per_step groups; it is split into optimizer steps of
     # sequences_per_update sequences (None = the whole rollout batch), each accumulated over
     # micro-batches of micro_batch_size sequences
-    prompts_per_step: int = 16
-    sequences_per_update: int | None = None
-    micro_batch_size: int = 8
-    max_prompt_len: int = 512
-    max_response_len: int = 256
+    prompts_per_step: int = setting(16, min=1, max=8192, section="Optimisation",
+                                    help="Prompts per rollout batch (each becomes one group). Paper: 128.")
+    sequences_per_update: int | None = setting(None, min=1, max=8192 * 384, section="Optimisation",
+                                               help="Sequences per optimizer step; must divide prompts × group size. "
+                                                    "Blank = the whole rollout batch. Paper: 256.")
+    micro_batch_size: int = setting(8, min=1, max=4096, section="Optimisation",
+                                    help="Sequences per forward/backward pass (per GPU); gradient accumulation = "
+                                         "sequences per update / this.")
+    max_prompt_len: int = setting(512, min=1, max=131072, section="Optimisation",
+                                  help="Prompt tokens kept (left-truncated). Paper: 1,024.")
+    max_response_len: int = setting(256, min=1, max=131072, section="Optimisation",
+                                    help="Response tokens generated / trained. Paper: 2,048.")
     # rollouts
-    temperature: float = 1.0
-    top_p: float = 1.0
+    temperature: float = setting(1.0, min=0.0, min_exclusive=True, max=10.0, section="Optimisation",
+                                 used_by=_uses("self"),
+                                 help="Sampling temperature of the self samples, > 0. Paper: 1.0.")
+    top_p: float = setting(1.0, min=0.0, min_exclusive=True, max=1.0, label="Top-p", used_by=_uses("self"),
+                           help="Nucleus sampling of the self samples, in (0, 1].")
     # length of the run: max_steps optimizer steps, else `epochs` passes over the prompts
-    max_steps: int | None = None
-    epochs: float = 1.0
-    seed: int = 0
+    max_steps: int | None = setting(None, min=1, max=1_000_000, section="Length, evaluation, checkpoints",
+                                    help="Optimizer steps to train; blank = use epochs.")
+    epochs: float = setting(1.0, min=0.0, min_exclusive=True, max=10_000.0, section="Length, evaluation, checkpoints",
+                            help="Passes over the training prompts when max steps is blank. Paper: 1.")
+    seed: int = setting(0, min=0, max=MAX_SEED, section="Length, evaluation, checkpoints",
+                        help="Seeds data order, sampling and the eval split.")
     # evaluation: mean accuracy over eval_samples samples at eval_temperature (0 = only at the end)
-    eval_interval: int = 0
-    eval_samples: int = 16
-    eval_temperature: float = 0.5
-    eval_max_prompts: int | None = 200
-    eval_batch_size: int = 64
+    eval_interval: int = setting(0, min=0, max=MAX_INTERVAL, section="Length, evaluation, checkpoints",
+                                 help="Evaluate every this many steps (0 = only at the end).")
+    eval_samples: int = setting(16, min=1, max=1024, help="Samples per held-out prompt for eval/accuracy.")
+    eval_temperature: float = setting(0.5, min=0.0, min_exclusive=True, max=10.0,
+                                      help="Sampling temperature of the evaluation, > 0.")
+    eval_max_prompts: int | None = setting(200, min=1, max=1_000_000,
+                                           help="Held-out prompts evaluated at most (blank = all).")
+    eval_batch_size: int = setting(64, min=1, max=4096, help="Prompts per generation batch (rollouts and evaluation).")
     # KL to the start model on a fixed probe set (expert answers of kl_probe_size prompts); 0 = off
-    kl_interval: int = 10
-    kl_probe_size: int = 16
+    kl_interval: int = setting(10, min=0, max=MAX_INTERVAL, label="KL interval",
+                               help="Measure the KL to the start model every this many steps (0 = off).")
+    kl_probe_size: int = setting(16, min=0, max=4096, label="KL probe size",
+                                 help="Prompts whose expert answers probe the KL to the start model.")
     # checkpoints under output_dir/checkpoints/step-N (0 = only when stopped)
-    checkpoint_interval: int = 50
-    keep_checkpoints: int = 3
-    save_final: bool = True
-    mixed_precision: str = "no"
+    checkpoint_interval: int = setting(50, min=0, max=MAX_INTERVAL, section="Length, evaluation, checkpoints",
+                                       help="Save a checkpoint every this many steps (0 = only when stopped). "
+                                            "Resume continues from the latest one.")
+    keep_checkpoints: int = setting(3, min=1, max=100, help="Checkpoints kept on disk (the oldest are removed).")
+    save_final: bool = setting(True, help="Save the trained model under output_dir/final at the end.")
+    mixed_precision: str = setting("no", choices=MIXED_PRECISION, section="Hardware",
+                                   help="bf16 on recent GPUs; “no” on CPU.")
     # group inspector (issue 8): group_sample_count groups every group_sample_interval steps
-    group_sample_interval: int = 10
-    group_sample_count: int = 2
+    group_sample_interval: int = setting(10, min=0, max=MAX_INTERVAL,
+                                         help="Record groups for the inspector every this many steps (0 = off).")
+    group_sample_count: int = setting(2, min=0, max=8192, help="Groups recorded each time.")
 
     # ------------------------------------------------------------------ construction
 
@@ -146,16 +259,16 @@ class GFTConfig:
 
     # ------------------------------------------------------------------ derived values
 
+    @property
+    def method_spec(self) -> Method:
+        """This run's entry of the method table (ConfigError if the method is unknown)."""
+        return get_method(self.method)
+
     def group_counts(self) -> dict[str, int]:
         """Responses per source for this method (the method decides which sources take part)."""
+        sources = self.method_spec.sources
         counts = {"expert": self.n_expert, "teacher": self.n_teacher, "self": self.n_self}
-        if self.method in ("sft", "dft"):
-            counts.update(teacher=0, self=0)
-        elif self.method == "sft_mix":
-            counts.update(self=0)
-        elif self.method == "grpo":
-            counts.update(expert=0, teacher=0)
-        return counts
+        return {source: n if source in sources else 0 for source, n in counts.items()}
 
     @property
     def group_size(self) -> int:
@@ -198,51 +311,20 @@ class GFTConfig:
     def validate(self, *, check_paths: bool = True) -> "GFTConfig":
         """Raise ConfigError for the first invalid value; return self when all are valid.
 
-        Checks types and ranges, batch divisibility, the model directory and data files (when
-        check_paths), the column mapping, and the reward spec (built once through build_reward).
+        Checks every setting of FIELDS (type, bounds, choices, nullability), then the rules that
+        tie settings together: the group size of the method, batch divisibility, the data files
+        and column mapping, the reward spec (built once through build_reward) and, when
+        check_paths, the model directory and data files on disk.
         """
-        _one_of("method", self.method, METHODS)
-        _one_of("loss_agg", self.loss_agg, LOSS_AGGREGATIONS)
-        _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _one_of("mixed_precision", self.mixed_precision, MIXED_PRECISION)
-        if not (_is_number(self.tau) and 0.0 < self.tau <= 1.0):
-            raise ConfigError("tau", self.tau, "must be in (0, 1]")
-        for name in ("n_expert", "n_teacher", "n_self"):
-            _int_at_least(name, getattr(self, name), 0)
-        self._validate_group()
-        for name in ("prompts_per_step", "micro_batch_size", "max_prompt_len", "max_response_len",
-                     "eval_samples", "eval_batch_size", "keep_checkpoints"):
-            _int_at_least(name, getattr(self, name), 1)
-        for name in ("warmup_steps", "eval_interval", "kl_interval", "kl_probe_size",
-                     "checkpoint_interval", "group_sample_interval", "group_sample_count"):
-            _int_at_least(name, getattr(self, name), 0)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError("seed", self.seed, "must be an integer")
-        self._validate_batches()
-        _positive("lr", self.lr)
-        _at_least("weight_decay", self.weight_decay, 0.0)
-        _positive("max_grad_norm", self.max_grad_norm)
-        _positive("adv_eps", self.adv_eps)
-        _positive("clip_eps", self.clip_eps)
-        _at_least("kl_coef", self.kl_coef, 0.0)
+        for name in FIELDS:
+            check_field(name, _get_dotted(self, name))
         if (not isinstance(self.adam_betas, (tuple, list)) or len(self.adam_betas) != 2
                 or not all(_is_number(b) and 0.0 <= b < 1.0 for b in self.adam_betas)):
             raise ConfigError("adam_betas", self.adam_betas, "must be two numbers in [0, 1)")
-        _positive("temperature", self.temperature)
-        _positive("eval_temperature", self.eval_temperature)
-        if not (_is_number(self.top_p) and 0.0 < self.top_p <= 1.0):
-            raise ConfigError("top_p", self.top_p, "must be in (0, 1]")
-        if self.max_steps is not None:
-            _int_at_least("max_steps", self.max_steps, 1)
-        elif not (_is_number(self.epochs) and self.epochs > 0):
-            raise ConfigError("epochs", self.epochs, "must be > 0 (or set max_steps)")
-        if self.eval_max_prompts is not None:
-            _int_at_least("eval_max_prompts", self.eval_max_prompts, 1)
-        for name in ("normalize_std", "save_final"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(name, getattr(self, name), "must be true or false")
-        if not isinstance(self.output_dir, str) or not self.output_dir:
+        if not self.output_dir:
             raise ConfigError("output_dir", self.output_dir, "must be a non-empty path")
+        self._validate_group()
+        self._validate_batches()
         self._validate_data(check_paths)
         self._validate_reward()
         if check_paths:
@@ -250,23 +332,23 @@ class GFTConfig:
         return self
 
     def _validate_group(self) -> None:
-        counts = self.group_counts()
+        method = self.method_spec
         if self.group_size == 0:
-            name = {"sft": "n_expert", "dft": "n_expert", "grpo": "n_self"}.get(self.method, "n_expert + n_teacher + n_self")
-            raise ConfigError(name, counts, f"group size is 0 for method {self.method!r}; "
-                                            "it needs at least one response per prompt")
-        if self.method == "grpo" and self.n_self < 2:
-            raise ConfigError("n_self", self.n_self, "grpo needs at least 2 self samples per prompt for a group advantage")
+            names = [f"n_{source}" for source in method.sources]
+            raise ConfigError(" + ".join(names) if len(names) > 1 else names[0], self.group_counts(),
+                              f"group size is 0 for method {self.method!r}; "
+                              "it needs at least one response per prompt")
+        if self.n_self < method.min_self:
+            raise ConfigError("n_self", self.n_self, f"{method.name} needs at least {method.min_self} self samples "
+                                                     "per prompt for a group advantage")
 
     def _validate_batches(self) -> None:
         rollout = self.sequences_per_rollout
-        if self.sequences_per_update is not None:
-            _int_at_least("sequences_per_update", self.sequences_per_update, 1)
-            if rollout % self.sequences_per_update:
-                raise ConfigError(
-                    "sequences_per_update", self.sequences_per_update,
-                    f"must divide the rollout batch of prompts_per_step x group size = "
-                    f"{self.prompts_per_step} x {self.group_size} = {rollout} sequences")
+        if self.sequences_per_update is not None and rollout % self.sequences_per_update:
+            raise ConfigError(
+                "sequences_per_update", self.sequences_per_update,
+                f"must divide the rollout batch of prompts_per_step x group size = "
+                f"{self.prompts_per_step} x {self.group_size} = {rollout} sequences")
         if self.update_size % self.micro_batch_size:
             raise ConfigError(
                 "micro_batch_size", self.micro_batch_size,
@@ -275,18 +357,12 @@ class GFTConfig:
 
     def _validate_data(self, check_paths: bool) -> None:
         d = self.data
-        if not isinstance(d.path, str) or not d.path:
+        if not d.path:
             raise ConfigError("data.path", d.path, "a training data file is required")
         if check_paths and not Path(d.path).is_file():
             raise ConfigError("data.path", d.path, "no such file")
         if d.eval_path is not None and check_paths and not Path(d.eval_path).is_file():
             raise ConfigError("data.eval_path", d.eval_path, "no such file")
-        if not (_is_number(d.eval_fraction) and 0.0 <= d.eval_fraction < 1.0):
-            raise ConfigError("data.eval_fraction", d.eval_fraction, "must be in [0, 1)")
-        if d.limit is not None:
-            _int_at_least("data.limit", d.limit, 1)
-        if not isinstance(d.use_chat_template, bool):
-            raise ConfigError("data.use_chat_template", d.use_chat_template, "must be true or false")
         resolve_mapping(d.mapping, "data.mapping")
         if d.eval_mapping is not None:
             resolve_mapping(d.eval_mapping, "data.eval_mapping")
@@ -301,6 +377,76 @@ class GFTConfig:
         except RewardSpecError as e:
             message = str(e).removeprefix(f"{e.field}={e.value!r}: ")
             raise ConfigError(e.field, e.value, message) from None
+
+
+FIELDS: dict[str, FieldSpec] = {**_specs(GFTConfig), **_specs(DataConfig, "data.")}
+LAUNCH_FIELDS: tuple[str, ...] = tuple(name for name, spec in FIELDS.items() if spec.section)
+
+
+def _range_text(spec: FieldSpec) -> str:
+    lo = "(" if spec.min_exclusive else "["
+    hi = ")" if spec.max_exclusive else "]"
+    return f"{lo}{_number_text(spec.min)}, {_number_text(spec.max)}{hi}"
+
+
+def _number_text(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def check_field(name: str, value: Any) -> Any:
+    """`value` if it is a valid value of setting `name` (FIELDS); else ConfigError naming it.
+
+    Checks the type (an int is accepted for a float setting), null-ness, choices and bounds.
+    """
+    spec = FIELDS.get(name)
+    if spec is None:
+        raise ConfigError(name, value, "unknown setting")
+    if value is None:
+        if spec.nullable:
+            return value
+        raise ConfigError(name, value, "is required")
+    if spec.choices is not None:
+        if not isinstance(value, str) or value not in spec.choices:
+            raise ConfigError(name, value, f"must be one of {', '.join(spec.choices)}")
+        return value
+    if spec.type is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(name, value, "must be true or false")
+        return value
+    if spec.type is str:
+        if not isinstance(value, str):
+            raise ConfigError(name, value, "must be a string")
+        return value
+    if spec.type is int:
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer in"
+    else:
+        ok, kind = _is_number(value), "in"  # "tau: must be in (0, 1]"
+    ok = ok and not (spec.min is not None and (value < spec.min or (spec.min_exclusive and value == spec.min)))
+    ok = ok and not (spec.max is not None and (value > spec.max or (spec.max_exclusive and value == spec.max)))
+    if not ok:
+        raise ConfigError(name, value, f"must be {kind} {_range_text(spec)}")
+    return value
+
+
+def config_diff(*configs: dict) -> list[tuple[str, list[Any]]]:
+    """[(dotted key, [value in each config])] for the settings that differ; output_dir is ignored.
+
+    Nested mappings (data, reward) are compared key by key; a key missing from a config is None.
+    """
+    return _diff(configs, "")
+
+
+def _diff(configs: tuple[dict, ...], prefix: str) -> list[tuple[str, list[Any]]]:
+    out: list[tuple[str, list[Any]]] = []
+    for key in sorted({k for c in configs for k in c}):
+        if not prefix and key == "output_dir":
+            continue
+        values = [c.get(key) for c in configs]
+        if all(isinstance(v, dict) for v in values):
+            out += _diff(tuple(values), f"{prefix}{key}.")
+        elif any(v != values[0] for v in values[1:]):
+            out.append((f"{prefix}{key}", values))
+    return out
 
 
 def resolve_mapping(mapping: Any, field_name: str = "data.mapping"):
@@ -349,24 +495,10 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(name, value, f"must be one of {', '.join(allowed)}")
-
-
-def _int_at_least(name: str, value: Any, lo: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-        raise ConfigError(name, value, f"must be an integer >= {lo}")
-
-
-def _positive(name: str, value: Any) -> None:
-    if not (_is_number(value) and value > 0):
-        raise ConfigError(name, value, "must be a number > 0")
-
-
-def _at_least(name: str, value: Any, lo: float) -> None:
-    if not (_is_number(value) and value >= lo):
-        raise ConfigError(name, value, f"must be a number >= {lo}")
+def _get_dotted(obj: Any, name: str) -> Any:
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _check_model_dir(path: Any) -> None:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from torch import Tensor
 
+from gft_core.methods import SOURCES
+
 if TYPE_CHECKING:
     from gft_core.data import Example
-
-SOURCES: tuple[str, ...] = ("expert", "teacher", "self")
 
 
 @dataclass

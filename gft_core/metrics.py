@@ -17,7 +17,7 @@ from typing import Any, Protocol, Sequence, TypedDict, runtime_checkable
 import torch
 from torch import Tensor
 
-SOURCES: tuple[str, ...] = ("expert", "teacher", "self")
+from gft_core.methods import SOURCES
 
 
 class Histogram(TypedDict):

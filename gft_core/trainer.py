@@ -307,6 +307,7 @@ class Trainer:
         self.stop_hook = stop_hook
         self.resume = resume
         self.out = Path(cfg.output_dir)
+        self.method = cfg.method_spec
         self.counts = cfg.group_counts()
         self._ready = False
 
@@ -345,7 +346,7 @@ class Trainer:
         self.pad_id = self.tokenizer.pad_token_id
         self.start_model_stats = None
         self.ref_model = None
-        if cfg.method == "grpo" and cfg.kl_coef > 0:  # GRPO's KL term needs the reference model
+        if self.method.uses_old_logprobs and cfg.kl_coef > 0:  # GRPO's KL term needs the reference model
             self.ref_model = _frozen_copy(model, acc.device)
         if cfg.kl_interval and self._probe_examples():
             self._prepare_kl_probe(model, acc.device)  # from the start model, before any update
@@ -500,9 +501,9 @@ class Trainer:
         gids = torch.tensor([g.group_id for g, _ in flat])
         adv = group_advantages(rewards_t, gids, normalize_std=cfg.normalize_std, eps=cfg.adv_eps)
         seqs = [TrainSeq(prompt_ids=g.prompt_ids, response_ids=r.token_ids, source=r.source, reward=float(rw),
-                          advantage=self._loss_advantage(float(a), r.source), group_id=g.group_id, text=r.text)
+                          advantage=self.method.loss_advantage(float(a), r.source), group_id=g.group_id, text=r.text)
                 for (g, r), rw, a in zip(flat, rewards, adv.tolist())]
-        if cfg.method == "grpo":
+        if self.method.uses_old_logprobs:
             self._old_and_ref_logprobs(seqs)
         n_chunks = cfg.updates_per_rollout
         size = math.ceil(len(seqs) / n_chunks)  # per process; rows short of answers make it smaller
@@ -511,15 +512,6 @@ class Trainer:
         return _Rollout(chunks=chunks,
                         groups={g.group_id: {"prompt": g.prompt, "ground_truth": g.ground_truth} for g in groups},
                         time_rollout=(t1 - t0) / n_chunks, time_reward=(t2 - t1) / n_chunks)
-
-    def _loss_advantage(self, a: float, source: str) -> float:
-        """The advantage the method's loss uses: A for GAL, 1 for SFT-style, 1 off-policy for gft_no_gal."""
-        m = self.cfg.method
-        if m in ("sft", "sft_mix", "dft"):
-            return 1.0
-        if m == "gft_no_gal" and source != "self":
-            return 1.0
-        return a
 
     @torch.no_grad()
     def _old_and_ref_logprobs(self, seqs: list[TrainSeq]) -> None:
@@ -541,25 +533,23 @@ class Trainer:
 
     def _coefficients(self, token_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(C_t, rectified) as this method's loss applies them; computed once per micro-batch."""
-        m = self.cfg.method
-        if m in ("gft", "gft_no_gal"):
-            tau = self.cfg.tau
-        elif m == "dft":  # DFT = GFT with tau >= 1: C_t = pi_t everywhere
-            tau = 1.0
-        else:  # SFT, GRPO and GFT without DCR use C_t = 1
+        threshold = self.method.coefficient_tau(self.cfg.tau)
+        if threshold is None:  # C_t = 1
             return torch.ones_like(token_probs), torch.zeros_like(token_probs, dtype=torch.bool)
-        return dcr_coefficients(token_probs, tau), token_probs.detach() < tau
+        return dcr_coefficients(token_probs, threshold), token_probs.detach() < threshold
 
     def _loss(self, logprobs, token_probs, mask, part: Sequence[TrainSeq], device) -> torch.Tensor:
         """The method's loss on one micro-batch (losses.py holds the formulas)."""
-        cfg, m = self.cfg, self.cfg.method
+        cfg, loss = self.cfg, self.method.loss
         agg = cfg.loss_agg
         adv = torch.tensor([s.advantage for s in part], dtype=torch.float32, device=device)
-        if m in ("gft", "gft_no_gal", "gft_no_dcr"):
-            return gft_loss(logprobs, token_probs, adv, mask, tau=cfg.tau, agg=agg, dcr=m != "gft_no_dcr")
-        if m in ("sft", "sft_mix"):
+        if loss == "gft":
+            threshold = self.method.coefficient_tau(cfg.tau)
+            return gft_loss(logprobs, token_probs, adv, mask, tau=threshold if threshold is not None else cfg.tau,
+                            agg=agg, dcr=threshold is not None)
+        if loss == "sft":
             return sft_loss(logprobs, mask, agg=agg)
-        if m == "dft":
+        if loss == "dft":
             return dft_loss(logprobs, token_probs, mask, agg=agg)
         old = _pad_rows([s.old_logprobs for s in part], logprobs.shape[1], device)
         ref = _pad_rows([s.ref_logprobs for s in part], logprobs.shape[1], device) if self.ref_model is not None else None

@@ -116,3 +116,121 @@ def test_the_shipped_tiny_gft_recipe_is_a_valid_config():
     cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "tiny_gft.yaml")
     assert (cfg.method, cfg.n_expert, cfg.n_teacher, cfg.n_self, cfg.tau) == ("gft", 1, 3, 4, 0.3)
     assert cfg.data.eval_path and cfg.max_steps
+
+
+# ---------------------------------------------------------------------- FIELDS, check_field, config_diff
+
+from gft_core.config import FIELDS, LAUNCH_FIELDS, check_field, config_diff  # noqa: E402
+
+
+def test_launch_fields_are_the_launch_forms_settings_in_form_order():
+    assert LAUNCH_FIELDS == (
+        "method", "n_expert", "n_teacher", "n_self", "tau", "lr", "lr_schedule", "warmup_steps",
+        "prompts_per_step", "sequences_per_update", "micro_batch_size", "max_prompt_len", "max_response_len",
+        "temperature", "max_steps", "epochs", "seed", "eval_interval", "checkpoint_interval", "mixed_precision",
+    )
+    sections = [FIELDS[n].section for n in LAUNCH_FIELDS]
+    assert sections == sorted(sections, key=["Run", "Group", "Optimisation", "Length, evaluation, checkpoints",
+                                             "Hardware"].index)
+    assert all(FIELDS[n].label and FIELDS[n].help for n in FIELDS)
+    assert FIELDS["tau"].label == "τ (DCR threshold)"
+
+
+def test_every_numeric_field_has_bounds_and_every_default_passes():
+    defaults = GFTConfig()
+    for name, spec in FIELDS.items():
+        if spec.type in (int, float):
+            assert spec.min is not None and spec.max is not None, name
+        value = getattr(defaults.data, name[5:]) if name.startswith("data.") else getattr(defaults, name)
+        assert value == spec.default and check_field(name, value) == value
+
+
+def test_fields_read_their_types_from_the_dataclass():
+    assert FIELDS["max_steps"].type is int and FIELDS["max_steps"].nullable
+    assert FIELDS["sequences_per_update"].nullable and FIELDS["eval_max_prompts"].nullable
+    assert FIELDS["tau"].type is float and not FIELDS["tau"].nullable
+    assert FIELDS["data.eval_fraction"].max_exclusive and FIELDS["data.limit"].nullable
+    assert FIELDS["save_final"].type is bool and FIELDS["lr_schedule"].choices == ("constant", "linear", "cosine")
+
+
+# an out-of-range value of each kind: above the upper bound, below the lower bound, on an exclusive
+# bound, of the wrong type, outside the choices, None where not nullable
+@pytest.mark.parametrize("overrides, field", [
+    ({"max_steps": 1_000_001}, "max_steps"),
+    ({"prompts_per_step": 8193}, "prompts_per_step"),
+    ({"micro_batch_size": 4097}, "micro_batch_size"),
+    ({"max_prompt_len": 131073}, "max_prompt_len"),
+    ({"max_response_len": 10**9}, "max_response_len"),
+    ({"keep_checkpoints": 101}, "keep_checkpoints"),
+    ({"n_expert": 65}, "n_expert"),
+    ({"n_teacher": 65}, "n_teacher"),
+    ({"n_self": 257}, "n_self"),
+    ({"eval_samples": 1025}, "eval_samples"),
+    ({"lr": 1.5}, "lr"),
+    ({"temperature": 11.0}, "temperature"),
+    ({"warmup_steps": 1_000_001}, "warmup_steps"),
+    ({"eval_interval": 1_000_001}, "eval_interval"),
+    ({"checkpoint_interval": 1_000_001}, "checkpoint_interval"),
+    ({"seed": 2**32}, "seed"),
+    ({"seed": -1}, "seed"),
+    ({"lr": 0.0}, "lr"),
+    ({"top_p": 1.01}, "top_p"),
+    ({"epochs": float("inf")}, "epochs"),
+    ({"lr": float("nan")}, "lr"),
+    ({"n_self": 2.0}, "n_self"),
+    ({"n_self": True}, "n_self"),
+    ({"seed": "7"}, "seed"),
+    ({"save_final": 1}, "save_final"),
+    ({"tau": None}, "tau"),
+    ({"method": None}, "method"),
+    ({"method": ["gft"]}, "method"),
+    ({"data": {"eval_fraction": -0.1}}, "data.eval_fraction"),
+    ({"data": {"limit": 0}}, "data.limit"),
+    ({"data": {"use_chat_template": "yes"}}, "data.use_chat_template"),
+])
+def test_out_of_range_values_name_the_field(tiny_cfg, overrides, field):
+    with pytest.raises(ConfigError) as err:
+        tiny_cfg(**overrides).validate(check_paths=False)
+    assert err.value.field == field
+    assert str(err.value).startswith(f"{field}: ")
+
+
+def test_check_field():
+    assert check_field("tau", 1.0) == 1.0 and check_field("lr", 1) == 1  # an int is a fine float
+    assert check_field("max_steps", None) is None and check_field("method", "grpo") == "grpo"
+    assert check_field("data.eval_fraction", 0.0) == 0.0
+    for name, value, message in [("tau", 0.0, "in (0, 1]"), ("data.eval_fraction", 1.0, "in [0, 1)"),
+                                 ("seed", 2**32, "in [0, 4294967295]"), ("micro_batch_size", 0.5, "an integer"),
+                                 ("mixed_precision", "fp8", "one of no, fp16, bf16"), ("epochs", None, "required"),
+                                 ("no_such_setting", 1, "unknown setting")]:
+        with pytest.raises(ConfigError) as err:
+            check_field(name, value)
+        assert (err.value.field, err.value.value) == (name, value) and message in err.value.message
+
+
+def test_used_by_method():
+    assert FIELDS["tau"].used_by_method("gft") and FIELDS["tau"].used_by_method("gft_no_gal")
+    assert not any(FIELDS["tau"].used_by_method(m) for m in ("dft", "sft", "gft_no_dcr", "grpo"))
+    assert not FIELDS["n_teacher"].used_by_method("sft") and FIELDS["n_teacher"].used_by_method("sft_mix")
+    assert not FIELDS["n_self"].used_by_method("sft_mix") and FIELDS["temperature"].used_by_method("grpo")
+    assert not FIELDS["top_p"].used_by_method("dft") and not FIELDS["n_expert"].used_by_method("grpo")
+    assert FIELDS["clip_eps"].used_by_method("grpo") and not FIELDS["kl_coef"].used_by_method("gft")
+    assert FIELDS["lr"].used_by_method("sft")
+    with pytest.raises(ConfigError) as err:
+        FIELDS["lr"].used_by_method("ppo")
+    assert err.value.field == "method"
+
+
+def test_config_diff(tiny_cfg):
+    a = tiny_cfg().to_dict()
+    b = tiny_cfg(tau=0.1, output_dir="/elsewhere", data={"eval_fraction": 0.2},
+                 reward={"name": "math_verify", "params": {"strict": True}}).to_dict()
+    c = tiny_cfg(tau=0.1, method="sft").to_dict()
+    assert config_diff(a, a) == [] and config_diff(a) == []
+    assert config_diff(a, b, c) == [
+        ("data.eval_fraction", [0.0, 0.2, 0.0]),
+        ("method", ["gft", "gft", "sft"]),
+        ("reward.params.strict", [None, True, None]),
+        ("tau", [0.5, 0.1, 0.1]),
+    ]
+    assert config_diff({"data": "x.jsonl"}, {"data": {"path": "x.jsonl"}}) == [("data", ["x.jsonl", {"path": "x.jsonl"}])]
