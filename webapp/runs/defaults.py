@@ -6,7 +6,8 @@ from typing import Any
 
 from django.conf import settings
 
-from gft_core.config import METHODS, GFTConfig
+from gft_core.config import LAUNCH_FIELDS, METHODS, ConfigError, GFTConfig
+from gft_core.methods import get_method
 
 from .modelpaths import TINY_MODEL, estimate_params, resolve_model
 
@@ -16,12 +17,8 @@ SMALL_MODEL_EXTRA = {"eval_samples": 2, "eval_max_prompts": 16, "eval_batch_size
 EVAL_SPLITS = (("dataset", "As set in the dataset version"), ("none", "No evaluation"),
                ("fraction", "Hold out a seeded fraction of the training rows"))
 DEFAULT_METHOD = "gft"
-# The gft_core settings the launch form shows, in form order.
-LAUNCH_CONFIG_FIELDS = (
-    "method", "n_expert", "n_teacher", "n_self", "tau", "lr", "lr_schedule", "warmup_steps",
-    "prompts_per_step", "sequences_per_update", "micro_batch_size", "max_prompt_len", "max_response_len",
-    "temperature", "max_steps", "epochs", "seed", "eval_interval", "checkpoint_interval", "mixed_precision",
-)
+# The defaults a method owns: choosing another method refits them to its rollout (fit_batches).
+METHOD_FITTED = ("sequences_per_update", "micro_batch_size")
 
 
 def is_small(params: int | None) -> bool:
@@ -39,7 +36,7 @@ def defaults(model: str = TINY_MODEL, method: str = DEFAULT_METHOD) -> dict[str,
     rollout (see fit_batches): SFT's groups hold one answer, not eight.
     """
     base = GFTConfig()
-    d: dict[str, Any] = {name: getattr(base, name) for name in LAUNCH_CONFIG_FIELDS}
+    d: dict[str, Any] = {name: getattr(base, name) for name in LAUNCH_FIELDS}
     d.update(method=method, lr=1e-6, lr_schedule="constant", n_expert=1, n_teacher=3, n_self=4, temperature=1.0,
              eval_split="dataset", eval_fraction=0.1, num_gpus=1, queue=settings.TRAINING_QUEUES[0], model=model, mixed_precision="no")
     params = estimate_params(model)
@@ -75,8 +72,10 @@ def defaults_for(value: str, method: str = DEFAULT_METHOD) -> tuple[dict[str, An
     offers them when either is chosen: "tiny", or a directory under MODEL_ROOTS (its config.json
     is read only there; ModelPathError says why another path is refused). An unknown size gets
     the large-model defaults. ValueError names an unknown method."""
-    if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}: choose one of {', '.join(METHODS)}.")
+    try:
+        get_method(method)
+    except ConfigError as e:
+        raise ValueError(f"Unknown method {method!r}: {e.message}.") from None
     value = (value or "").strip()
     model = TINY_MODEL if value == TINY_MODEL else resolve_model(value)  # "tiny" is not built here
     return defaults(model, method), estimate_params(model)

@@ -22,11 +22,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from gft_core.config import METHODS, ConfigError, GFTConfig
+from gft_core.config import LAUNCH_FIELDS, METHODS, ConfigError, GFTConfig, check_field, config_diff
 from webapp import dispatch
 
 from . import services
-from .defaults import LAUNCH_CONFIG_FIELDS, SMALL_MODEL_EXTRA, defaults, is_small
+from .defaults import SMALL_MODEL_EXTRA, defaults, is_small
+from .launchfields import WEB_CONTROLLED
 from .modelpaths import TINY_MODEL, ModelPathError, estimate_params, launch_value, resolve_model
 from .models import Run, RunEvent, RunStatus
 
@@ -87,7 +88,7 @@ def build_config(team, data: dict[str, Any]) -> LaunchPlan:
         err("model", str(e))
         model_path = ""
     method = data.get("method") or "gft"
-    base = defaults(model_value if model_path else TINY_MODEL, method)
+    base = defaults(model_value if model_path else TINY_MODEL, method if method in METHODS else "gft")
     merged = {**base,
               **{k: v for k, v in data.items() if v is not None or k in ("max_steps", "sequences_per_update")}}
     if merged.get("method") not in METHODS:
@@ -117,13 +118,14 @@ def build_config(team, data: dict[str, Any]) -> LaunchPlan:
         if teachers > offered:
             err("n_teacher", f"{teachers} teacher answers per prompt, but no row of {dataset} offers more "
                              f"than {offered} (dataset validation report).")
+    extra = _checked_extra_config(merged.get("config"), err)
     if not model_path or dataset is None or reward is None:
         raise LaunchError(errors)
 
-    cfg: dict[str, Any] = {name: merged[name] for name in LAUNCH_CONFIG_FIELDS if name in merged}
+    cfg: dict[str, Any] = {name: merged[name] for name in LAUNCH_FIELDS if name in merged}
     if is_small(estimate_params(model_value)):
         cfg.update(SMALL_MODEL_EXTRA)
-    cfg.update(merged.get("config") or {})
+    cfg.update(extra)
     cfg.update(model_path=model_path, output_dir="runs/pending", reward=reward.spec)
     cfg["data"] = _data_section(dataset, merged, data_config)
     gcfg = _validate(cfg, base, errors)
@@ -133,6 +135,31 @@ def build_config(team, data: dict[str, Any]) -> LaunchPlan:
     return LaunchPlan(gcfg.to_dict(), fields)
 
 
+def _checked_extra_config(extra: Any, err) -> dict[str, Any]:
+    """The API's free-form `config` (settings the form does not show), every key checked with
+    gft_core.config.check_field; errors are named "config.<key>". Keys the launch inputs set
+    (model_path, output_dir, data, reward, method) and the launch fields themselves, which have
+    their own inputs, are refused rather than merged."""
+    if extra is None:
+        return {}
+    if not isinstance(extra, dict):
+        err("config", "Must be a mapping of gft_core settings.")
+        return {}
+    checked = {}
+    for key, value in extra.items():
+        if key in WEB_CONTROLLED:
+            err(f"config.{key}", f"{key} is set from the launch inputs (model, dataset, reward config, "
+                                 "method); it cannot be given in config.")
+        elif key in LAUNCH_FIELDS:
+            err(f"config.{key}", f"{key} is a launch field: give it beside config, not inside.")
+        else:
+            try:
+                checked[key] = check_field(key, value)
+            except ConfigError as e:
+                err(f"config.{key}", e.message)
+    return checked
+
+
 def _validate(cfg: dict[str, Any], fallback: dict[str, Any], errors: dict[str, list[str]]) -> GFTConfig:
     """GFTConfig.validate(), collecting every bad value rather than the first only.
 
@@ -140,13 +167,13 @@ def _validate(cfg: dict[str, Any], fallback: dict[str, Any], errors: dict[str, l
     default and validation runs again, so the form shows all its errors at once. `errors` holds
     the web-level errors found before; LaunchError carries both.
     """
-    for _ in range(len(LAUNCH_CONFIG_FIELDS) + 1):
+    for _ in range(len(LAUNCH_FIELDS) + 1):
         try:
             gcfg = GFTConfig.from_dict(cfg).validate()
         except ConfigError as e:
             errors.setdefault(_form_field(e.field), []).append(e.message)
             name = e.field.split(".", 1)[0]
-            if name not in LAUNCH_CONFIG_FIELDS or cfg.get(name) == fallback.get(name):
+            if name not in LAUNCH_FIELDS or cfg.get(name) == fallback.get(name):
                 break
             cfg = {**cfg, name: fallback.get(name)}
             continue
@@ -185,7 +212,7 @@ def _form_field(config_field: str) -> str:
     head = config_field.split(".", 1)[0]
     if head in _CONFIG_TO_FORM:
         return _CONFIG_TO_FORM[head]
-    return config_field if config_field in LAUNCH_CONFIG_FIELDS else "__all__"
+    return config_field if config_field in LAUNCH_FIELDS else "__all__"
 
 
 # ---------------------------------------------------------------------------- submit
@@ -209,7 +236,7 @@ def submit_run(team, user, plan: LaunchPlan | dict[str, Any], *, cloned_from: Ru
         if cloned_from is not None:
             changes = config_diff(cloned_from.config, run.config)
             message += f"; cloned from #{cloned_from.pk}" + (
-                f", changed: {', '.join(f'{k} {a!r} -> {b!r}' for k, a, b in changes)}" if changes else ", unchanged")
+                f", changed: {', '.join(f'{k} {a!r} -> {b!r}' for k, (a, b) in changes)}" if changes else ", unchanged")
         RunEvent.objects.create(run=run, kind="status", to_status=RunStatus.QUEUED, message=message)
         send_train_task(run)
     run.refresh_from_db()
@@ -260,11 +287,11 @@ def resume_run(run: Run, user=None) -> Run:
     return run
 
 
-# ---------------------------------------------------------------------------- clone, diff
+# ---------------------------------------------------------------------------- clone
 def clone_initial(run: Run) -> dict[str, Any]:
     """Launch inputs that reproduce `run` (the launch form's initial values for "clone")."""
     cfg = run.config
-    initial: dict[str, Any] = {name: cfg[name] for name in LAUNCH_CONFIG_FIELDS if name in cfg}
+    initial: dict[str, Any] = {name: cfg[name] for name in LAUNCH_FIELDS if name in cfg}
     initial["model"] = launch_value(cfg.get("model_path", ""))
     data = cfg.get("data") or {}
     if run.dataset is not None:
@@ -283,17 +310,3 @@ def clone_initial(run: Run) -> dict[str, Any]:
     initial.update(name=f"{run.name} (clone)", dataset=run.dataset_id, reward_config=run.reward_config_id,
                    queue=run.queue, num_gpus=run.num_gpus, tags=list(run.tags))
     return initial
-
-
-def config_diff(a: dict, b: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """(dotted key, value in a, value in b) for every setting that differs; output_dir is ignored."""
-    out: list[tuple[str, Any, Any]] = []
-    for key in sorted(set(a) | set(b)):
-        if key == "output_dir":
-            continue
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += config_diff(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            out.append((f"{prefix}{key}", va, vb))
-    return out

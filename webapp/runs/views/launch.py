@@ -11,7 +11,7 @@ from webapp.accounts.scoping import get_scoped, require_writer
 
 from .. import launch as launching
 from .. import services
-from ..defaults import DEFAULT_METHOD, defaults, defaults_for, is_small
+from ..defaults import DEFAULT_METHOD, METHOD_FITTED, defaults, defaults_for, is_small
 from ..modelpaths import ModelPathError
 from ..forms import LaunchForm
 from ..listing import parse_id
@@ -74,7 +74,8 @@ def launch_defaults(request: HttpRequest) -> JsonResponse:
     except ValueError as e:  # an unknown method
         return JsonResponse({"error": str(e), "field": "method"}, status=400)
     values.pop("model", None)  # the field keeps what the user typed
-    return JsonResponse({"defaults": values, "params": params, "small": is_small(params)})
+    return JsonResponse({"defaults": values, "params": params, "small": is_small(params),
+                         "method_fitted": list(METHOD_FITTED)})
 
 
 def _post_only(request: HttpRequest, pk: int) -> Run:

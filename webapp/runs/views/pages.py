@@ -128,7 +128,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     state = charts.run_state(run)
     page = {
         "runs": [{"id": run.pk, "name": run.name, "tau": charts.tau_of(run), "state": state}],
-        "charts": charts.CHARTS,
+        "charts": charts.charts_for_methods([run.method]),
         "urls": {"series": reverse("runs:series"), "stream": reverse("runs:stream", args=[run.pk]),
                  "groups": reverse("runs:groups", args=[run.pk])},
         "mode": "run",
@@ -156,7 +156,8 @@ def compare(request: HttpRequest) -> HttpResponse:
 def compare_context(request: HttpRequest, runs: list[Run], *, chart_ids: list[str], smoothing: float,
                     dashboard=None) -> dict:
     """Context of the compare template (also used by saved dashboards)."""
-    chosen = charts.charts_for(chart_ids)
+    # A saved choice stays as saved; otherwise the charts that mean something for these methods.
+    chosen = charts.charts_for(chart_ids) if chart_ids or not runs else charts.charts_for_methods([r.method for r in runs])
     summary = series.final_and_best([r.pk for r in runs], charts.SUMMARY_KEYS) if runs else {}
     summary_rows = []
     for key in charts.SUMMARY_KEYS:
