@@ -12,7 +12,9 @@
   const model = form.elements["model"];
   const method = form.elements["method"];
   const note = document.getElementById("model-defaults-note");
-  const isClone = form.dataset.clone === "1";
+  // Attributes, not form.dataset: the form has a field named "dataset", which shadows it.
+  const isClone = form.getAttribute("data-clone") === "1";
+  const defaultsUrl = form.getAttribute("data-defaults-url");
   const edited = new Set();
   form.addEventListener("input", (e) => {
     if (e.target.name && e.target !== model && e.target !== method) edited.add(e.target.name);
@@ -28,7 +30,7 @@
   async function fetchDefaults() {
     const key = `${(model.value || "").trim() || "tiny"}|${method.value}`;
     asked = key;
-    const url = `${form.dataset.defaultsUrl}?model=${encodeURIComponent(key.split("|")[0])}` +
+    const url = `${defaultsUrl}?model=${encodeURIComponent(key.split("|")[0])}` +
                 `&method=${encodeURIComponent(method.value)}`;
     const resp = await fetch(url, {headers: {"Accept": "application/json"}});
     const body = await resp.json().catch(() => ({error: `defaults unavailable (HTTP ${resp.status})`}));
