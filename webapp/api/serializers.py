@@ -98,20 +98,10 @@ class RunDetailSerializer(RunSerializer):
 def config_serializer_field(spec) -> serializers.Field:
     """The API field of one gft_core setting (optional: left out, it takes the launch default),
     checked by gft_core.config.check_field like the launch form's."""
-    common = {"required": False, "allow_null": spec.nullable, "label": spec.label, "help_text": spec.help}
-    if spec.choices is not None:
-        field = serializers.ChoiceField(choices=[(c, launchfields.choice_label(spec, c)) for c in spec.choices],
-                                        **common)
-    elif spec.type is bool:
-        field = serializers.BooleanField(**common)
-    elif spec.type is int:
-        field = serializers.IntegerField(**common, **launchfields.bounds(spec))
-    elif spec.type is float:
-        field = serializers.FloatField(**common, **launchfields.bounds(spec))
-    else:
-        field = serializers.CharField(**common)
-    field.validators = [launchfields.checker(spec.name, serializers.ValidationError)]
-    return field
+    return launchfields.setting_field(
+        spec, choice=serializers.ChoiceField, boolean=serializers.BooleanField, integer=serializers.IntegerField,
+        number=serializers.FloatField, text=serializers.CharField, error=serializers.ValidationError,
+        required=False, allow_null=spec.nullable, label=spec.label, help_text=spec.help)
 
 
 class RunCreateSerializer(serializers.Serializer):

@@ -28,23 +28,11 @@ class TagsField(forms.CharField):
 
 
 def config_field(spec: FieldSpec) -> forms.Field:
-    """The form field of one gft_core setting: its type, label, help, choices and bounds; the
-    value is checked by gft_core.config.check_field (one message for form, API and trainer)."""
-    common: dict[str, Any] = {"label": spec.label, "help_text": spec.help, "required": not spec.nullable}
-    if spec.choices is not None:
-        field: forms.Field = forms.ChoiceField(
-            choices=[(c, launchfields.choice_label(spec, c)) for c in spec.choices], **common)
-    elif spec.type is bool:
-        field = forms.BooleanField(**{**common, "required": False})
-    elif spec.type is int:
-        field = forms.IntegerField(**common, **launchfields.bounds(spec))
-    elif spec.type is float:
-        field = forms.FloatField(**common, **launchfields.bounds(spec))
-    else:
-        field = forms.CharField(**common)
-    # check_field replaces Django's own min/max validators: same bounds, gft_core's wording,
-    # exclusive bounds included ("tau: must be in (0, 1]").
-    field.validators = [launchfields.checker(spec.name, forms.ValidationError)]
+    """The form field of one gft_core setting (label, help, choices, bounds, check_field)."""
+    field = launchfields.setting_field(
+        spec, choice=forms.ChoiceField, boolean=forms.BooleanField, integer=forms.IntegerField,
+        number=forms.FloatField, text=forms.CharField, error=forms.ValidationError,
+        label=spec.label, help_text=spec.help, required=not spec.nullable and spec.type is not bool)
     if spec.min_exclusive:
         field.widget.attrs["data-min-exclusive"] = "true"
     return field

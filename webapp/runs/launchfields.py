@@ -70,6 +70,24 @@ def checker(name: str, error: Callable[[str], Exception]) -> Callable[[Any], Non
     return validate
 
 
+def setting_field(spec: FieldSpec, *, choice: type, boolean: type, integer: type, number: type, text: type,
+                  error: Callable[[str], Exception], **common: Any):
+    """The input field of one gft_core setting, built from Django form or DRF field classes: its
+    type, choices (labelled), bounds; the value checked by check_field (its message raised as
+    `error`), which replaces the library's own min/max validators: same bounds, gft_core's wording,
+    exclusive bounds included ("tau: must be in (0, 1]")."""
+    if spec.choices is not None:
+        field = choice(choices=[(c, choice_label(spec, c)) for c in spec.choices], **common)
+    elif spec.type is bool:
+        field = boolean(**common)
+    elif spec.type in (int, float):
+        field = (integer if spec.type is int else number)(**common, **bounds(spec))
+    else:
+        field = text(**common)
+    field.validators = [checker(spec.name, error)]
+    return field
+
+
 def bounds(spec: FieldSpec) -> dict[str, Any]:
     """min_value / max_value for a numeric field (shown as HTML min/max and in the OpenAPI
     schema); exclusive bounds are enforced by check_field, which says so in its message."""
