@@ -76,7 +76,7 @@ def fwd_bwd_times(model, B: int, P: int, T: int, reps: int, warmup: int, sync) -
     import torch
 
     from gft_core.losses import gft_loss
-    from gft_core.trainer import TrainSeq, collate, response_logprobs
+    from gft_core.logprobs import TrainSeq, collate, response_logprobs
 
     dev = next(model.parameters()).device
     V = model.config.vocab_size

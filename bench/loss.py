@@ -5,7 +5,7 @@ varied length), the tiny model of gft_core.tiny (random weights, float32). Each 
 forward -> loss -> backward with the same forward call (logits of the response positions only,
 cast to float32), so the difference is the loss and its backward:
 - sft-ce: F.cross_entropy over the valid response tokens (what an SFT trainer computes);
-- gft: gft_core.trainer.response_logprobs (log_softmax + gather) -> pi = exp(log pi) ->
+- gft: gft_core.logprobs.response_logprobs (log_softmax + gather) -> pi = exp(log pi) ->
   gft_core.losses.gft_loss with DCR (tau 0.3) and per-sequence advantages;
 - gft+stats: what gft_core's Trainer does per micro-batch: response_logprobs with the entropy
   (on every ENTROPY_STRIDE-th valid token, as the Trainer logs it) and the DCR
@@ -29,7 +29,7 @@ GOAL = 0.05  # within 5%
 def _batch(vocab: int, B: int, P: int, T: int, device, seed: int = 0):
     import torch
 
-    from gft_core.trainer import TrainSeq, collate
+    from gft_core.logprobs import TrainSeq, collate
 
     g = torch.Generator().manual_seed(seed)
     seqs = []
@@ -47,7 +47,7 @@ def variants(model, batch, adv, tau: float = 0.3):
     import torch.nn.functional as F
 
     from gft_core.losses import dcr_coefficients, gft_loss
-    from gft_core.trainer import response_logprobs
+    from gft_core.logprobs import response_logprobs
 
     T = batch["targets"].shape[1]
     mask = batch["resp_mask"].float()
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         from gft_core.tiny import make_tiny_model
-        from gft_core.trainer import response_logprobs  # noqa: F401
+        from gft_core.logprobs import response_logprobs  # noqa: F401
     except ImportError as e:
         raise Skip(f"gft_core is incomplete ({e})") from None
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))

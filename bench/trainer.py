@@ -170,7 +170,7 @@ def _gft_order(n: int, seed: int) -> list[int]:
     """The order in which gft_core's Trainer visits the first epoch (so TRL gets the same prompts)."""
     import numpy as np
 
-    from gft_core.trainer import derive_seed
+    from gft_core.policy import derive_seed
 
     return list(np.random.default_rng(derive_seed(seed, "epoch", 0) % (1 << 63)).permutation(n))
 

@@ -13,24 +13,31 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    # losses and advantages
+    # methods, losses and advantages
+    "Method": "methods", "METHODS": "config", "get_method": "methods",
     "aggregate": "losses", "dcr_coefficients": "losses", "gft_loss": "losses", "sft_loss": "losses",
     "dft_loss": "losses", "grpo_loss": "losses",
-    "SOURCES": "groups", "Response": "groups", "Group": "groups", "off_policy_responses": "groups",
+    "SOURCES": "methods", "Response": "groups", "Group": "groups", "off_policy_responses": "groups",
     "group_advantages": "groups",
     # rewards and data
     "build_reward": "rewards", "describe_rewards": "rewards", "RewardSpecError": "rewards", "REWARDS": "rewards",
     "ColumnMapping": "data", "PRESETS": "data", "Example": "data", "iter_rows": "data", "load_examples": "data",
     "split_eval": "data", "DataError": "data",
     # configuration
-    "GFTConfig": "config", "DataConfig": "config", "ConfigError": "config", "load_config": "config",
-    "METHODS": "config",
+    "GFTConfig": "config", "DataConfig": "config", "ConfigError": "errors", "load_config": "config",
+    "FieldSpec": "config", "FIELDS": "config", "LAUNCH_FIELDS": "config", "check_field": "config",
+    "config_diff": "config",
     # training
-    "Trainer": "trainer", "TrainResult": "trainer", "TrainingError": "trainer", "evaluate_accuracy": "trainer",
+    "Trainer": "trainer", "TrainResult": "trainer", "TrainingError": "trainer", "lr_lambda": "trainer",
+    "TrainSeq": "logprobs", "collate": "logprobs", "response_logprobs": "logprobs",
+    "shared_prefix_logits": "logprobs",
+    "load_policy": "policy", "encode_prompt": "policy", "derive_seed": "policy",
+    "evaluate_accuracy": "evaluation", "KLProbe": "evaluation",
+    "latest_checkpoint": "checkpoints",
     "generate_samples": "rollout",
     # metrics
     "MetricSink": "metrics", "JSONLSink": "metrics", "ConsoleSink": "metrics", "MultiSink": "metrics",
-    "NullSink": "metrics", "METRIC_NAMES": "metrics", "Histogram": "metrics",
+    "NullSink": "metrics", "METRIC_NAMES": "metrics", "Histogram": "metrics", "StepStats": "step_stats",
     # tiny model and toy task
     "build_tokenizer": "tiny", "make_tiny_model": "tiny", "make_toy_data": "tiny", "make_tiny": "tiny",
     "warmup_sft": "tiny",

@@ -64,7 +64,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from gft_core.config import ConfigError, _check_model_dir, resolve_mapping
     from gft_core.data import load_examples
     from gft_core.rewards import RewardSpecError, build_reward
-    from gft_core.trainer import evaluate_accuracy, load_policy
+    from gft_core.evaluation import evaluate_accuracy
+    from gft_core.policy import load_policy
 
     _check_model_dir(args.model)
     mapping = resolve_mapping(args.mapping, "mapping")

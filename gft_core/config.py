@@ -1,7 +1,7 @@
 """Run configuration: GFTConfig (+ DataConfig), loaded from YAML/JSON and validated up front.
 
 Every invalid value raises ConfigError(field, value, message) before any model is loaded, so a
-run that starts is a run that can train. Defaults follow GFT.md section 7 where they make sense
+run that starts is a run that can train. Defaults follow docs/GFT.md section 7 where they make sense
 (lr, weight decay, clipping, group composition, temperature, eval settings); sizes default small
 enough for a CPU (users of real models raise them: the paper uses 128 prompts per step, 256
 sequences per optimizer step, 1,024 / 2,048 prompt / response tokens).
@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import types
-import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Any, Callable
 
 from gft_core.errors import ConfigError
+from gft_core.fields import FieldSpec, check_value, config_diff, field_specs, is_number, setting
 from gft_core.methods import METHODS as METHOD_TABLE
-from gft_core.methods import Method, get_method
+from gft_core.methods import Method, MethodNames, get_method
 
-METHODS: tuple[str, ...] = tuple(METHOD_TABLE)  # the names, in launch-form order (the table is gft_core.methods)
+METHODS: tuple[str, ...] = MethodNames(METHOD_TABLE)  # the names, in launch-form order (the table: gft_core.methods)
 LR_SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine")
 MIXED_PRECISION: tuple[str, ...] = ("no", "fp16", "bf16")
 LOSS_AGGREGATIONS: tuple[str, ...] = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
@@ -32,65 +30,6 @@ MAX_SEED = 2**32 - 1
 
 __all__ = ["ConfigError", "DataConfig", "FIELDS", "FieldSpec", "GFTConfig", "LAUNCH_FIELDS", "METHODS",
            "check_field", "config_diff", "load_config", "resolve_mapping"]
-
-
-# ---------------------------------------------------------------------- field metadata
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    """What one scalar setting accepts and how the launch form shows it.
-
-    `type`, `default` and `nullable` come from the dataclass field (its annotation `int | None` is
-    int, nullable); the rest from `setting(...)` on that field.
-    """
-
-    name: str  # GFTConfig attribute ("tau"); data fields dotted ("data.eval_fraction")
-    type: type  # int | float | bool | str
-    default: Any
-    label: str
-    help: str
-    min: float | None = None  # inclusive unless min_exclusive
-    max: float | None = None  # inclusive unless max_exclusive; every numeric field has one
-    min_exclusive: bool = False
-    choices: Collection[str] | None = None  # method: a live view of the method table's names
-    nullable: bool = False
-    section: str = ""  # launch form section; "" = not on the form
-    used_by: Callable[[Method], bool] | None = None  # None = every method
-    max_exclusive: bool = False
-
-    def used_by_method(self, method: str) -> bool:
-        """Whether `method` reads this setting (the form greys out the others)."""
-        spec = get_method(method)  # an unknown method is an error whatever the field
-        return self.used_by is None or self.used_by(spec)
-
-
-def setting(default: Any = dataclasses.MISSING, *, help: str, label: str = "", min: float | None = None,
-            max: float | None = None, min_exclusive: bool = False, max_exclusive: bool = False,
-            choices: Collection[str] | None = None, section: str = "",
-            used_by: Callable[[Method], bool] | None = None) -> Any:
-    """A config dataclass field carrying its FieldSpec data (so a new setting is one definition)."""
-    spec = dict(label=label, help=help, min=min, max=max, min_exclusive=min_exclusive, max_exclusive=max_exclusive,
-                choices=choices, section=section, used_by=used_by)
-    return field(default=default, metadata={"spec": spec})
-
-
-def _specs(cls: type, prefix: str = "") -> dict[str, FieldSpec]:
-    """The FieldSpecs of the fields of `cls` declared with `setting(...)`, in definition order."""
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for f in fields(cls):
-        if "spec" not in f.metadata:
-            continue
-        kind, nullable = hints[f.name], False
-        if isinstance(kind, types.UnionType):  # "int | None"
-            args = [a for a in typing.get_args(kind) if a is not type(None)]
-            kind, nullable = args[0], len(args) < len(typing.get_args(kind))
-        meta = dict(f.metadata["spec"])
-        meta["label"] = meta["label"] or f.name.replace("_", " ").capitalize()
-        name = prefix + f.name
-        out[name] = FieldSpec(name=name, type=kind, default=f.default, nullable=nullable, **meta)
-    return out
 
 
 def _uses(source: str) -> Callable[[Method], bool]:
@@ -123,13 +62,13 @@ class GFTConfig:
     """Every setting of a run. See README "Configuration" for the meaning of each field."""
 
     # what to train, on what
-    method: str = setting("gft", choices=METHOD_TABLE.keys(), section="Run",
+    method: str = setting("gft", choices=METHODS, section="Run",
                           help="GFT or one of the baselines; all train through the same loop.")
     model_path: str = setting("", help="A local Hugging Face model directory.")
     output_dir: str = setting("runs/gft", help="Where checkpoints and the final model are written.")
     data: DataConfig = field(default_factory=DataConfig)
     reward: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_REWARD))
-    # the group (GFT.md section 2): paper main setting 1 expert + 3 teacher + 4 self
+    # the group (docs/GFT.md section 2): paper main setting 1 expert + 3 teacher + 4 self
     n_expert: int = setting(1, min=0, max=64, section="Group", label="Expert answers", used_by=_uses("expert"),
                             help="Expert (dataset) answers per prompt in each group; paper: 1.")
     n_teacher: int = setting(3, min=0, max=64, section="Group", label="Teacher answers", used_by=_uses("teacher"),
@@ -319,7 +258,7 @@ class GFTConfig:
         for name in FIELDS:
             check_field(name, _get_dotted(self, name))
         if (not isinstance(self.adam_betas, (tuple, list)) or len(self.adam_betas) != 2
-                or not all(_is_number(b) and 0.0 <= b < 1.0 for b in self.adam_betas)):
+                or not all(is_number(b) and 0.0 <= b < 1.0 for b in self.adam_betas)):
             raise ConfigError("adam_betas", self.adam_betas, "must be two numbers in [0, 1)")
         if not self.output_dir:
             raise ConfigError("output_dir", self.output_dir, "must be a non-empty path")
@@ -379,74 +318,16 @@ class GFTConfig:
             raise ConfigError(e.field, e.value, message) from None
 
 
-FIELDS: dict[str, FieldSpec] = {**_specs(GFTConfig), **_specs(DataConfig, "data.")}
+FIELDS: dict[str, FieldSpec] = {**field_specs(GFTConfig), **field_specs(DataConfig, "data.")}
 LAUNCH_FIELDS: tuple[str, ...] = tuple(name for name, spec in FIELDS.items() if spec.section)
 
 
-def _range_text(spec: FieldSpec) -> str:
-    lo = "(" if spec.min_exclusive else "["
-    hi = ")" if spec.max_exclusive else "]"
-    return f"{lo}{_number_text(spec.min)}, {_number_text(spec.max)}{hi}"
-
-
-def _number_text(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(x)
-
-
 def check_field(name: str, value: Any) -> Any:
-    """`value` if it is a valid value of setting `name` (FIELDS); else ConfigError naming it.
-
-    Checks the type (an int is accepted for a float setting), null-ness, choices and bounds.
-    """
+    """`value` if it is a valid value of setting `name` (FIELDS); else ConfigError naming it."""
     spec = FIELDS.get(name)
     if spec is None:
         raise ConfigError(name, value, "unknown setting")
-    if value is None:
-        if spec.nullable:
-            return value
-        raise ConfigError(name, value, "is required")
-    if spec.choices is not None:
-        if not isinstance(value, str) or value not in spec.choices:
-            raise ConfigError(name, value, f"must be one of {', '.join(spec.choices)}")
-        return value
-    if spec.type is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(name, value, "must be true or false")
-        return value
-    if spec.type is str:
-        if not isinstance(value, str):
-            raise ConfigError(name, value, "must be a string")
-        return value
-    if spec.type is int:
-        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer in"
-    else:
-        ok, kind = _is_number(value), "in"  # "tau: must be in (0, 1]"
-    ok = ok and not (spec.min is not None and (value < spec.min or (spec.min_exclusive and value == spec.min)))
-    ok = ok and not (spec.max is not None and (value > spec.max or (spec.max_exclusive and value == spec.max)))
-    if not ok:
-        raise ConfigError(name, value, f"must be {kind} {_range_text(spec)}")
-    return value
-
-
-def config_diff(*configs: dict) -> list[tuple[str, list[Any]]]:
-    """[(dotted key, [value in each config])] for the settings that differ; output_dir is ignored.
-
-    Nested mappings (data, reward) are compared key by key; a key missing from a config is None.
-    """
-    return _diff(configs, "")
-
-
-def _diff(configs: tuple[dict, ...], prefix: str) -> list[tuple[str, list[Any]]]:
-    out: list[tuple[str, list[Any]]] = []
-    for key in sorted({k for c in configs for k in c}):
-        if not prefix and key == "output_dir":
-            continue
-        values = [c.get(key) for c in configs]
-        if all(isinstance(v, dict) for v in values):
-            out += _diff(tuple(values), f"{prefix}{key}.")
-        elif any(v != values[0] for v in values[1:]):
-            out.append((f"{prefix}{key}", values))
-    return out
+    return check_value(spec, value)
 
 
 def resolve_mapping(mapping: Any, field_name: str = "data.mapping"):
@@ -489,10 +370,6 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> GF
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _get_dotted(obj: Any, name: str) -> Any:

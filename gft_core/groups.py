@@ -1,4 +1,4 @@
-"""Groups of responses per prompt and their group advantages (GFT.md sections 2 and 4)."""
+"""Groups of responses per prompt and their group advantages (docs/GFT.md sections 2 and 4)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from torch import Tensor
 
-from gft_core.methods import SOURCES
+from gft_core.methods import SOURCES  # noqa: F401 - the sources a Response is of (defined with the methods)
 
 if TYPE_CHECKING:
     from gft_core.data import Example
@@ -75,7 +75,7 @@ def group_advantages(
     normalize_std: bool = True,
     eps: float = 1e-6,
 ) -> Tensor:
-    """Group-relative advantage (GAL, GFT.md section 4), one number per response.
+    """Group-relative advantage (GAL, docs/GFT.md section 4), one number per response.
 
     A_k = (R_k - mean_G R) / (std_G R + eps), std with the n - 1 denominator; with
     normalize_std=False, A_k = R_k - mean_G R (Dr.GRPO style). A group whose rewards are all equal

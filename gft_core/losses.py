@@ -1,4 +1,4 @@
-"""Losses of GFT and its baselines (docs: ../shared/docs/GFT.md, sections 5, 6 and 8).
+"""Losses of GFT and its baselines (docs/GFT.md sections 5, 6 and 8).
 
 Tensor conventions: `logprobs`, `token_probs`, `old_logprobs`, `ref_logprobs` and `mask` are
 (B, T) over response tokens; `advantages` is (B,), one number per response, broadcast over its
@@ -36,7 +36,7 @@ def aggregate(values: Tensor, mask: Tensor, agg: Agg = "token-mean") -> Tensor:
 
 
 def dcr_coefficients(token_probs: Tensor, tau: float) -> Tensor:
-    """Dynamic Coefficient Rectification (GFT.md section 5).
+    """Dynamic Coefficient Rectification (docs/GFT.md section 5).
 
     C_t = stopgrad(pi_t) if pi_t < tau else 1, so the effective weight C_t / pi_t of the
     policy gradient is 1 for unlikely tokens and at most 1/tau for likely ones.
@@ -55,7 +55,7 @@ def gft_loss(
     agg: Agg = "token-mean",
     dcr: bool = True,
 ) -> Tensor:
-    """GFT loss (GFT.md section 6): l_{k,t} = -A_k * C_t * log pi_t, aggregated with `agg`.
+    """GFT loss (docs/GFT.md section 6): l_{k,t} = -A_k * C_t * log pi_t, aggregated with `agg`.
 
     With dcr=False, C_t = 1 (the "without DCR" ablation). The gradient of one token is
     -A_k * d(pi_t) where pi_t < tau and -A_k * d(log pi_t) elsewhere.
@@ -66,12 +66,12 @@ def gft_loss(
 
 
 def sft_loss(logprobs: Tensor, mask: Tensor, *, agg: Agg = "token-mean") -> Tensor:
-    """SFT (GFT.md section 8): l_t = -log pi_t on the expert (or expert + teacher) answers."""
+    """SFT (docs/GFT.md section 8): l_t = -log pi_t on the expert (or expert + teacher) answers."""
     return aggregate(-logprobs, mask, agg)
 
 
 def dft_loss(logprobs: Tensor, token_probs: Tensor, mask: Tensor, *, agg: Agg = "token-mean") -> Tensor:
-    """DFT (arXiv 2508.05629, GFT.md section 8): l_t = -stopgrad(pi_t) * log pi_t.
+    """DFT (arXiv 2508.05629, docs/GFT.md section 8): l_t = -stopgrad(pi_t) * log pi_t.
 
     Equal to `gft_loss` with tau >= 1 and A = 1 on the expert answers.
     """
@@ -89,7 +89,7 @@ def grpo_loss(
     kl_coef: float = 0.0,
     agg: Agg = "token-mean",
 ) -> Tensor:
-    """GRPO (GFT.md section 8): PPO clipped surrogate plus an optional k3 KL to a reference.
+    """GRPO (docs/GFT.md section 8): PPO clipped surrogate plus an optional k3 KL to a reference.
 
     r_t  = exp(log pi_t - log pi_old_t)
     l_t  = max(-A r_t, -A clip(r_t, 1 - eps, 1 + eps)) + kl_coef * k3_t

@@ -87,6 +87,14 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 )}
 
 
+class MethodNames(tuple):
+    """The names of METHODS as a tuple (for forms and APIs), whose `in` asks the table itself: a
+    method registered after import (a test's temporary ablation) is a valid choice too."""
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in METHODS
+
+
 def get_method(name: str) -> Method:
     """The Method called `name`; ConfigError("method", ...) if there is none."""
     method = METHODS.get(name) if isinstance(name, str) else None

@@ -1,4 +1,4 @@
-"""Metric sinks and per-step statistics (GFT.md section 10, docs/INTERFACES.md "Metric names").
+"""Metric sinks and per-step statistics (docs/GFT.md section 10, docs/INTERFACES.md "Metric names").
 
 The trainer computes every statistic from the tensors its loss used (token probabilities,
 coefficients, advantages of the responses of that optimizer step) and hands one dict of
@@ -31,7 +31,7 @@ ADV_HIST = {"lo": -3.0, "hi": 3.0, "bins": 30}
 _PER_SOURCE = ["reward/{s}", "response_len/{s}", "adv/{s}", "dcr/rectified_frac/{s}", "dcr/mean_c/{s}", "dcr/mean_w/{s}"]
 METRIC_NAMES: tuple[str, ...] = tuple(
     ["loss", "grad_norm", "lr", "tokens_per_s", "time/rollout", "time/reward", "time/fwd_bwd", "time/step",
-     "reward/mean", "reward/self_accuracy", "response_len/mean",
+     "reward/mean", "reward/self_accuracy", "reward/timeouts", "response_len/mean",
      "adv/mean", "adv/std", "adv/min", "adv/max", "adv/zero_var_groups",
      "dcr/rectified_frac", "dcr/mean_c", "dcr/mean_w", "dcr/pi_p5", "dcr/pi_p50", "dcr/pi_p95",
      "policy/entropy", "policy/kl_start", "eval/accuracy"]

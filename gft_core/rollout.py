@@ -154,7 +154,7 @@ def can_share_prefix(model: Any) -> bool:
     """Whether a prompt's KV cache can serve the tokens after it as one full forward would: the
     model takes a cache and every layer attends to all earlier positions (a sliding-window layer's
     cache drops old positions, which one full forward would still mask the same way, but not bit
-    for bit). Used by the training forward (trainer.shared_prefix_logits) and by decoding."""
+    for bit). Used by the training forward (logprobs.shared_prefix_logits) and by decoding."""
     net = getattr(model, "module", model)
     try:
         if "past_key_values" not in inspect.signature(net.forward).parameters:

@@ -95,7 +95,7 @@ def test_cli_make_tiny(tmp_path):
 def _teacher_nll(model_dir: Path, rows: list[dict]) -> float:
     import torch
 
-    from gft_core.trainer import load_policy
+    from gft_core.policy import load_policy
 
     model, tok = load_policy(model_dir)
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Group building (counts, EOS, truncation, group ids) and group advantages (GFT.md sections 2, 4)."""
+"""Group building (counts, EOS, truncation, group ids) and group advantages (docs/GFT.md sections 2, 4)."""
 
 import math
 import statistics
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from gft_core.data import Example
-from gft_core.groups import SOURCES, Group, Response, group_advantages, off_policy_responses
+from gft_core.groups import Group, Response, group_advantages, off_policy_responses
+from gft_core.methods import SOURCES
 from gft_core.tiny import build_tokenizer
 
 

@@ -1,4 +1,4 @@
-"""Losses against hand-computed values (GFT.md sections 5, 6, 8), gradients included."""
+"""Losses against hand-computed values (docs/GFT.md sections 5, 6, 8), gradients included."""
 
 import math
 

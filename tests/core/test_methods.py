@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
 from gft_core import methods
-from gft_core.config import METHODS, ConfigError, GFTConfig
+from gft_core.config import FIELDS, METHODS, ConfigError, GFTConfig, check_field
 from gft_core.methods import Method, get_method
 from gft_core.trainer import Trainer
 
@@ -15,6 +16,7 @@ from gft_core.trainer import Trainer
 def test_the_table_is_the_method_list():
     assert METHODS == tuple(methods.METHODS) == ("gft", "sft", "sft_mix", "dft", "grpo", "gft_no_dcr", "gft_no_gal")
     assert all(get_method(name).name == name and get_method(name).label for name in METHODS)
+    assert json.loads(json.dumps(FIELDS["method"].choices)) == list(METHODS)
     with pytest.raises(ConfigError) as err:
         get_method("ppo")
     assert err.value.field == "method" and "gft_no_gal" in err.value.message
@@ -39,6 +41,8 @@ def test_an_ablation_is_one_table_entry(tiny_cfg, recording_sink, monkeypatch):
     ablation = Method("gft_no_teacher_prob", "GFT without teachers, C = pi (ablation)", ("expert", "self"),
                       "group", "prob", "gft")
     monkeypatch.setitem(methods.METHODS, ablation.name, ablation)
+    assert ablation.name in METHODS and check_field("method", ablation.name) == ablation.name
+    assert FIELDS["tau"].used_by_method(ablation.name) is False and FIELDS["n_teacher"].used_by_method(ablation.name) is False
     cfg = tiny_cfg(method=ablation.name, n_expert=1, n_teacher=2, n_self=2, micro_batch_size=3).validate()
     assert cfg.group_counts() == {"expert": 1, "teacher": 0, "self": 2}
     assert GFTConfig.from_dict(cfg.to_dict()).validate().method == ablation.name

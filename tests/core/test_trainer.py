@@ -164,7 +164,7 @@ def test_lr_schedules():
 
 
 def _seqs(prompts_and_responses):
-    from gft_core.trainer import TrainSeq
+    from gft_core.logprobs import TrainSeq
 
     return [TrainSeq(prompt_ids=p, response_ids=r, source="self", reward=0.0, advantage=1.0, group_id=0, text="")
             for p, r in prompts_and_responses]
@@ -174,7 +174,8 @@ def test_shared_prefix_forward_is_the_full_forward(tiny_model_dir):
     """Running each distinct prompt once (KV cache with gradients, gathered per response) gives the
     log-probs, entropies and gradients of one forward over prompt + response."""
     from gft_core.rollout import can_share_prefix
-    from gft_core.trainer import collate, load_policy, response_logprobs
+    from gft_core.logprobs import collate, response_logprobs
+    from gft_core.policy import load_policy
 
     model, _ = load_policy(tiny_model_dir)
     assert can_share_prefix(model)
@@ -204,7 +205,7 @@ def test_shared_prefix_forward_is_the_full_forward(tiny_model_dir):
 def test_trainer_runs_each_prompt_once_per_micro_batch(tiny_cfg):
     """The training forward sees U * P + B * (T - 1) tokens per micro-batch (each group's prompt
     once), not B * (P + T)."""
-    from gft_core.trainer import collate
+    from gft_core.logprobs import collate
 
     t = Trainer(tiny_cfg(n_expert=1, n_teacher=2, n_self=2, micro_batch_size=5, prompts_per_step=2))
     t.setup()
@@ -236,3 +237,28 @@ def test_sliding_window_models_use_the_full_forward():
     assert can_share_prefix(Qwen2ForCausalLM(Qwen2Config(**cfg)))
     windowed = Qwen2Config(**cfg, use_sliding_window=True, sliding_window=8, max_window_layers=0)
     assert not can_share_prefix(Qwen2ForCausalLM(windowed))
+
+
+def test_reward_timeouts_are_logged_once_per_rollout(tiny_cfg, recording_sink, monkeypatch):
+    """reward/timeouts = the growth of the reward's cumulative `timeouts` count over a rollout batch,
+    on the batch's first optimizer step (0 on the others, and 0 for a reward that keeps no count)."""
+    from gft_core.config import GFTConfig
+
+    class TimingOutReward:
+        timeouts = 0
+
+        def __call__(self, responses, ground_truths, prompts):
+            self.timeouts += 3  # as if three responses of each call ran out of time
+            return [0.0] * len(responses)
+
+    reward = TimingOutReward()
+    monkeypatch.setattr(GFTConfig, "reward_fn", lambda self: reward)
+    # 2 prompts x 5 responses = 10 sequences per rollout, 5 per optimizer step: 2 steps per rollout
+    cfg = tiny_cfg(max_steps=3, sequences_per_update=5, micro_batch_size=5, eval_max_prompts=1, kl_interval=0)
+    Trainer(cfg, sink=recording_sink).train()
+    assert [scalars["reward/timeouts"] for _, scalars, _ in recording_sink.steps] == [3.0, 0.0, 3.0]
+
+    monkeypatch.setattr(GFTConfig, "reward_fn", lambda self: lambda responses, truths, prompts: [0.0] * len(responses))
+    sink = type(recording_sink)()
+    Trainer(tiny_cfg(max_steps=1, output_dir=cfg.output_dir + "2", kl_interval=0), sink=sink).train()
+    assert sink.steps[0][1]["reward/timeouts"] == 0.0

@@ -1,0 +1,64 @@
+"""The policy model: loading a local Hugging Face directory, encoding prompts, seeding."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from a tuple of parts; stable across processes and Python versions."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
+def load_policy(path: str | Path, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) from a local Hugging Face directory; float32 master weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return model, tokenizer
+
+
+def load_weights(model: Any, model_dir: Path) -> None:
+    """Load a checkpoint's weights into an already built model (tied weights re-tied)."""
+    from transformers import AutoModelForCausalLM
+
+    saved = AutoModelForCausalLM.from_pretrained(model_dir, dtype=next(model.parameters()).dtype)
+    model.load_state_dict(saved.state_dict())
+    del saved
+
+
+def frozen_copy(model: Any, device: Any) -> Any:
+    """An eval-mode copy of `model` without gradients (GRPO's reference, the KL probe's start model)."""
+    ref = copy.deepcopy(model).to(device).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def encode_prompt(tokenizer: Any, prompt: str, *, max_len: int, chat_template: bool) -> list[int]:
+    """Prompt token ids (chat template optional); too long prompts keep their last max_len tokens."""
+    if chat_template:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    else:
+        ids = tokenizer(prompt)["input_ids"]
+    return list(ids[-max_len:])
