@@ -95,6 +95,7 @@ TRAINING_QUEUES = tuple(env_list("TRAINING_QUEUES", "gpu"))
 DEFAULT_QUEUE = os.environ.get("DEFAULT_QUEUE", "default")
 # An open live stream (SSE) checks this often that its user is still logged in and in the team.
 SSE_RECHECK_S = float(os.environ.get("SSE_RECHECK_S", "5"))
+MAX_GPUS_PER_RUN = int(os.environ.get("MAX_GPUS_PER_RUN", "8"))  # the launch form's and API's bound on num_gpus
 
 INSTALLED_APPS = [
     "django.contrib.admin",

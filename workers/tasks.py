@@ -15,9 +15,9 @@ train_run(run_id)
   Runs on more than one GPU start `accelerate launch ... -m workers.train_child` as a child
   process; see workers/train_child.py for why the child writes JSONL that this task tails.
 housekeeping()
-  - fails running runs whose heartbeat is older than settings.RUN_HEARTBEAT_TIMEOUT_S;
-  - sends queued runs whose task message vanished from the broker again;
-  - keeps the metric rollups of long running runs up to date (only new complete buckets).
+  - the periodic sweep (celery beat): its logic is webapp.runs.housekeeping (stale runs, lost
+    task messages, rollups) and workers.data_tasks.fail_stale_validations.
+Both are registered under the names in webapp.dispatch, which the web app sends by name.
 """
 from __future__ import annotations
 
@@ -33,26 +33,24 @@ import sys
 import threading
 import time
 import traceback
-from datetime import timedelta
 from pathlib import Path
-from typing import Callable
 
 from celery import shared_task
 from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from webapp.runs import live, series, services
-from webapp.runs.launch import dispatch, log_path, run_dir
-from webapp.runs.models import Artifact, Run, RunEvent, RunStatus
+from webapp import dispatch
+from webapp.runs import housekeeping as runs_housekeeping
+from webapp.runs import live, services
+from webapp.runs.housekeeping import LOG_TAIL_LINES, refresh_rollups_of
+from webapp.runs.models import Artifact, Run, RunStatus
 
 from .sink import PostgresRedisSink
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
-LOG_TAIL_LINES = 60
-QUEUED_GRACE_S = 120  # a queued run's message may be in flight this long before it counts as lost
 
 
 def heartbeat_key(run_id: int) -> str:
@@ -60,7 +58,7 @@ def heartbeat_key(run_id: int) -> str:
 
 
 # ---------------------------------------------------------------------------- train_run
-@shared_task(name="workers.tasks.train_run", bind=True, acks_late=True)
+@shared_task(name=dispatch.TRAIN_RUN, bind=True, acks_late=True)
 def train_run(self, run_id: int) -> str:
     """Train one queued run to its end (see the module docstring)."""
     run = Run.objects.filter(pk=run_id).first()
@@ -88,8 +86,8 @@ class RunExecution:
 
     def __init__(self, run: Run):
         self.run = run
-        self.dir = run_dir(run)
-        self.log_path = log_path(run)
+        self.dir = run.directory
+        self.log_path = run.log_path
         self.sink = PostgresRedisSink(run.pk)
         self._stop = threading.Event()
         self._cancel_flag = False  # Run.cancel_requested, read by the heartbeat thread
@@ -223,7 +221,7 @@ class RunExecution:
 
     def _finish(self, status: str, error: str) -> None:
         """Move the run to its end state with its log tail; keep artifacts in step with the disk."""
-        tail = _tail(self.log_path, LOG_TAIL_LINES)
+        tail = self.run.read_log_end(LOG_TAIL_LINES)
         for art in Artifact.objects.filter(run=self.run, kind=Artifact.Kind.CHECKPOINT):
             if not Path(art.path).exists():  # pruned by the trainer (keep_checkpoints)
                 art.delete()
@@ -240,32 +238,12 @@ class RunExecution:
         refresh_rollups_of(self.run.pk)
 
 
-def refresh_rollups_of(run_id: int) -> None:
-    """Bring a run's metric rollups up to date (series.refresh_rollups); a failure here only
-    means the first chart view builds them, so it is logged, never raised."""
-    try:
-        run = Run.objects.get(pk=run_id)  # fresh: an ended run rolls up every complete bucket
-        series.refresh_rollups(run)
-    except Exception as exc:  # noqa: BLE001
-        log.warning("run %s: metric rollups not refreshed: %s", run_id, exc)
-        close_old_connections()
-
-
 def _describe(exc: BaseException) -> str:
     parts = [f"{type(exc).__name__}: {exc}"]
     cause = exc.__cause__ or exc.__context__
     if cause is not None and not isinstance(cause, KeyboardInterrupt):
         parts.append(f"(while handling {type(cause).__name__}: {cause})")
     return " ".join(parts)
-
-
-def _tail(path: Path, lines: int) -> str:
-    if not path.is_file():
-        return ""
-    with path.open("rb") as f:
-        f.seek(max(0, path.stat().st_size - 64 * 1024))
-        text = f.read().decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _cuda_available() -> bool:
@@ -316,83 +294,12 @@ class _JsonlTail:
 
 
 # ---------------------------------------------------------------------------- housekeeping
-@shared_task(name="workers.tasks.housekeeping")
+@shared_task(name=dispatch.HOUSEKEEPING)
 def housekeeping() -> dict:
     """Fail runs whose heartbeat stopped; send again queued runs whose task message was lost;
-    roll up the metrics of long running runs; mark invalid the datasets whose validation died."""
+    roll up the metrics of long running runs (webapp.runs.housekeeping); mark invalid the
+    datasets whose validation died."""
     from workers.data_tasks import fail_stale_validations
 
-    return {"failed": fail_stale_runs(), "redispatched": redispatch_lost_runs(),
-            "rolled_up": refresh_running_rollups(), "datasets_failed": fail_stale_validations()}
-
-
-def refresh_running_rollups() -> list[int]:
-    """Refresh the rollups of running runs long enough to use them (series.ROLLUP_MIN_STEPS):
-    each call rolls up only the buckets completed since the last one, so it stays cheap."""
-    ids = list(Run.objects.filter(status=RunStatus.RUNNING, step__gte=series.ROLLUP_MIN_STEPS)
-               .values_list("pk", flat=True))
-    for run_id in ids:
-        refresh_rollups_of(run_id)
-    return ids
-
-
-def fail_stale_runs(timeout_s: float | None = None) -> list[int]:
-    timeout_s = settings.RUN_HEARTBEAT_TIMEOUT_S if timeout_s is None else timeout_s
-    cutoff = timezone.now() - timedelta(seconds=timeout_s)
-    failed = []
-    for run in Run.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff):
-        silent = int((timezone.now() - run.heartbeat_at).total_seconds())
-        reason = (f"No heartbeat from worker {run.worker or '?'} for {silent} s (limit {int(timeout_s)} s): "
-                  "the worker process was killed or its machine is gone. Resume continues from the latest checkpoint.")
-        try:
-            services.transition(run.pk, RunStatus.FAILED, message=reason, error=reason,
-                                log_tail=_tail(log_path(run), LOG_TAIL_LINES))
-        except services.TransitionError:
-            continue  # it ended meanwhile
-        failed.append(run.pk)
-        log.warning("run %s failed: %s", run.pk, reason)
-    return failed
-
-
-def redispatch_lost_runs() -> list[int]:
-    """Queued runs (older than QUEUED_GRACE_S) whose message is neither waiting in the broker's
-    queue nor held by a worker get a new message. Cheap: one LRANGE per queue and one HVALS."""
-    cutoff = timezone.now() - timedelta(seconds=QUEUED_GRACE_S)
-    candidates = list(Run.objects.filter(status=RunStatus.QUEUED, queued_at__lt=cutoff))
-    if not candidates:
-        return []
-    try:
-        known = _broker_task_ids({r.queue for r in candidates})
-    except Exception as exc:  # noqa: BLE001 - broker unreachable: nothing can be decided now
-        log.warning("housekeeping cannot read the broker: %s", exc)
-        return []
-    sent = []
-    for run in candidates:
-        if run.celery_task_id and run.celery_task_id in known:
-            continue
-        RunEvent.objects.create(run=run, kind="info", message="Task message lost in the broker; sent again.")
-        redispatch(run)
-        sent.append(run.pk)
-    return sent
-
-
-def redispatch(run: Run) -> None:
-    from django.db import transaction
-
-    with transaction.atomic():
-        dispatch(run)
-
-
-def _broker_task_ids(queues: set[str]) -> set[str]:
-    """Task ids waiting in the Redis lists of `queues` or delivered but unacknowledged."""
-    from workers.celery import app
-
-    with app.connection_for_write() as conn:
-        client = conn.default_channel.client
-        ids: set[str] = set()
-        for q in queues:
-            for raw in client.lrange(q, 0, -1):
-                ids.add(json.loads(raw)["headers"]["id"])
-        for raw in client.hvals("unacked"):
-            ids.add(json.loads(raw)[0]["headers"]["id"])
-    return ids
+    return {"failed": runs_housekeeping.fail_stale_runs(), "redispatched": runs_housekeeping.redispatch_lost_runs(),
+            "rolled_up": runs_housekeeping.refresh_running_rollups(), "datasets_failed": fail_stale_validations()}

@@ -210,3 +210,42 @@ def test_launch_form_rescales_its_defaults_for_a_typed_model(live_server_url, ch
     assert page.input_value("#id_max_response_len") == "2048"  # nothing changed by a refused path
     page.screenshot(path=str(SHOTS / "launch-defaults.png"), full_page=True)
     assert errors == []
+
+
+def test_choosing_sft_hides_tau_and_fits_the_micro_batch(live_server_url, chromium, team, user, tiny_assets,
+                                                        toy_dataset, reward_config):
+    """SFT reads neither tau nor teacher/self counts: the form hides them. Its rollout is 4 prompts
+    x 1 expert answer = 4 sequences, so the tiny model's micro-batch of 8 becomes 4 (it stays 8
+    when edited by hand), and the form submits as it stands: a valid SFT run is queued."""
+    page = login(chromium, live_server_url, "alice", "alice-pass-123")
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{live_server_url}/runs/new/")
+    assert page.input_value("#id_micro_batch_size") == "8" and page.is_visible("#id_tau")
+    page.select_option("#id_method", "sft")
+    page.wait_for_function("document.getElementById('id_micro_batch_size').value === '4'", timeout=10_000)
+    for hidden in ("tau", "n_teacher", "n_self", "temperature"):
+        assert page.is_hidden(f"#id_{hidden}"), hidden
+    assert page.is_visible("#id_n_expert") and page.is_visible("#id_lr")
+    assert "micro_batch_size" in page.inner_text("#method-defaults-note")
+    page.screenshot(path=str(SHOTS / "launch-sft.png"), full_page=True)
+
+    page.select_option("#id_method", "gft")  # back: tau shows again; the micro-batch fits 4 x 8
+    page.wait_for_function("document.getElementById('id_micro_batch_size').value === '8'", timeout=10_000)
+    assert page.is_visible("#id_tau") and page.is_visible("#id_n_self")
+    page.select_option("#id_method", "sft")
+    page.wait_for_function("document.getElementById('id_micro_batch_size').value === '4'", timeout=10_000)
+
+    page.fill("#id_name", "sft from the form")
+    page.fill("#id_model", str(tiny_assets["model"]))
+    page.select_option("#id_dataset", str(toy_dataset.pk))
+    page.select_option("#id_reward_config", str(reward_config.pk))
+    page.click(".launch-form button[type=submit]")
+    page.wait_for_url(f"{live_server_url}/runs/*/")
+    run = Run.objects.get(name="sft from the form")
+    assert run.method == "sft" and run.config["micro_batch_size"] == 4 and run.status == Run.Status.QUEUED
+    # Its page shows no advantage or rectification chart.
+    page.wait_for_selector("body[data-charts-ready='1']", timeout=20_000)
+    assert page.locator(".chart-card[data-chart='rectified']").count() == 0
+    assert page.locator(".chart-card[data-chart='loss']").count() == 1
+    assert errors == []

@@ -16,7 +16,7 @@ from tests.conftest import start_worker
 from tests.runs_support import wait_for
 from webapp.runs import live
 from webapp.runs.models import Artifact, MetricKey, MetricPoint, Run
-from workers.tasks import fail_stale_runs
+from webapp.runs.housekeeping import fail_stale_runs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

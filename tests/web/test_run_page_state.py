@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from tests.metric_support import write_series
 from tests.runs_support import reward_config, tiny_assets, toy_dataset  # noqa: F401
-from webapp.runs import launch
+from webapp.runs import progress
 from webapp.runs.models import Run
 
 pytestmark = pytest.mark.django_db
@@ -61,7 +61,7 @@ def test_running_run_shows_the_eta_from_its_recent_steps(auth_client, team, user
     write_series(run, "loss", range(1, 31), [1.0] * 30, walls=[t0 - 86_400 + s for s in range(1, 31)])
     write_series(run, "loss", range(31, 41), [1.0] * 10, walls=[t0 + 2.0 * s for s in range(31, 41)])
 
-    assert launch.eta_seconds(run) == pytest.approx(2.0 * 60)
+    assert progress.eta_seconds(run) == pytest.approx(2.0 * 60)
     assert state_json(auth_client, run)["eta_s"] == pytest.approx(120.0)
     assert state_json(auth_client, run)["queue_position"] is None
     page = text(auth_client.get(reverse("runs:detail", args=[run.pk])).content.decode())

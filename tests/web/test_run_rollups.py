@@ -29,7 +29,8 @@ def rollup_tops(run: Run, key: str) -> dict[int, int]:
 def test_a_run_ends_with_its_rollups_built(monkeypatch, team, user, launch_inputs):
     monkeypatch.setattr(series, "LEVELS", (2, 4))
     monkeypatch.setattr(series, "ROLLUP_MIN_STEPS", 4)
-    config, fields = launching.build_config(team, {**launch_inputs, "max_steps": 9, "checkpoint_interval": 0})
+    plan = launching.build_config(team, {**launch_inputs, "max_steps": 9, "checkpoint_interval": 0})
+    config, fields = plan.config, plan.fields
     run = Run.objects.create(team=team, created_by=user, config=config, status=Run.Status.QUEUED,
                              queued_at=timezone.now(), **fields)
     # The task body as the worker runs it, in this process (no broker).

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from tests.runs_support import launch_inputs, reward_config, tiny_assets, toy_dataset  # noqa: F401
 from webapp.accounts.models import ApiToken, Membership
 from webapp.datasets.models import Dataset
-from webapp.runs import launch
+from webapp.runs import launch, progress
 from webapp.runs.models import Run
 from workers.sink import PostgresRedisSink
 
@@ -106,7 +106,7 @@ def test_eta_from_step_times(run):
         time.sleep(0.2)
     sink.close()
     run.refresh_from_db()
-    eta = launch.eta_seconds(run)
+    eta = progress.eta_seconds(run)
     assert eta is not None and 7 * 0.1 < eta < 7 * 2.0
 
 
@@ -142,3 +142,45 @@ def test_oversized_upload_stops_at_the_limit(api_client, tiny_assets, settings):
     assert r.status_code == 413
     assert r.json()["file"][0].endswith("the file is larger than the upload limit of 2.0 KiB.")
     assert not Dataset.objects.filter(name="big").exists()
+
+
+@pytest.mark.parametrize("config,field,says", [
+    ({"kl_interval": -1}, "config.kl_interval", "[0, 1000000]"),
+    ({"eval_samples": 5000}, "config.eval_samples", "[1, 1024]"),
+    ({"top_p": 0}, "config.top_p", "(0, 1]"),
+    ({"save_final": "yes"}, "config.save_final", "true or false"),
+    ({"not_a_setting": 1}, "config.not_a_setting", "unknown setting"),
+    ({"output_dir": "/etc"}, "config.output_dir", "set from the launch inputs"),
+    ({"model_path": "/etc"}, "config.model_path", "set from the launch inputs"),
+    ({"data": {"path": "/etc/passwd"}}, "config.data", "set from the launch inputs"),
+    ({"reward": {"name": "exact_match"}}, "config.reward", "set from the launch inputs"),
+    ({"tau": 0.2}, "config.tau", "launch field"),
+])
+def test_api_config_is_checked_key_by_key(api_client, launch_inputs, config, field, says):
+    """The free-form `config` merges nothing unchecked: an out-of-range value, an unknown key or a
+    key the web sets itself is a 400 naming config.<key>, and nothing is queued."""
+    resp = api_client.post("/api/runs/", {**launch_inputs, "config": config}, format="json")
+    assert resp.status_code == 400, resp.json()
+    assert field in resp.json() and says in " ".join(resp.json()[field]), resp.json()
+    assert Run.objects.count() == 0
+
+
+@pytest.mark.parametrize("changes,field", [
+    ({"tau": 1.5}, "tau"), ({"max_steps": 2_000_000}, "max_steps"), ({"seed": -1}, "seed"),
+    ({"method": "nope"}, "method"), ({"num_gpus": 9}, "num_gpus"), ({"num_gpus": 0}, "num_gpus"),
+    ({"queue": "default"}, "queue"), ({"name": "x" * 201}, "name"), ({"eval_fraction": 1.0}, "eval_fraction"),
+])
+def test_api_launch_fields_carry_their_bounds(api_client, launch_inputs, changes, field):
+    resp = api_client.post("/api/runs/", {**launch_inputs, **changes}, format="json")
+    assert resp.status_code == 400 and field in resp.json(), resp.json()
+    assert Run.objects.count() == 0
+
+
+def test_api_schema_shows_the_generated_bounds(api_client):
+    schema = api_client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    schemas = schema["components"]["schemas"]
+    props = schemas["RunCreate"]["properties"]
+    assert props["tau"]["maximum"] == 1 and props["max_steps"]["maximum"] == 1_000_000
+    assert props["num_gpus"]["maximum"] == 8 and props["seed"]["maximum"] == 2**32 - 1
+    assert schemas["QueueEnum"]["enum"] == ["gpu"] and schemas["MethodEnum"]["enum"][:2] == ["gft", "sft"]
+    assert "GFT (group advantage" in props["method"]["description"]  # labels from the method table

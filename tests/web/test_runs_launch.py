@@ -6,8 +6,9 @@ import pytest
 from django.urls import reverse
 
 from tests.runs_support import launch_inputs, make_dataset, reward_config, tiny_assets, toy_dataset  # noqa: F401
+from gft_core.config import config_diff
 from webapp.accounts.models import Membership
-from webapp.runs import launch
+from webapp.runs import launch, progress
 from webapp.runs.models import Run, RunEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,7 +28,7 @@ def test_form_queues_a_run_with_a_celery_task(auth_client, launch_inputs):
     assert run.config["tau"] == 0.5 and run.config["output_dir"].endswith(f"runs/{run.pk}")
     assert run.config["data"]["eval_path"] is None and run.config["data"]["eval_fraction"] == 0.0
     assert run.tags == ["test"] and run.created_by.username == "alice"
-    assert launch.queue_position(run) == 1
+    assert progress.queue_position(run) == 1
     assert RunEvent.objects.filter(run=run, to_status="queued").exists()
 
 
@@ -158,14 +159,92 @@ def test_clone_prefills_the_form_and_records_the_change(auth_client, team, user,
     assert resp.status_code == 302, resp.context["form"].errors
     clone = Run.objects.exclude(pk=source.pk).get()
     assert clone.cloned_from == source
-    assert launch.config_diff(source.config, clone.config) == [("tau", 0.5, 0.7)]
+    assert config_diff(source.config, clone.config) == [("tau", [0.5, 0.7])]
     assert "tau 0.5 -> 0.7" in clone.events.first().message
 
 
 def test_logs_page_shows_the_worker_log(auth_client, team, user, launch_inputs):
     run = launch.submit_run(team, user, launch_inputs)
-    path = launch.log_path(run)
+    path = run.log_path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("line one\nstep 3 loss 0.5\n")
     page = auth_client.get(reverse("runs:logs", args=[run.pk]))
     assert b"step 3 loss 0.5" in page.content
+
+
+def test_generated_form_fields_carry_the_bounds_of_gft_core(auth_client, settings):
+    """The launch form's settings come from gft_core.config.FIELDS: bounds on the inputs (HTML
+    min/max), labels, help, choices with the method table's labels; values checked by check_field."""
+    from gft_core.config import FIELDS, LAUNCH_FIELDS
+    from gft_core.methods import METHODS
+
+    page = auth_client.get(reverse("runs:launch"))
+    form = page.context["form"]
+    assert [n for n in form.fields if n in LAUNCH_FIELDS] == list(LAUNCH_FIELDS)
+    for name in LAUNCH_FIELDS:
+        spec, field = FIELDS[name], form.fields[name]
+        assert (field.label, field.help_text, field.required) == (spec.label, spec.help, not spec.nullable), name
+        if spec.type in (int, float) and spec.choices is None:
+            assert field.widget.attrs["max"] == spec.max and field.widget.attrs["min"] == spec.min, name
+    assert dict(form.fields["method"].choices) == {m.name: m.label for m in METHODS.values()}
+    html = page.content.decode()
+    assert 'name="tau"' in html and 'max="1.0"' in html.split('name="tau"')[1].split(">")[0]
+    assert 'max="1000000"' in html.split('name="max_steps"')[1].split(">")[0]
+    assert form.fields["num_gpus"].widget.attrs["max"] == settings.MAX_GPUS_PER_RUN == 8
+    assert [c for c, _ in form.fields["queue"].choices] == list(settings.TRAINING_QUEUES)
+    # The bound for every method is gft_core's, worded as gft_core words it.
+    bad = form_data({**{n: form[n].value() for n in form.fields}, "tau": 0, "max_steps": 2_000_000, "num_gpus": 9})
+    errors = auth_client.post(reverse("runs:launch"), bad).context["form"].errors
+    assert errors["tau"] == ["must be in (0, 1]"] and errors["max_steps"] == ["must be an integer in [1, 1000000]"]
+    assert "num_gpus" in errors
+
+
+def test_a_name_over_200_characters_is_a_field_error(auth_client, api_client, launch_inputs):
+    resp = auth_client.post(reverse("runs:launch"), form_data(launch_inputs, name="x" * 201))
+    assert "name" in resp.context["form"].errors
+    assert api_client.post("/api/runs/", {**launch_inputs, "name": "x" * 201}, format="json").status_code == 400
+    assert Run.objects.count() == 0
+
+
+@pytest.mark.parametrize("method", ["sft", "sft_mix", "dft", "grpo", "gft", "gft_no_dcr", "gft_no_gal"])
+def test_defaults_fit_every_method(auth_client, method, team, tiny_assets, toy_dataset, reward_config):
+    """The defaults for a method divide its rollout (SFT: 4 prompts x 1 answer = 4 sequences, so
+    the micro-batch is 4, not 8), and launching with them is valid."""
+    body = auth_client.get(reverse("runs:launch_defaults"), {"model": "tiny", "method": method}).json()
+    d = body["defaults"]
+    assert body["method_fitted"] == ["sequences_per_update", "micro_batch_size"]
+    from gft_core.config import GFTConfig
+
+    cfg = GFTConfig(method=method, n_expert=d["n_expert"], n_teacher=d["n_teacher"], n_self=d["n_self"],
+                    prompts_per_step=d["prompts_per_step"])
+    assert cfg.sequences_per_rollout % d["micro_batch_size"] == 0
+    if method == "sft":
+        assert d["micro_batch_size"] == 4
+    big = launch.build_config(team, {"model": str(tiny_assets["model"]), "method": method, "dataset": toy_dataset,
+                                     "reward_config": reward_config, "n_teacher": 1})
+    assert big.config["method"] == method
+
+
+def test_sft_run_page_hides_what_sft_does_not_have(auth_client, team, user):
+    """Method.charts decides: an SFT run has no advantage or rectification charts and no tau."""
+    sft = Run.objects.create(team=team, created_by=user, name="s", method="sft", config={"tau": 0.3},
+                             status=Run.Status.SUCCEEDED)
+    gft = Run.objects.create(team=team, created_by=user, name="g", method="gft", config={"tau": 0.3},
+                             status=Run.Status.SUCCEEDED)
+    sft_page = auth_client.get(reverse("runs:detail", args=[sft.pk])).context
+    groups = {c["group"] for c in sft_page["page"]["charts"]}
+    assert "Group advantages" not in groups and "Coefficient rectification" not in groups and "Loss & optimisation" in groups
+    assert sft_page["tau"] is None and sft_page["page"]["runs"][0]["tau"] is None
+    gft_page = auth_client.get(reverse("runs:detail", args=[gft.pk])).context
+    assert {"Group advantages", "Coefficient rectification"} <= {c["group"] for c in gft_page["page"]["charts"]}
+    assert gft_page["tau"] == 0.3
+    both = auth_client.get(reverse("runs:compare") + f"?runs={sft.pk},{gft.pk}").context
+    assert any(c["id"] == "rectified" for c in both["page"]["charts"])
+
+
+def test_sft_form_marks_the_fields_it_does_not_read(auth_client):
+    html = auth_client.get(reverse("runs:launch")).content.decode()
+    tau_div = html.split('data-field="tau"')[1].split(">")[0]
+    assert 'data-used-by="gft gft_no_gal"' in tau_div
+    teacher_div = html.split('data-field="n_teacher"')[1].split(">")[0]
+    assert "sft_mix" in teacher_div and " sft " not in f" {teacher_div.split('=')[-1]} "

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from gft_core.config import FIELDS, LAUNCH_FIELDS
 from webapp.accounts.models import Membership, Team
 from webapp.datasets.models import Dataset
 from webapp.rewards.models import RewardConfig
-from webapp.runs import launch
+from webapp.runs import launch, launchfields, progress
+from webapp.runs.defaults import EVAL_SPLITS
 from webapp.runs.models import Artifact, Run
 
 from .parsers import LimitedJSONField
@@ -86,10 +88,10 @@ class RunSerializer(serializers.ModelSerializer):
         return round(run.step / run.total_steps, 4) if run.total_steps else 0.0
 
     def get_eta_seconds(self, run: Run) -> float | None:
-        return launch.eta_seconds(run)
+        return progress.eta_seconds(run)
 
     def get_queue_position(self, run: Run) -> int | None:
-        return launch.queue_position(run)
+        return progress.queue_position(run)
 
 
 class RunDetailSerializer(RunSerializer):
@@ -100,39 +102,39 @@ class RunDetailSerializer(RunSerializer):
         read_only_fields = fields
 
 
+def config_serializer_field(spec) -> serializers.Field:
+    """The API field of one gft_core setting (optional: left out, it takes the launch default),
+    checked by gft_core.config.check_field like the launch form's."""
+    return launchfields.setting_field(
+        spec, choice=serializers.ChoiceField, boolean=serializers.BooleanField, integer=serializers.IntegerField,
+        number=serializers.FloatField, text=serializers.CharField, error=serializers.ValidationError,
+        required=False, allow_null=spec.nullable, label=spec.label, help_text=spec.help)
+
+
 class RunCreateSerializer(serializers.Serializer):
-    """Launch inputs, as on the launch form (webapp/runs/forms.py); fields left out take the
-    defaults for the model. `config` adds gft_core settings the form does not show."""
+    """Launch inputs, as on the launch form (webapp/runs/forms.py): the gft_core settings of
+    gft_core.config.LAUNCH_FIELDS (generated, with their bounds) and the web-only inputs below.
+    Fields left out take the defaults for the model and method. `config` adds gft_core settings the
+    form does not show; each key is checked (webapp.runs.launch.check_extra_config)."""
 
     team = serializers.IntegerField(required=False, help_text="Team id; default: your only or first team")
-    name = serializers.CharField(required=False, allow_blank=True)
-    method = serializers.CharField(required=False)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=launchfields.NAME_MAX_LENGTH)
     model = serializers.CharField(required=False, help_text='"tiny" or a model directory under MODEL_ROOTS')
-    dataset = serializers.IntegerField()
-    reward_config = serializers.IntegerField()
-    eval_split = serializers.CharField(required=False)
-    eval_fraction = serializers.FloatField(required=False)
-    n_expert = serializers.IntegerField(required=False)
-    n_teacher = serializers.IntegerField(required=False)
-    n_self = serializers.IntegerField(required=False)
-    tau = serializers.FloatField(required=False)
-    lr = serializers.FloatField(required=False)
-    lr_schedule = serializers.CharField(required=False)
-    warmup_steps = serializers.IntegerField(required=False)
-    prompts_per_step = serializers.IntegerField(required=False)
-    sequences_per_update = serializers.IntegerField(required=False, allow_null=True)
-    micro_batch_size = serializers.IntegerField(required=False)
-    max_prompt_len = serializers.IntegerField(required=False)
-    max_response_len = serializers.IntegerField(required=False)
-    temperature = serializers.FloatField(required=False)
-    max_steps = serializers.IntegerField(required=False, allow_null=True)
-    epochs = serializers.FloatField(required=False)
-    seed = serializers.IntegerField(required=False)
-    eval_interval = serializers.IntegerField(required=False)
-    checkpoint_interval = serializers.IntegerField(required=False)
-    mixed_precision = serializers.CharField(required=False)
-    num_gpus = serializers.IntegerField(required=False)
-    queue = serializers.CharField(required=False)
-    tags = serializers.ListField(child=serializers.CharField(max_length=50), required=False)
-    config = serializers.DictField(required=False, help_text="Extra gft_core settings (e.g. kl_interval)")
+    dataset = serializers.IntegerField(help_text="A dataset version id of the team that passed validation")
+    reward_config = serializers.IntegerField(help_text="A reward config id of the team")
+    eval_split = serializers.ChoiceField(choices=[c for c, _ in EVAL_SPLITS], required=False)
+    tags = serializers.ListField(child=serializers.CharField(max_length=launchfields.TAG_MAX_LENGTH), required=False)
+    config = serializers.DictField(required=False, help_text="Extra gft_core settings (e.g. kl_interval); every "
+                                   "key is checked like the launch fields")
     clone_of = serializers.IntegerField(required=False, help_text="Run id this run was cloned from")
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        for name in LAUNCH_FIELDS:
+            fields[name] = config_serializer_field(FIELDS[name])
+        fields["eval_fraction"] = config_serializer_field(FIELDS["data.eval_fraction"])
+        fields["num_gpus"] = serializers.IntegerField(required=False, help_text=launchfields.gpu_help(),
+                                                      **launchfields.gpu_bounds())
+        fields["queue"] = serializers.ChoiceField(choices=launch.queue_choices(), required=False,
+                                                  help_text="A training queue (TRAINING_QUEUES); default: the first")
+        return fields

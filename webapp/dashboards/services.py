@@ -5,6 +5,7 @@ from django import forms
 from django.db.models import QuerySet
 
 from webapp.accounts.scoping import in_team
+from webapp.runs.listing import parse_id
 from webapp.runs.models import Run
 
 from .models import Dashboard
@@ -19,10 +20,11 @@ def validate_run_ids(user, team, raw: str) -> list[int]:
         part = part.strip()
         if not part:
             continue
-        if not part.isdigit():
+        run_id = parse_id(part)
+        if run_id is None:
             raise forms.ValidationError(f"{part!r} is not a run id.")
-        if int(part) not in ids:
-            ids.append(int(part))
+        if run_id not in ids:
+            ids.append(run_id)
     if not ids:
         raise forms.ValidationError("Choose at least one run.")
     if len(ids) > MAX_RUNS:

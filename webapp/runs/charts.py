@@ -8,7 +8,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import launch
+from gft_core.config import config_diff as gft_config_diff
+from gft_core.methods import METHODS
+
+from . import progress
 from .models import Run
 
 SOURCES = ("expert", "teacher", "self")
@@ -21,6 +24,8 @@ def _per_source(prefix: str, overall: str | None = None) -> list[str]:
 
 # kind: "lines" (one trace per key), "band" (lo/hi keys drawn as a shaded band around `mid`),
 # "heatmap" (a histogram key over steps). `ref`: a horizontal reference line from the run config.
+# `needs`: the chart group of gft_core's Method.charts it belongs to; a run page shows it only for
+# methods that have it (SFT has no group advantage and no coefficient rectification to chart).
 CHARTS: list[dict[str, Any]] = [
     {"id": "loss", "group": "Loss & optimisation", "title": "Loss", "kind": "lines", "keys": ["loss"]},
     {"id": "grad_norm", "group": "Loss & optimisation", "title": "Gradient norm (before clipping)", "kind": "lines",
@@ -36,23 +41,23 @@ CHARTS: list[dict[str, Any]] = [
      "keys": ["reward/self_accuracy", "eval/accuracy"]},
     {"id": "response_len", "group": "Rewards", "title": "Response length (tokens)", "kind": "lines",
      "keys": _per_source("response_len", "response_len/mean")},
-    {"id": "adv_band", "group": "Group advantages", "title": "Advantages: mean, ±std, min/max", "kind": "band",
+    {"id": "adv_band", "group": "Group advantages", "needs": "advantages", "title": "Advantages: mean, ±std, min/max", "kind": "band",
      "mid": "adv/mean", "std": "adv/std", "lo": "adv/min", "hi": "adv/max",
      "keys": ["adv/mean", "adv/std", "adv/min", "adv/max"]},
-    {"id": "adv_source", "group": "Group advantages", "title": "Mean advantage per source", "kind": "lines",
+    {"id": "adv_source", "group": "Group advantages", "needs": "advantages", "title": "Mean advantage per source", "kind": "lines",
      "keys": _per_source("adv")},
-    {"id": "zero_var", "group": "Group advantages", "title": "Share of zero-variance groups", "kind": "lines",
+    {"id": "zero_var", "group": "Group advantages", "needs": "advantages", "title": "Share of zero-variance groups", "kind": "lines",
      "keys": ["adv/zero_var_groups"]},
-    {"id": "adv_hist", "group": "Group advantages", "title": "Advantage histogram over steps", "kind": "heatmap",
+    {"id": "adv_hist", "group": "Group advantages", "needs": "advantages", "title": "Advantage histogram over steps", "kind": "heatmap",
      "keys": [], "hist": ADV_HIST},
-    {"id": "rectified", "group": "Coefficient rectification", "title": "Rectified-token share (pi < tau)",
+    {"id": "rectified", "group": "Coefficient rectification", "needs": "rectification", "title": "Rectified-token share (pi < tau)",
      "kind": "lines", "keys": _per_source("dcr/rectified_frac", "dcr/rectified_frac")},
-    {"id": "pi_quantiles", "group": "Coefficient rectification", "title": "pi quantiles p5 / p50 / p95 vs tau",
+    {"id": "pi_quantiles", "group": "Coefficient rectification", "needs": "rectification", "title": "pi quantiles p5 / p50 / p95 vs tau",
      "kind": "band", "mid": "dcr/pi_p50", "lo": "dcr/pi_p5", "hi": "dcr/pi_p95",
      "keys": ["dcr/pi_p50", "dcr/pi_p5", "dcr/pi_p95"], "ref": "tau"},
-    {"id": "mean_c", "group": "Coefficient rectification", "title": "Mean coefficient C", "kind": "lines",
+    {"id": "mean_c", "group": "Coefficient rectification", "needs": "rectification", "title": "Mean coefficient C", "kind": "lines",
      "keys": _per_source("dcr/mean_c", "dcr/mean_c")},
-    {"id": "mean_w", "group": "Coefficient rectification", "title": "Mean effective weight C / pi", "kind": "lines",
+    {"id": "mean_w", "group": "Coefficient rectification", "needs": "rectification", "title": "Mean effective weight C / pi", "kind": "lines",
      "keys": _per_source("dcr/mean_w", "dcr/mean_w")},
     {"id": "entropy", "group": "Policy", "title": "Policy entropy", "kind": "lines", "keys": ["policy/entropy"]},
     {"id": "kl", "group": "Policy", "title": "KL to the start model", "kind": "lines", "keys": ["policy/kl_start"]},
@@ -68,6 +73,18 @@ def charts_for(ids: list[str] | None) -> list[dict]:
     return [c for c in CHARTS if not ids or c["id"] in ids]
 
 
+def charts_for_methods(methods: list[str]) -> list[dict]:
+    """The charts that mean something for at least one of these methods (Method.charts); an
+    unknown method (a run from an older table) shows every chart."""
+    groups: set[str] = set()
+    for name in methods:
+        method = METHODS.get(name)
+        if method is None:
+            return list(CHARTS)
+        groups |= method.charts
+    return [c for c in CHARTS if "needs" not in c or c["needs"] in groups]
+
+
 def chart_keys(charts: list[dict]) -> list[str]:
     """Every scalar metric the charts draw, once."""
     seen: dict[str, None] = {}
@@ -79,12 +96,12 @@ def chart_keys(charts: list[dict]) -> list[str]:
 
 def run_state(run: Run) -> dict[str, Any]:
     """Status, progress, ETA and queue position of a run, as the pages and their live updates show
-    them (ETA and queue position from webapp.runs.launch, as the API reports them)."""
+    them (ETA and queue position from webapp.runs.progress, as the API reports them)."""
     total = run.total_steps or 0
     frac = min(1.0, run.step / total) if total else 0.0
     return {"id": run.pk, "status": run.status, "status_label": run.get_status_display(), "step": run.step,
-            "total_steps": total, "progress": frac, "eta_s": launch.eta_seconds(run),
-            "queue": run.queue, "queue_position": launch.queue_position(run), "active": run.is_active,
+            "total_steps": total, "progress": frac, "eta_s": progress.eta_seconds(run),
+            "queue": run.queue, "queue_position": progress.queue_position(run), "active": run.is_active,
             "error": run.error[:2000] if run.error else ""}
 
 
@@ -98,40 +115,18 @@ def format_eta(seconds: float | None) -> str:
 
 
 def tau_of(run: Run) -> float | None:
+    """The run's tau, or None when its method does not use one (SFT, GRPO, ...)."""
+    method = METHODS.get(run.method)
+    if method is not None and not method.uses_tau:
+        return None
     value = (run.config or {}).get("tau")
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    """{"data.path": ..., "lr": ...}: nested dicts as dotted names, lists kept as values."""
-    if not isinstance(config, dict):
-        return {prefix: config} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, name))
-        else:
-            out[name] = value
-    return out
-
-
-_MISSING = object()
-
-
 def config_diff(runs: list[Run]) -> list[tuple[str, list[Any]]]:
-    """[(field, [value per run])] for the config fields (plus method, dataset, reward) that differ."""
-    flat = []
-    for run in runs:
-        f = flatten(run.config or {})
-        f["(method)"] = run.method
-        f["(dataset)"] = str(run.dataset) if run.dataset_id else None
-        f["(reward config)"] = str(run.reward_config) if run.reward_config_id else None
-        flat.append(f)
-    names = sorted({n for f in flat for n in f})
-    rows = []
-    for name in names:
-        values = [f.get(name, _MISSING) for f in flat]
-        if any(v != values[0] for v in values[1:]):
-            rows.append((name, ["—" if v is _MISSING else v for v in values]))
-    return rows
+    """[(setting, [value per run])] for the config settings (plus method, dataset, reward) that
+    differ (gft_core.config.config_diff: dotted keys, output_dir ignored; "—" where a run lacks it)."""
+    configs = [{**(run.config or {}), "(method)": run.method,
+                "(dataset)": str(run.dataset) if run.dataset_id else None,
+                "(reward config)": str(run.reward_config) if run.reward_config_id else None} for run in runs]
+    return [(name, ["—" if v is None else v for v in values]) for name, values in gft_config_diff(*configs)]

@@ -1,6 +1,7 @@
 """The run list: filters and sorting (by any final metric in Run.summary)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from django.db.models import F, Func, QuerySet
@@ -10,6 +11,18 @@ from .models import Run
 
 SORTS = {"-created": "Newest first", "created": "Oldest first", "name": "Name", "status": "Status"}
 METRIC_PREFIX = "metric:"
+MAX_ID = 2**63 - 1  # ids are Postgres bigints
+_ASCII_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def parse_id(raw: str) -> int | None:
+    """A database id from text, or None. Only ASCII digits count: str.isdigit() also accepts "²"
+    (which int() refuses) and int() accepts "٣"; neither names a row."""
+    raw = (raw or "").strip()
+    if not _ASCII_DIGITS.fullmatch(raw):
+        return None
+    value = int(raw)
+    return value if value <= MAX_ID else None
 
 
 @dataclass
@@ -32,7 +45,7 @@ class RunFilter:
         if f.status and f.status not in Run.Status.values:
             f.errors.append(f"Unknown status {f.status!r}.")
             f.status = ""
-        if f.dataset and not f.dataset.isdigit():
+        if f.dataset and parse_id(f.dataset) is None:
             f.errors.append("Dataset must be a dataset id.")
             f.dataset = ""
         if f.sort not in SORTS and not f.sort.startswith(METRIC_PREFIX):

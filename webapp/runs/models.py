@@ -6,9 +6,12 @@ and a retried flush of the same (run, key, step) cannot create a duplicate.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.urls import reverse
 
 
 class RunStatus(models.TextChoices):
@@ -66,6 +69,29 @@ class Run(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
+
+    def get_absolute_url(self) -> str:
+        return reverse("runs:detail", args=[self.pk])
+
+    @property
+    def directory(self) -> Path:
+        """Where the run's checkpoints, final model and worker log live."""
+        return Path(self.output_dir) if self.output_dir else Path(settings.ARTIFACT_ROOT) / "runs" / str(self.pk)
+
+    @property
+    def log_path(self) -> Path:
+        """The run's worker log (every attempt appends to it)."""
+        return self.directory / "worker.log"
+
+    def read_log_end(self, lines: int = 60) -> str:
+        """The last `lines` lines of the worker log ("" when there is none yet)."""
+        path = self.log_path
+        if not path.is_file():
+            return ""
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - 64 * 1024))
+            text = f.read().decode("utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
 
 
 class RunEvent(models.Model):

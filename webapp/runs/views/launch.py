@@ -6,23 +6,18 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect, render
-from django.urls import NoReverseMatch, reverse
 
 from webapp.accounts.scoping import get_scoped, require_writer
 
 from .. import launch as launching
 from .. import services
+from ..defaults import DEFAULT_METHOD, METHOD_FITTED, defaults, defaults_for, is_small
+from ..modelpaths import ModelPathError
 from ..forms import LaunchForm
+from ..listing import parse_id
 from ..models import Run
 
 LOG_TAIL_BYTES = 256 * 1024
-
-
-def _run_url(run: Run) -> str:
-    try:
-        return reverse("runs:detail", args=[run.pk])
-    except NoReverseMatch:  # the run page is optional for these views
-        return reverse("runs:list")
 
 
 @login_required
@@ -35,24 +30,25 @@ def launch(request: HttpRequest) -> HttpResponse:
     source = None
     clone_id = request.GET.get("clone") or request.POST.get("clone")
     if clone_id:
-        if not str(clone_id).isdigit():
-            raise Http404("No such run.")
-        source = get_scoped(request.user, Run.objects.select_related("dataset", "reward_config"), pk=int(clone_id))
+        source_id = parse_id(str(clone_id))
+        if source_id is None:
+            raise Http404(f"{clone_id!r} is not a run id.")
+        source = get_scoped(request.user, Run.objects.select_related("dataset", "reward_config"), pk=source_id)
         team = source.team
         require_writer(request.user, team)
-    initial = launching.clone_initial(source) if source else launching.defaults()
+    initial = launching.clone_initial(source) if source else defaults()
     if request.method == "POST":
         form = LaunchForm(request.POST, team=team, initial=initial)
         if form.is_valid():
             try:
-                run = launching.submit_run(team, request.user, form.cleaned_data, cloned_from=source)
+                run = launching.submit_run(team, request.user, form.plan, cloned_from=source)
             except launching.LaunchError as e:  # e.g. the dataset was archived meanwhile
                 for field, errs in e.errors.items():
                     for message in errs:
                         form.add_error(field if field in form.fields else None, message)
             else:
                 messages.success(request, f"Run #{run.pk} is queued.")
-                return redirect(_run_url(run))
+                return redirect(run)
     else:
         form = LaunchForm(team=team, initial=initial)
     # What the clone starts from, per field, so the page can show what was changed.
@@ -65,17 +61,21 @@ def launch(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def launch_defaults(request: HttpRequest) -> JsonResponse:
-    """GET ?model=<value>: the launch defaults scaled for that model (the form fills the fields
-    the user has not edited), or 400 with the reason the model is refused."""
+    """GET ?model=<value>&method=<name>: the launch defaults scaled for that model and fitted to
+    that method (the form fills the fields the user has not edited), or 400 naming the parameter
+    that is refused and why."""
     if request.team is None:
         raise Http404("You are not a member of any team.")
+    method = request.GET.get("method") or DEFAULT_METHOD
     try:
-        values, params = launching.defaults_for(request.GET.get("model", ""))
-    except launching.LaunchError as e:
-        return JsonResponse({"error": " ".join(m for msgs in e.errors.values() for m in msgs)}, status=400)
+        values, params = defaults_for(request.GET.get("model", ""), method)
+    except ModelPathError as e:
+        return JsonResponse({"error": str(e), "field": "model"}, status=400)
+    except ValueError as e:  # an unknown method
+        return JsonResponse({"error": str(e), "field": "method"}, status=400)
     values.pop("model", None)  # the field keeps what the user typed
-    return JsonResponse({"defaults": values, "params": params,
-                         "small": params is not None and params < launching.SMALL_MODEL_PARAMS})
+    return JsonResponse({"defaults": values, "params": params, "small": is_small(params),
+                         "method_fitted": list(METHOD_FITTED)})
 
 
 def _post_only(request: HttpRequest, pk: int) -> Run:
@@ -101,7 +101,7 @@ def _action(fn):
             fn(request, run)
         except services.TransitionError as e:
             messages.error(request, str(e))
-        return redirect(_run_url(run))
+        return redirect(run)
 
     view.__name__ = fn.__name__
     view.__doc__ = fn.__doc__
@@ -126,7 +126,7 @@ def resume(request: HttpRequest, run: Run) -> None:
 def logs(request: HttpRequest, pk: int) -> HttpResponse:
     """The worker log of a run (the last 256 KiB; ?raw=1 for the whole file as text)."""
     run = get_scoped(request.user, Run.objects.all(), pk=pk)
-    path = launching.log_path(run)
+    path = run.log_path
     text, truncated = "", False
     if path.is_file():
         if request.GET.get("raw"):
@@ -139,4 +139,4 @@ def logs(request: HttpRequest, pk: int) -> HttpResponse:
     elif run.log_tail:
         text = run.log_tail
     return render(request, "runs/logs.html", {"run": run, "text": text, "truncated": truncated,
-                                              "run_url": _run_url(run), "path": str(path)})
+                                              "run_url": run.get_absolute_url(), "path": str(path)})

@@ -6,6 +6,7 @@ webapp.runs.charts / listing.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import math
@@ -13,25 +14,17 @@ import math
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from webapp.accounts.scoping import get_scoped, in_team, scoped
 
 from .. import charts, groups as group_data, live, series
-from ..listing import SORTS, RunFilter, filter_choices, summary_metrics
+from ..listing import SORTS, RunFilter, filter_choices, parse_id, summary_metrics
 from ..models import Run
 
 log = logging.getLogger(__name__)
 MAX_COMPARE = 10
-
-
-def _optional_url(name: str, *args) -> str | None:
-    """URL of a route another part may not have registered yet (launch/cancel/logs)."""
-    try:
-        return reverse(name, args=args)
-    except NoReverseMatch:
-        return None
 
 
 def parse_run_ids(raw: str, limit: int = MAX_COMPARE) -> list[int]:
@@ -41,10 +34,11 @@ def parse_run_ids(raw: str, limit: int = MAX_COMPARE) -> list[int]:
         part = part.strip()
         if not part:
             continue
-        if not part.isdigit():
-            raise Http404("Bad run id.")
-        if int(part) not in ids:
-            ids.append(int(part))
+        run_id = parse_id(part)
+        if run_id is None:
+            raise Http404(f"{part!r} is not a run id.")
+        if run_id not in ids:
+            ids.append(run_id)
     return ids[:limit]
 
 
@@ -77,14 +71,37 @@ def jsonable_series(data: dict) -> dict:
                        for k, s in per_key.items()} for rid, per_key in data.items()}
 
 
+STEP_LIMIT = 2**31 - 1  # steps are stored as Postgres integers
+
+
+class BadParam(ValueError):
+    """A query parameter the view cannot use; the message names it (answered as a JSON 400)."""
+
+
+def answers_bad_params(view):
+    """JSON views: a BadParam becomes 400 {"error": message} instead of a 500."""
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except BadParam as e:
+            return JsonResponse({"error": str(e)}, status=400)
+    return wrapper
+
+
 def _int_param(request: HttpRequest, name: str) -> int | None:
+    """A whole-number query parameter ("120", "1e3"), or None when absent; BadParam for anything
+    else, including values beyond the step column's range such as 1e400 or nan."""
     raw = request.GET.get(name, "")
     if raw == "":
         return None
     try:
-        return int(float(raw))
+        value = float(raw)
     except ValueError:
-        raise Http404(f"Bad {name}.") from None
+        value = math.nan
+    if not math.isfinite(value) or abs(value) > STEP_LIMIT:
+        raise BadParam(f"{name} must be a whole number within ±{STEP_LIMIT} (got {raw[:40]!r}).")
+    return int(value)
 
 
 # ---------------------------------------------------------------------------------------- pages
@@ -101,7 +118,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
     return render(request, "runs/list.html", {
         "runs": runs, "filter": flt, "sorts": SORTS, "metrics": metrics, "shown_metrics": shown,
         "choices": filter_choices(team_runs), "statuses": Run.Status.choices, "max_compare": MAX_COMPARE,
-        "launch_url": _optional_url("runs:launch"),
+        "launch_url": reverse("runs:launch"),
     })
 
 
@@ -111,7 +128,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     state = charts.run_state(run)
     page = {
         "runs": [{"id": run.pk, "name": run.name, "tau": charts.tau_of(run), "state": state}],
-        "charts": charts.CHARTS,
+        "charts": charts.charts_for_methods([run.method]),
         "urls": {"series": reverse("runs:series"), "stream": reverse("runs:stream", args=[run.pk]),
                  "groups": reverse("runs:groups", args=[run.pk])},
         "mode": "run",
@@ -123,8 +140,8 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "config_json": json.dumps(run.config, indent=2, sort_keys=True, default=str),
         "artifacts": run.artifacts.all(), "events": run.events.all()[:50],
         "group_steps": group_data.steps(run),
-        "cancel_url": _optional_url("runs:cancel", run.pk), "resume_url": _optional_url("runs:resume", run.pk),
-        "logs_url": _optional_url("runs:logs", run.pk),
+        "cancel_url": reverse("runs:cancel", args=[run.pk]), "resume_url": reverse("runs:resume", args=[run.pk]),
+        "logs_url": reverse("runs:logs", args=[run.pk]),
         "clone_url": f"{reverse('runs:launch')}?clone={run.pk}",
     })
 
@@ -139,7 +156,8 @@ def compare(request: HttpRequest) -> HttpResponse:
 def compare_context(request: HttpRequest, runs: list[Run], *, chart_ids: list[str], smoothing: float,
                     dashboard=None) -> dict:
     """Context of the compare template (also used by saved dashboards)."""
-    chosen = charts.charts_for(chart_ids)
+    # A saved choice stays as saved; otherwise the charts that mean something for these methods.
+    chosen = charts.charts_for(chart_ids) if chart_ids or not runs else charts.charts_for_methods([r.method for r in runs])
     summary = series.final_and_best([r.pk for r in runs], charts.SUMMARY_KEYS) if runs else {}
     summary_rows = []
     for key in charts.SUMMARY_KEYS:
@@ -161,6 +179,7 @@ def compare_context(request: HttpRequest, runs: list[Run], *, chart_ids: list[st
 # ---------------------------------------------------------------------------------------- data
 @login_required
 @require_GET
+@answers_bad_params
 def series_json(request: HttpRequest) -> JsonResponse:
     """Chart data of 1-10 runs: ?runs=1,2&keys=loss,lr[&hist=adv/hist][&step_min=&step_max=&max_points=]."""
     ids = parse_run_ids(request.GET.get("runs", ""))
@@ -211,6 +230,7 @@ def series_csv(request: HttpRequest) -> StreamingHttpResponse | HttpResponse:
 
 @login_required
 @require_GET
+@answers_bad_params
 def groups(request: HttpRequest, pk: int) -> JsonResponse | HttpResponse:
     """Group inspector data of a run at a step: ?step=N (default latest); ?group=i&download=1 exports one."""
     run = get_scoped(request.user, Run.objects.all(), pk=pk)

@@ -1,0 +1,86 @@
+"""Which models a run may train: the built-in tiny model or a directory under settings.MODEL_ROOTS."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+
+TINY_MODEL = "tiny"  # the launch value that picks the built-in tiny model
+
+
+class ModelPathError(ValueError):
+    """A launch model value that is refused; the message says why (shown on the model field)."""
+
+
+def tiny_model_dir() -> Path:
+    return Path(settings.ARTIFACT_ROOT) / "models" / "tiny"
+
+
+def ensure_tiny_model() -> Path:
+    """The built-in tiny model directory, created once (atomically: built aside, then renamed)."""
+    target = tiny_model_dir()
+    if (target / "config.json").is_file():
+        return target
+    from gft_core.tiny import make_tiny_model
+
+    tmp = target.with_name(f".tiny-{id(target)}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    make_tiny_model(tmp)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process won the race: its copy is identical (seeded)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model(value: str) -> str:
+    """The model directory for a launch value: "tiny", or a path under one of settings.MODEL_ROOTS.
+
+    Raises ModelPathError for a blank value, a path outside the roots or one the OS cannot take
+    (a NUL byte, say)."""
+    value = (value or "").strip()
+    if not value:
+        raise ModelPathError("Choose a model: the built-in tiny model or a directory under the model roots.")
+    if value == TINY_MODEL:
+        return str(ensure_tiny_model())
+    if "\x00" in value:
+        raise ModelPathError("A model path cannot contain a NUL character.")
+    try:
+        path = Path(value).resolve()
+    except (OSError, RuntimeError) as exc:  # e.g. a symlink loop
+        raise ModelPathError(f"{value} is not a usable path ({exc}).") from None
+    roots = [Path(r).resolve() for r in settings.MODEL_ROOTS]
+    if not any(path.is_relative_to(r) for r in roots) and path != tiny_model_dir().resolve():
+        raise ModelPathError(f"{value} is outside the allowed model roots ({', '.join(map(str, roots))}).")
+    return str(path)
+
+
+def launch_value(model_path: str) -> str:
+    """The launch value that picks `model_path` again ("tiny" for the built-in model)."""
+    return TINY_MODEL if model_path and Path(model_path) == tiny_model_dir() else model_path
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """(value, label): the built-in tiny model, then each model directory found under MODEL_ROOTS."""
+    choices = [(TINY_MODEL, "Built-in tiny model (gft_core.tiny, a few million parameters)")]
+    for root in settings.MODEL_ROOTS:
+        root = Path(root)
+        if root.is_dir():
+            for cfg in sorted(list(root.glob("*/config.json")) + list(root.glob("*/*/config.json"))):
+                choices.append((str(cfg.parent), str(cfg.parent.relative_to(root))))
+    return choices
+
+
+def estimate_params(model: str) -> int | None:
+    """Rough parameter count of a model directory from its config.json (None when unknown)."""
+    if model == TINY_MODEL:
+        return 3_000_000
+    try:
+        c = json.loads((Path(model) / "config.json").read_text())
+        h, n, v = int(c["hidden_size"]), int(c["num_hidden_layers"]), int(c.get("vocab_size", 32000))
+        ff = int(c.get("intermediate_size", 4 * h))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return n * (4 * h * h + 3 * h * ff) + v * h

@@ -1,0 +1,102 @@
+// Launch form (templates/runs/launch.html).
+// - Fields a method does not read (data-used-by lists the methods that do) are hidden for it:
+//   SFT shows no tau and no teacher/self counts.
+// - Choosing another method refits the batch sizes it owns (sequences per update, micro-batch)
+//   to its rollout; on a new launch, choosing or typing another model fills every field with the
+//   defaults scaled for it. Both ask GET /runs/new/defaults/?model=&method= and replace only the
+//   fields the user has not edited.
+// - On a clone, fields that differ from the cloned run are marked and listed above the form.
+(function () {
+  const form = document.querySelector(".launch-form");
+  if (!form) return;
+  const model = form.elements["model"];
+  const method = form.elements["method"];
+  const note = document.getElementById("model-defaults-note");
+  // Attributes, not form.dataset: the form has a field named "dataset", which shadows it.
+  const isClone = form.getAttribute("data-clone") === "1";
+  const defaultsUrl = form.getAttribute("data-defaults-url");
+  const edited = new Set();
+  form.addEventListener("input", (e) => {
+    if (e.target.name && e.target !== model && e.target !== method) edited.add(e.target.name);
+  });
+
+  function showFieldsOf(name) {
+    for (const field of form.querySelectorAll(".field[data-used-by]")) {
+      field.hidden = !field.dataset.usedBy.split(" ").includes(name);
+    }
+  }
+
+  let asked = "";
+  async function fetchDefaults() {
+    const key = `${(model.value || "").trim() || "tiny"}|${method.value}`;
+    asked = key;
+    const url = `${defaultsUrl}?model=${encodeURIComponent(key.split("|")[0])}` +
+                `&method=${encodeURIComponent(method.value)}`;
+    const resp = await fetch(url, {headers: {"Accept": "application/json"}});
+    const body = await resp.json().catch(() => ({error: `defaults unavailable (HTTP ${resp.status})`}));
+    if (key !== asked) return null;  // another model or method was chosen meanwhile
+    if (!resp.ok) { if (note) note.textContent = body.error; return null; }
+    return body;
+  }
+
+  function fill(values, names) {
+    const filled = [];
+    for (const name of names) {
+      const el = form.elements[name];
+      if (!el || edited.has(name) || !(name in values)) continue;
+      const v = values[name];
+      const text = v === null || v === undefined ? "" : String(v);
+      if (el.value !== text) { el.value = text; filled.push(name); }
+    }
+    form.dispatchEvent(new Event("change"));  // the clone marks follow
+    return filled;
+  }
+
+  let lastModel = (model.value || "").trim();
+  model.addEventListener("change", async () => {
+    const value = (model.value || "").trim();
+    if (isClone || !value || value === lastModel) return;
+    lastModel = value;
+    const body = await fetchDefaults();
+    if (!body) return;
+    const filled = fill(body.defaults, Object.keys(body.defaults));
+    const size = body.params ? `~${(body.params / 1e6).toLocaleString(undefined, {maximumFractionDigits: 0})}M parameters`
+                             : "size unknown";
+    note.textContent = `Defaults for this model (${size}, ${body.small ? "small-model" : "paper-scale"} settings)` +
+      (filled.length ? `: set ${filled.join(", ")}.` : ".") + (edited.size ? ` Kept your edits: ${[...edited].join(", ")}.` : "");
+  });
+
+  method.addEventListener("change", async () => {
+    showFieldsOf(method.value);
+    const body = await fetchDefaults();
+    if (!body) return;
+    const filled = fill(body.defaults, body.method_fitted);
+    const methodNote = document.getElementById("method-defaults-note");
+    if (methodNote) {
+      methodNote.textContent = filled.length ? `Fitted to ${method.value}'s rollout: ${filled.join(", ")}.` : "";
+    }
+  });
+  showFieldsOf(method.value);
+
+  const sourceData = document.getElementById("clone-source");
+  if (sourceData) {
+    const source = JSON.parse(sourceData.textContent);
+    const list = document.getElementById("clone-changes-list");
+    const norm = (v) => (v === null || v === undefined) ? "" : (Array.isArray(v) ? v.join(", ") : String(v));
+    const update = () => {
+      const changed = [];
+      for (const [name, before] of Object.entries(source)) {
+        const el = form.elements[name];
+        if (!el) continue;
+        const now = el.value;
+        const differs = norm(before) !== now && !(Number(now) === Number(before) && now !== "" && norm(before) !== "");
+        el.closest(".field").classList.toggle("changed", differs);
+        if (differs) changed.push(`${name}: ${norm(before) || "(blank)"} → ${now || "(blank)"}`);
+      }
+      list.textContent = changed.length ? changed.join("; ") : "none yet: the form holds the settings of the cloned run.";
+    };
+    form.addEventListener("input", update);
+    form.addEventListener("change", update);
+    update();
+  }
+})();
