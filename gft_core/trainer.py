@@ -763,6 +763,7 @@ class Trainer:
             return None
         path = self.checkpoint_root() / f"{CHECKPOINT_PREFIX}{self.step}"
         if acc.is_main_process:
+            self._flush_sink()
             tmp = path.with_name(path.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -776,6 +777,7 @@ class Trainer:
             state = {"step": self.step, "epoch": self.epoch, "cursor": self.cursor, "rollout_index": self.rollout_index,
                      "total_steps": self.total_steps, "eval_history": self.eval_history, "config": self.cfg.to_dict()}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+            self._flush_sink(discard=tmp)
             shutil.rmtree(path, ignore_errors=True)
             os.replace(tmp, path)
             self._prune_checkpoints()
@@ -783,6 +785,20 @@ class Trainer:
         acc.wait_for_everyone()
         self.last_checkpoint = path
         return path
+
+    def _flush_sink(self, discard: Path | None = None) -> None:
+        """Store the metrics logged so far before a checkpoint (or final model) exists: a resume
+        from it skips them. A sink may refuse (the web app's fenced sink, when this attempt was
+        superseded): asked before writing and again just before publishing, so nothing is
+        published then and `discard` (the unrenamed checkpoint) goes."""
+        flush = getattr(self.sink, "flush", None)
+        try:
+            if flush is not None:
+                flush()
+        except BaseException:
+            if discard is not None:
+                shutil.rmtree(discard, ignore_errors=True)
+            raise
 
     def _prune_checkpoints(self) -> None:
         root = self.checkpoint_root()
@@ -816,6 +832,7 @@ class Trainer:
         acc.wait_for_everyone()
         path = self.out / "final"
         if acc.is_main_process:
+            self._flush_sink()
             acc.unwrap_model(self.model).save_pretrained(path)
             self.tokenizer.save_pretrained(path)
             self.sink.artifact("final_model", str(path), self.step)

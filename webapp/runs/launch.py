@@ -339,6 +339,9 @@ def resume_run(run: Run, user=None) -> Run:
     from . import services
 
     with transaction.atomic():
+        status = Run.objects.select_for_update().values_list("status", flat=True).get(pk=run.pk)
+        if status not in (RunStatus.FAILED, RunStatus.CANCELLED):  # running -> queued is a stopping worker's
+            raise services.TransitionError(f"Run {run.pk} is {status}; only failed or cancelled runs can be resumed.")
         services.transition(run, RunStatus.QUEUED, message=f"Resumed{f' by {user}' if user else ''}.")
         dispatch(run)
     run.refresh_from_db()

@@ -6,9 +6,12 @@ and a retried flush of the same (run, key, step) cannot create a duplicate.
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.db.models.functions import Now
 
 
 class RunStatus(models.TextChoices):
@@ -17,6 +20,15 @@ class RunStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+
+
+class RunQuerySet(models.QuerySet):
+    def stale(self, timeout_s: float) -> "RunQuerySet":
+        """Running runs whose heartbeat is older than `timeout_s`, measured on the database's
+        clock (workers write heartbeat_at with Now()), each with `heartbeat_age` (a timedelta)."""
+        age = models.ExpressionWrapper(Now() - models.F("heartbeat_at"), output_field=models.DurationField())
+        return self.filter(status=RunStatus.RUNNING).annotate(heartbeat_age=age).filter(
+            heartbeat_age__gt=timedelta(seconds=timeout_s))
 
 
 class Run(models.Model):
@@ -49,6 +61,8 @@ class Run(models.Model):
     log_tail = models.TextField(blank=True)
     summary = models.JSONField(default=dict, blank=True, help_text="Final value of each metric")
     output_dir = models.CharField(max_length=500, blank=True)
+
+    objects = RunQuerySet.as_manager()
 
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
