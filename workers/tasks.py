@@ -6,11 +6,17 @@ train_run(run_id)
   - moves the run to running (worker hostname), trains with PostgresRedisSink and a stop hook
     (Redis key run:<id>:cancel, Run.cancel_requested as fallback), resuming from the latest
     checkpoint under the run directory when there is one;
-  - sends a heartbeat every HEARTBEAT_S seconds from a background thread;
+  - sends a heartbeat (heartbeat_at = the database's now()) every heartbeat_interval() from a
+    background thread;
+  - is fenced by its attempt number: once the run is no longer running this attempt, its
+    heartbeat, metrics, checkpoints and end are refused and it stops without a checkpoint
+    (RunExecution);
+  - on SIGTERM (a worker shutdown, forwarded to the pool process by _forward_shutdown) checkpoints
+    at the next step and queues the run again;
   - writes the worker log of the run to <run dir>/worker.log (an Artifact), its last lines to
     Run.log_tail;
   - ends the run succeeded | cancelled | failed (with the error) through services.transition,
-    then precomputes the metric rollups (webapp.runs.series.refresh_rollups) so that the first
+    retried while the database is briefly away, then precomputes the metric rollups (webapp.runs.series.refresh_rollups) so that the first
     view of a long run does not build them.
   Runs on more than one GPU start `accelerate launch ... -m workers.train_child` as a child
   process; see workers/train_child.py for why the child writes JSONL that this task tails.
@@ -132,10 +138,16 @@ class RunExecution:
 
     # ------------------------------------------------------------------ the attempt
     def execute(self) -> str:
+        # SIGTERM is a stop request for the whole attempt, its end included: it must not kill the
+        # process in the middle of the end transition.
+        with self._preemptible():
+            return self._execute()
+
+    def _execute(self) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
         heartbeat = threading.Thread(target=self._heartbeat, name=f"heartbeat-run-{self.run.pk}", daemon=True)
         outcome, step, error = RunStatus.FAILED, self.run.step, ""
-        with self._capture_log() as logger, self._preemptible():
+        with self._capture_log() as logger:
             _db_retry(lambda: Artifact.objects.get_or_create(run=self.run, kind=Artifact.Kind.LOG,
                                                              path=str(self.log_path)), f"run {self.run.pk}: log")
             logger.info("run %s attempt %s on %s: %s on %s GPU(s)", self.run.pk, self.attempt,
