@@ -14,7 +14,10 @@ One flush is one Postgres transaction:
   3. histograms, group records (capped per run, see GROUP_SAMPLE_CAP) and artifacts;
   4. Run.step / total_steps / summary (latest value of each metric) in the same transaction, so
      Run.step never claims a step whose metrics are not stored.
-After the commit, one XADD per step goes to the run's Redis stream (webapp.runs.live.stream_key).
+After the commit, one XADD per step goes to the run's Redis stream (webapp.runs.live.stream_key),
+exactly once: entries are numbered per sink and added by one Lua script that skips the numbers
+already added (a marker key beside the stream), so a publish retried after a lost reply (redis-py
+retries on timeouts; a killed connection) adds no duplicate.
 
 Fencing (`attempt=`, as workers.tasks passes it): every write transaction, and every flush() even
 with nothing buffered, starts with `SELECT ... FOR SHARE` of the run row and goes on only while
@@ -43,6 +46,7 @@ import math
 import struct
 import threading
 import time
+import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -64,6 +68,26 @@ _STAGE_SQL = (
 )
 # A transaction of the sink idle this long (its process frozen mid-flush) is ended by the server.
 IDLE_IN_TRANSACTION_S = 15
+# KEYS: stream, marker. ARGV: sink token, stream cap, number of the first entry, entries...
+# Adds the entries numbered above the marker's (when the marker is this sink's), then moves it.
+_PUBLISH_LUA = """
+local done = 0
+local marker = redis.call('GET', KEYS[2])
+if marker then
+  local token, n = string.match(marker, '^(.*):(%d+)$')
+  if token == ARGV[1] then done = tonumber(n) end
+end
+local last = done
+for i = 4, #ARGV do
+  local n = tonumber(ARGV[3]) + i - 4
+  if n > done then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[i])
+    last = n
+  end
+end
+redis.call('SET', KEYS[2], ARGV[1] .. ':' .. last, 'EX', 604800)
+return last
+"""
 _FENCE_SQL = "SELECT attempt, status FROM runs_run WHERE id = %s FOR SHARE"
 _COPY_SQL = "COPY {table} (run_id, key_id, step, value, wall_time) FROM STDIN (FORMAT BINARY)"
 # One row of Postgres' binary COPY format: field count, then (length, big-endian value) per column
@@ -159,7 +183,10 @@ class PostgresRedisSink:
         self._artifacts: list[tuple[str, str, int]] = []
         self._points = 0  # scalars waiting in the buffer
         self._total: int | None = None
-        self._live: deque[str] = deque(maxlen=self.stream_maxlen)  # JSON entries not yet XADDed
+        self._live: deque[tuple[int, str]] = deque(maxlen=self.stream_maxlen)  # (number, JSON) not yet added
+        self._live_count = 0  # entries numbered so far
+        self._live_token = uuid.uuid4().hex  # this sink's entries, for the publish marker
+        self._publish_script = self.redis.register_script(_PUBLISH_LUA)
         self._conn: psycopg.Connection | None = None
         self._keys: dict[str, int] = {}
         self._groups_stored = 0
@@ -438,17 +465,18 @@ class PostgresRedisSink:
 
     # ------------------------------------------------------------------ Redis
     def _publish(self, entries: list[str]) -> None:
-        """XADD the entries (after older ones that Redis missed); a Redis outage only delays them."""
-        self._live.extend(entries)
+        """XADD the entries (after older ones that Redis missed), each once; a Redis outage only delays them."""
+        for data in entries:
+            self._live_count += 1
+            self._live.append((self._live_count, data))
         if not self._live:
             return
         try:
-            pipe = self.redis.pipeline(transaction=False)
             pending = list(self._live)
-            for data in pending:
-                pipe.xadd(self.stream, {"data": data}, maxlen=self.stream_maxlen, approximate=True)
-            pipe.execute()
-            for _ in pending:
+            done = int(self._publish_script(keys=[self.stream, f"{self.stream}:published"],
+                                            args=[self._live_token, self.stream_maxlen, pending[0][0],
+                                                  *(data for _, data in pending)]))
+            while self._live and self._live[0][0] <= done:
                 self._live.popleft()
         except redis.RedisError as exc:
             log.warning("run %s: live stream unavailable (%s); %d entries wait", self.run_id, exc, len(self._live))
