@@ -170,6 +170,14 @@ def test_a_live_publish_retried_after_a_lost_reply_adds_no_duplicate(team):
     other.redis.close()
 
 
+def test_only_a_stopping_worker_queues_a_running_run_again(team, api_client):
+    """services.transition allows running -> queued (the graceful stop); a user's resume does not."""
+    run = Run.objects.create(team=team, name="busy", method="gft", config={}, status="running", attempt=1)
+    resp = api_client.post(f"/api/runs/{run.pk}/resume/")
+    assert resp.status_code == 409 and "only failed or cancelled runs" in resp.json()["detail"]
+    assert state(run.pk).status == "running" and not RunEvent.objects.filter(run=run).exists()
+
+
 def test_stale_runs_are_judged_on_the_database_clock(team):
     run = Run.objects.create(team=team, name="stale", method="gft", config={}, status="running", attempt=1)
     with connection.cursor() as cur:  # 10 s ago on the database's clock, whatever this process's clock says
