@@ -43,10 +43,23 @@ def start_worker(tmp_path: Path, name: str) -> Proc:
     return proc
 
 
-def launch(api_client, launch_inputs, **fields) -> int:
+def worker_with_run(tmp_path: Path, api_client, launch_inputs, **fields) -> tuple[Proc, int]:
+    """Empty queues, a worker "w1", and a run (launch_inputs with `fields`) sent to it."""
+    purge_queues()
+    worker = start_worker(tmp_path, "w1")
     resp = api_client.post("/api/runs/", {**launch_inputs, **fields}, format="json")
+    if resp.status_code != 201:
+        worker.stop()
     assert resp.status_code == 201, resp.json()
-    return resp.json()["id"]
+    return worker, resp.json()["id"]
+
+
+def finish_on_second_worker(tmp_path: Path, pk: int) -> Run:
+    second = start_worker(tmp_path, "w2")
+    try:
+        return wait_end(pk, second)
+    finally:
+        second.stop()
 
 
 def state(pk: int) -> Run:
@@ -190,12 +203,10 @@ def test_stale_runs_are_judged_on_the_database_clock(team):
 # ---------------------------------------------------------------------------- real workers
 def test_sigterm_checkpoints_at_the_next_step_and_another_worker_finishes_the_run(
         transactional_db, tmp_path, api_client, launch_inputs):
-    purge_queues()
     total = 12
-    first = start_worker(tmp_path, "w1")
+    # No periodic checkpoint: only the graceful stop saves the work done so far.
+    first, pk = worker_with_run(tmp_path, api_client, launch_inputs, max_steps=total, checkpoint_interval=1000)
     try:
-        # No periodic checkpoint: only the graceful stop saves the work done so far.
-        pk = launch(api_client, launch_inputs, max_steps=total, checkpoint_interval=1000)
         wait_step(pk, 3, first)
         first.popen.send_signal(signal.SIGTERM)  # the main process only, as `docker stop` does
         run = wait_for(lambda: state(pk).status != "running" and state(pk), timeout=120, what="re-queued",
@@ -211,11 +222,7 @@ def test_sigterm_checkpoints_at_the_next_step_and_another_worker_finishes_the_ru
     assert Artifact.objects.filter(run_id=pk, kind="checkpoint", step=stopped).exists()
     assert loss_steps(pk) == list(range(1, stopped + 1))  # flushed before the checkpoint
 
-    second = start_worker(tmp_path, "w2")
-    try:
-        run = wait_end(pk, second)
-    finally:
-        second.stop()
+    run = finish_on_second_worker(tmp_path, pk)
     assert_every_step_once(run, total)
     assert run.attempt == 2 and run.worker.startswith("w2@")
     log_text = Path(Artifact.objects.get(run_id=pk, kind="log").path).read_text()
@@ -226,21 +233,15 @@ def test_a_frozen_worker_superseded_by_a_resume_stops_itself_and_writes_nothing(
         transactional_db, tmp_path, api_client, launch_inputs):
     from workers.tasks import fail_stale_runs
 
-    purge_queues()
     total = 10
-    frozen = start_worker(tmp_path, "w1")
+    frozen, pk = worker_with_run(tmp_path, api_client, launch_inputs, max_steps=total, checkpoint_interval=2)
     try:
-        pk = launch(api_client, launch_inputs, max_steps=total, checkpoint_interval=2)
         wait_step(pk, 3, frozen)
         os.killpg(frozen.popen.pid, signal.SIGSTOP)
         wait_for(lambda: Run.objects.stale(TIMEOUT_S).filter(pk=pk).exists(), timeout=60, what="a stale heartbeat")
         assert fail_stale_runs(timeout_s=TIMEOUT_S) == [pk]
         assert api_client.post(f"/api/runs/{pk}/resume/").status_code == 200
-        second = start_worker(tmp_path, "w2")
-        try:
-            run = wait_end(pk, second)
-        finally:
-            second.stop()
+        run = finish_on_second_worker(tmp_path, pk)
         assert_every_step_once(run, total)
         assert run.attempt == 2 and run.worker.startswith("w2@")
 
@@ -259,51 +260,46 @@ def test_a_frozen_worker_superseded_by_a_resume_stops_itself_and_writes_nothing(
 
 
 def test_postgres_connections_terminated_mid_run_lose_nothing(transactional_db, tmp_path, api_client, launch_inputs):
-    purge_queues()
-    total = 10
-    worker = start_worker(tmp_path, "w1")
-    try:
-        pk = launch(api_client, launch_inputs, max_steps=total, checkpoint_interval=3)
-        killed = 0
-        for step in (2, 5):
-            wait_step(pk, step, worker)
-            with connection.cursor() as cur:
-                cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-                killed += cur.fetchone()[0]
-        run = wait_end(pk, worker)
-    finally:
-        worker.stop()
-    assert killed >= 2  # at least the sink's and the heartbeat's connections
-    assert_every_step_once(run, total)
-    assert run.attempt == 1 and stream_steps(pk) == list(range(1, total + 1))
+    def terminate() -> int:
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            return cur.fetchone()[0]
+
+    run_through_faults(tmp_path, api_client, launch_inputs, terminate)
 
 
 def test_redis_clients_killed_mid_run_lose_nothing(transactional_db, tmp_path, api_client, launch_inputs):
-    purge_queues()
-    total = 10
-    worker = start_worker(tmp_path, "w1")
     client = live.client()
     db = client.connection_pool.connection_kwargs.get("db", 0)
+
+    def kill() -> int:  # `CLIENT KILL TYPE normal`, limited to this test's database (other suites share the server)
+        me = client.client_id()
+        return sum(client.client_kill_filter(_id=c["id"]) for c in client.client_list(_type="normal")
+                   if int(c["db"]) == db and int(c["id"]) != me)
+
+    run_through_faults(tmp_path, api_client, launch_inputs, kill)
+
+
+# ---------------------------------------------------------------------------- helpers
+def run_through_faults(tmp_path: Path, api_client, launch_inputs, fault) -> None:
+    """A 10-step run on one worker, `fault()` (the connections it cut) at steps 2 and 5: the run
+    carries on as attempt 1 and succeeds, every step stored once and streamed once."""
+    total = 10
+    worker, pk = worker_with_run(tmp_path, api_client, launch_inputs, max_steps=total, checkpoint_interval=3)
     try:
-        pk = launch(api_client, launch_inputs, max_steps=total, checkpoint_interval=3)
-        killed = 0
+        cut = 0
         for step in (2, 5):
             wait_step(pk, step, worker)
-            me = client.client_id()
-            # `CLIENT KILL TYPE normal`, limited to this test's Redis database (other suites share the server)
-            for c in client.client_list(_type="normal"):
-                if int(c["db"]) == db and int(c["id"]) != me:
-                    killed += client.client_kill_filter(_id=c["id"])
+            cut += fault()
         run = wait_end(pk, worker)
     finally:
         worker.stop()
-    assert killed >= 2
+    assert cut >= 2  # at least the sink's connection and the heartbeat's
     assert_every_step_once(run, total)
     assert run.attempt == 1 and stream_steps(pk) == list(range(1, total + 1))
 
 
-# ---------------------------------------------------------------------------- helpers
 def snapshot(pk: int) -> dict:
     """Everything an attempt could write: metric rows, artifacts, the run row, the run directory."""
     run = state(pk)
