@@ -26,9 +26,10 @@ class RunQuerySet(models.QuerySet):
     def stale(self, timeout_s: float) -> "RunQuerySet":
         """Running runs whose heartbeat is older than `timeout_s`, measured on the database's
         clock (workers write heartbeat_at with Now()), each with `heartbeat_age` (a timedelta)."""
+        cutoff = models.ExpressionWrapper(Now() - timedelta(seconds=timeout_s), output_field=models.DateTimeField())
         age = models.ExpressionWrapper(Now() - models.F("heartbeat_at"), output_field=models.DurationField())
-        return self.filter(status=RunStatus.RUNNING).annotate(heartbeat_age=age).filter(
-            heartbeat_age__gt=timedelta(seconds=timeout_s))
+        # heartbeat_at < cutoff (not age > timeout): the (status, heartbeat_at) index serves it
+        return self.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).annotate(heartbeat_age=age)
 
 
 class Run(models.Model):
@@ -62,13 +63,13 @@ class Run(models.Model):
     summary = models.JSONField(default=dict, blank=True, help_text="Final value of each metric")
     output_dir = models.CharField(max_length=500, blank=True)
 
-    objects = RunQuerySet.as_manager()
-
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
