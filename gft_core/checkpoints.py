@@ -14,7 +14,7 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -55,8 +55,11 @@ def prune_checkpoints(root: Path, keep: int) -> None:
 
 
 def write_checkpoint(path: Path, *, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, pending: Any,
-                     state: dict[str, Any]) -> None:
-    """Write one checkpoint (main process only): to path.tmp, then renamed to path."""
+                     state: dict[str, Any], before_publish: Callable[[], None] | None = None) -> None:
+    """Write one checkpoint (main process only): to path.tmp, then renamed to path.
+
+    `before_publish` runs just before the rename; if it raises, the unrenamed checkpoint is
+    removed and nothing is published (a fenced metric sink refusing a superseded attempt)."""
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -68,6 +71,12 @@ def write_checkpoint(path: Path, *, model: Any, tokenizer: Any, optimizer: Any, 
     torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp / "rng.pt")
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+    if before_publish is not None:
+        try:
+            before_publish()
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
 

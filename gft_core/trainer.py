@@ -443,15 +443,24 @@ class Trainer:
             return None
         path = self.checkpoint_root() / f"{CHECKPOINT_PREFIX}{self.step}"
         if acc.is_main_process:
+            self._flush_sink()
             state = {"step": self.step, "epoch": self.epoch, "cursor": self.cursor, "rollout_index": self.rollout_index,
                      "total_steps": self.total_steps, "eval_history": self.eval_history, "config": self.cfg.to_dict()}
             write_checkpoint(path, model=acc.unwrap_model(self.model), tokenizer=self.tokenizer, optimizer=self.optimizer,
-                             scheduler=self.scheduler, pending=self.pending, state=state)
+                             scheduler=self.scheduler, pending=self.pending, state=state, before_publish=self._flush_sink)
             prune_checkpoints(self.checkpoint_root(), self.cfg.keep_checkpoints)
             self.sink.artifact("checkpoint", str(path), self.step)
         acc.wait_for_everyone()
         self.last_checkpoint = path
         return path
+
+    def _flush_sink(self) -> None:
+        """Store the metrics logged so far before a checkpoint (or final model) exists: a resume
+        from it skips them. A sink may refuse (the web app's fenced sink, when this attempt was
+        superseded): asked before writing and again just before publishing."""
+        flush = getattr(self.sink, "flush", None)
+        if flush is not None:
+            flush()
 
     def _restore(self, path: Path) -> None:
         """Everything but the weights (loaded before prepare) from a checkpoint directory."""
@@ -473,6 +482,7 @@ class Trainer:
         acc.wait_for_everyone()
         path = self.out / "final"
         if acc.is_main_process:
+            self._flush_sink()
             acc.unwrap_model(self.model).save_pretrained(path)
             self.tokenizer.save_pretrained(path)
             self.sink.artifact("final_model", str(path), self.step)

@@ -14,13 +14,27 @@ One flush is one Postgres transaction:
   3. histograms, group records (capped per run, see GROUP_SAMPLE_CAP) and artifacts;
   4. Run.step / total_steps / summary (latest value of each metric) in the same transaction, so
      Run.step never claims a step whose metrics are not stored.
-After the commit, one XADD per step goes to the run's Redis stream (webapp.runs.live.stream_key).
+After the commit, one XADD per step goes to the run's Redis stream (webapp.runs.live.stream_key),
+exactly once: entries are numbered per sink and added by one Lua script that skips the numbers
+already added (a marker key beside the stream), so a publish retried after a lost reply (redis-py
+retries on timeouts; a killed connection) adds no duplicate.
+
+Fencing (`attempt=`, as workers.tasks passes it): every write transaction, and every flush() even
+with nothing buffered, starts with `SELECT ... FOR SHARE` of the run row and goes on only while
+the run is running with this attempt number; otherwise it raises AttemptSuperseded and the sink
+writes nothing more. The row lock makes the check and the writes one step: a concurrent status
+change (services.transition locks the row FOR UPDATE) waits for the flush or comes before it.
+The trainer calls flush() before it writes a checkpoint or the final model, so a checkpoint never
+skips metrics still in the buffer and a superseded attempt cannot publish a checkpoint.
 
 Faults:
 - Postgres unreachable: the batch stays in the buffer and the flush is retried with exponential
   backoff (up to 5 s). Nothing buffered is dropped. The buffer is bounded (`max_buffer_points`):
   when it overflows, log() raises SinkOverflowError naming the cause, which fails the run loudly
   instead of silently losing points or growing without limit.
+- Postgres connection dropped (server restart, pg_terminate_backend): the same; the next try
+  opens a new connection. A transaction left open by a frozen process (SIGSTOP) is ended by the
+  server after IDLE_IN_TRANSACTION_S, so its row lock cannot block the run's status changes.
 - Redis unreachable: Postgres still gets everything; live entries wait in a bounded queue (the
   stream's own cap) and are sent when Redis answers again. History is always in Postgres.
 """
@@ -32,6 +46,7 @@ import math
 import struct
 import threading
 import time
+import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -51,6 +66,29 @@ _STAGE_SQL = (
     "(run_id bigint, key_id bigint, step integer, value double precision, wall_time double precision) "
     "ON COMMIT DELETE ROWS"
 )
+# A transaction of the sink idle this long (its process frozen mid-flush) is ended by the server.
+IDLE_IN_TRANSACTION_S = 15
+# KEYS: stream, marker. ARGV: sink token, stream cap, number of the first entry, entries...
+# Adds the entries numbered above the marker's (when the marker is this sink's), then moves it.
+_PUBLISH_LUA = """
+local done = 0
+local marker = redis.call('GET', KEYS[2])
+if marker then
+  local token, n = string.match(marker, '^(.*):(%d+)$')
+  if token == ARGV[1] then done = tonumber(n) end
+end
+local last = done
+for i = 4, #ARGV do
+  local n = tonumber(ARGV[3]) + i - 4
+  if n > done then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[i])
+    last = n
+  end
+end
+redis.call('SET', KEYS[2], ARGV[1] .. ':' .. last, 'EX', 604800)
+return last
+"""
+_FENCE_SQL = "SELECT attempt, status FROM runs_run WHERE id = %s FOR SHARE"
 _COPY_SQL = "COPY {table} (run_id, key_id, step, value, wall_time) FROM STDIN (FORMAT BINARY)"
 # One row of Postgres' binary COPY format: field count, then (length, big-endian value) per column
 # (bigint, bigint, integer, double precision, double precision). Building these with numpy instead
@@ -74,6 +112,11 @@ class SinkError(RuntimeError):
 
 class SinkOverflowError(SinkError):
     pass
+
+
+class AttemptSuperseded(RuntimeError):
+    """This attempt of the run is no longer the current one (another attempt started, or the run
+    was failed or ended meanwhile): it must stop without writing anything, checkpoint included."""
 
 
 def conninfo_from_settings() -> dict[str, Any]:
@@ -114,14 +157,15 @@ def _jsonb_text(value: Any) -> str:
 class PostgresRedisSink:
     """A gft_core.metrics.MetricSink that persists to Postgres and publishes to Redis."""
 
-    def __init__(self, run_id: int, *, conninfo: dict[str, Any] | None = None, redis_url: str | None = None,
-                 flush_interval: float = 0.5, max_buffer_points: int = 5_000_000,
+    def __init__(self, run_id: int, *, attempt: int | None = None, conninfo: dict[str, Any] | None = None,
+                 redis_url: str | None = None, flush_interval: float = 0.5, max_buffer_points: int = 5_000_000,
                  close_timeout: float = 120.0):
         from django.conf import settings
 
         from webapp.runs import live
 
         self.run_id = run_id
+        self.attempt = attempt  # None: unfenced (tests, benchmarks)
         self.conninfo = conninfo or conninfo_from_settings()
         self.redis = redis.Redis.from_url(redis_url or settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
         self.stream = live.stream_key(run_id)
@@ -139,12 +183,16 @@ class PostgresRedisSink:
         self._artifacts: list[tuple[str, str, int]] = []
         self._points = 0  # scalars waiting in the buffer
         self._total: int | None = None
-        self._live: deque[str] = deque(maxlen=self.stream_maxlen)  # JSON entries not yet XADDed
+        self._live: deque[tuple[int, str]] = deque(maxlen=self.stream_maxlen)  # (number, JSON) not yet added
+        self._live_count = 0  # entries numbered so far
+        self._live_token = uuid.uuid4().hex  # this sink's entries, for the publish marker
+        self._publish_script = self.redis.register_script(_PUBLISH_LUA)
         self._conn: psycopg.Connection | None = None
         self._keys: dict[str, int] = {}
         self._groups_stored = 0
         self._groups_warned = False
         self._error: BaseException | None = None
+        self._superseded: AttemptSuperseded | None = None
         self._thread: threading.Thread | None = None
         self.last_step = 0  # latest step durably stored
         self.flushes = 0
@@ -155,14 +203,18 @@ class PostgresRedisSink:
         """Open the connection, drop stored steps after `start_step` (a resume), start flushing."""
         self._total = total_steps
         self.last_step = start_step
-        conn = self._connect_with_retry(deadline=time.monotonic() + self.close_timeout)
-        with conn.transaction():
-            for table in ("runs_metricpoint", "runs_metrichistogram", "runs_groupsample"):
-                conn.execute(f"DELETE FROM {table} WHERE run_id = %s AND step > %s", (self.run_id, start_step))
-            conn.execute("UPDATE runs_run SET step = %s, total_steps = %s WHERE id = %s",
-                         (start_step, total_steps, self.run_id))
-            self._groups_stored = conn.execute("SELECT count(*) FROM runs_groupsample WHERE run_id = %s",
-                                               (self.run_id,)).fetchone()[0]
+
+        def begin(conn: psycopg.Connection) -> None:
+            with conn.transaction():
+                self._check_fence(conn)  # a late, superseded attempt must not delete the new one's steps
+                for table in ("runs_metricpoint", "runs_metrichistogram", "runs_groupsample"):
+                    conn.execute(f"DELETE FROM {table} WHERE run_id = %s AND step > %s", (self.run_id, start_step))
+                conn.execute("UPDATE runs_run SET step = %s, total_steps = %s WHERE id = %s",
+                             (start_step, total_steps, self.run_id))
+                self._groups_stored = conn.execute("SELECT count(*) FROM runs_groupsample WHERE run_id = %s",
+                                                   (self.run_id,)).fetchone()[0]
+
+        self._with_retry(begin, deadline=time.monotonic() + self.close_timeout)
         self._thread = threading.Thread(target=self._run, name=f"sink-run-{self.run_id}", daemon=True)
         self._thread.start()
 
@@ -197,13 +249,15 @@ class PostgresRedisSink:
         self._wake.set()
 
     def close(self) -> None:
-        """Flush everything that is buffered; raise SinkError if it cannot be stored in time."""
+        """Flush everything that is buffered; raise SinkError if it cannot be stored in time,
+        AttemptSuperseded if the attempt was fenced off (what was buffered is dropped)."""
         if self._thread is not None:
             self._stop.set()
             self._wake.set()
             self._thread.join()
             self._thread = None
         try:
+            self._raise_if_superseded()
             if self._error is not None and self._has_pending():
                 raise SinkError(f"metrics of run {self.run_id} could not be stored: {self._error}")
         finally:
@@ -224,13 +278,16 @@ class PostgresRedisSink:
             elif close_deadline is None:
                 close_deadline = time.monotonic() + self.close_timeout
             try:
-                self.flush()
+                self._flush_once()
                 self._error, backoff = None, 0.0
+            except AttemptSuperseded as exc:
+                self._error = exc
+                log.warning("run %s: %s", self.run_id, exc)
+                return
             except psycopg.Error as exc:
                 self._error = exc
                 backoff = min(5.0, max(0.1, backoff * 2))
                 log.warning("run %s: metrics flush failed (%s); retrying in %.1fs", self.run_id, exc, backoff)
-                self._drop_connection()
                 if stopping:
                     if time.monotonic() > close_deadline:
                         return
@@ -244,11 +301,37 @@ class PostgresRedisSink:
                 return
 
     def flush(self) -> None:
-        """Write everything buffered now (called by the flushing thread; also usable directly)."""
-        with self._flush_lock:  # one flush at a time: batches and live entries stay in step order
-            self._flush()
+        """Store everything logged so far, now (the trainer calls this before each checkpoint).
 
-    def _flush(self) -> None:
+        Retries while Postgres is unreachable, up to `close_timeout` (then SinkError); with an
+        attempt, checks the fence even when nothing is buffered (AttemptSuperseded)."""
+        deadline = time.monotonic() + self.close_timeout
+        delay = 0.1
+        while True:
+            try:
+                self._flush_once(fence=True)
+                return
+            except psycopg.Error as exc:
+                if time.monotonic() > deadline:
+                    raise SinkError(f"metrics of run {self.run_id} could not be stored: {exc}") from exc
+                log.warning("run %s: flush failed (%s); retrying in %.1fs", self.run_id, exc, delay)
+                time.sleep(delay)
+                delay = min(5.0, delay * 2)
+
+    def _flush_once(self, fence: bool = False) -> None:
+        """One try: write what is buffered (with `fence`, check the attempt even if nothing is)."""
+        self._raise_if_superseded()
+        with self._flush_lock:  # one flush at a time: batches and live entries stay in step order
+            try:
+                self._flush(fence)
+            except AttemptSuperseded as exc:
+                self._superseded = exc
+                raise
+            except psycopg.Error:
+                self._drop_connection()  # under the lock: no other flush is using it
+                raise
+
+    def _flush(self, fence: bool = False) -> None:
         with self._lock:
             steps, self._steps = self._steps, {}
             groups, self._groups = self._groups, []
@@ -256,6 +339,10 @@ class PostgresRedisSink:
             points = self._points
             self._points = 0
         if not (steps or groups or artifacts):
+            if fence and self.attempt is not None:
+                conn = self._connection()
+                with conn.transaction():
+                    self._check_fence(conn)
             self._publish([])
             return
         try:
@@ -283,6 +370,7 @@ class PostgresRedisSink:
     def _write(self, steps: dict[int, list], groups: list, artifacts: list) -> None:
         conn = self._connection()
         with conn.transaction():
+            self._check_fence(conn)
             names = {k for e in steps.values() for k in e[1]} | {k for e in steps.values() for k in e[2]}
             key_ids = self._intern(conn, names)
             if any(e[1] for e in steps.values()):
@@ -364,19 +452,31 @@ class PostgresRedisSink:
                 self._keys.update(dict(cur.fetchall()))
         return self._keys
 
+    def _check_fence(self, conn: psycopg.Connection) -> None:
+        """Inside a transaction: lock the run row (FOR SHARE) and refuse unless this attempt is
+        the running one. The lock holds until the transaction ends."""
+        if self.attempt is None:
+            return
+        row = conn.execute(_FENCE_SQL, (self.run_id,)).fetchone()
+        if row is None or row[0] != self.attempt or row[1] != "running":
+            now = "deleted" if row is None else f"attempt {row[0]}, {row[1]}"
+            raise AttemptSuperseded(f"attempt {self.attempt} of run {self.run_id} is superseded (the run is now "
+                                    f"{now}): its metrics, checkpoints and status are no longer written")
+
     # ------------------------------------------------------------------ Redis
     def _publish(self, entries: list[str]) -> None:
-        """XADD the entries (after older ones that Redis missed); a Redis outage only delays them."""
-        self._live.extend(entries)
+        """XADD the entries (after older ones that Redis missed), each once; a Redis outage only delays them."""
+        for data in entries:
+            self._live_count += 1
+            self._live.append((self._live_count, data))
         if not self._live:
             return
         try:
-            pipe = self.redis.pipeline(transaction=False)
             pending = list(self._live)
-            for data in pending:
-                pipe.xadd(self.stream, {"data": data}, maxlen=self.stream_maxlen, approximate=True)
-            pipe.execute()
-            for _ in pending:
+            done = int(self._publish_script(keys=[self.stream, f"{self.stream}:published"],
+                                            args=[self._live_token, self.stream_maxlen, pending[0][0],
+                                                  *(data for _, data in pending)]))
+            while self._live and self._live[0][0] <= done:
                 self._live.popleft()
         except redis.RedisError as exc:
             log.warning("run %s: live stream unavailable (%s); %d entries wait", self.run_id, exc, len(self._live))
@@ -385,18 +485,22 @@ class PostgresRedisSink:
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(**self.conninfo, autocommit=True, connect_timeout=5,
-                                         application_name=f"gft-sink-run-{self.run_id}")
+                                         application_name=f"gft-sink-run-{self.run_id}",
+                                         options=f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_S * 1000}")
         return self._conn
 
-    def _connect_with_retry(self, deadline: float) -> psycopg.Connection:
+    def _with_retry(self, fn, deadline: float):
+        """fn(connection), tried again on a new connection while Postgres is unreachable."""
         delay = 0.2
         while True:
             try:
-                return self._connection()
-            except psycopg.OperationalError:
+                with self._flush_lock:
+                    return fn(self._connection())
+            except psycopg.OperationalError as exc:
                 self._drop_connection()
                 if time.monotonic() > deadline:
                     raise
+                log.warning("run %s: Postgres unreachable (%s); retrying in %.1fs", self.run_id, exc, delay)
                 time.sleep(delay)
                 delay = min(5.0, delay * 2)
 
@@ -412,7 +516,16 @@ class PostgresRedisSink:
         with self._lock:
             return bool(self._steps or self._groups or self._artifacts)
 
+    @property
+    def superseded(self) -> bool:
+        return self._superseded is not None
+
+    def _raise_if_superseded(self) -> None:
+        if self._superseded is not None:
+            raise AttemptSuperseded(str(self._superseded))
+
     def _raise_if_failed(self) -> None:
+        self._raise_if_superseded()
         if self._thread is not None and not self._thread.is_alive() and self._error is not None:
             raise SinkError(f"metrics writer of run {self.run_id} stopped: {self._error}")
 

@@ -6,11 +6,17 @@ train_run(run_id)
   - moves the run to running (worker hostname), trains with PostgresRedisSink and a stop hook
     (Redis key run:<id>:cancel, Run.cancel_requested as fallback), resuming from the latest
     checkpoint under the run directory when there is one;
-  - sends a heartbeat every HEARTBEAT_S seconds from a background thread;
+  - sends a heartbeat (heartbeat_at = the database's now()) every heartbeat_interval() from a
+    background thread;
+  - is fenced by its attempt number: once the run is no longer running this attempt, its
+    heartbeat, metrics, checkpoints and end are refused and it stops without a checkpoint
+    (RunExecution);
+  - on SIGTERM (a worker shutdown, forwarded to the pool process by _forward_shutdown) checkpoints
+    at the next step and queues the run again;
   - writes the worker log of the run to <run dir>/worker.log (an Artifact), its last lines to
     Run.log_tail;
   - ends the run succeeded | cancelled | failed (with the error) through services.transition,
-    then precomputes the metric rollups (webapp.runs.series.refresh_rollups) so that the first
+    retried while the database is briefly away, then precomputes the metric rollups (webapp.runs.series.refresh_rollups) so that the first
     view of a long run does not build them.
   Runs on more than one GPU start `accelerate launch ... -m workers.train_child` as a child
   process; see workers/train_child.py for why the child writes JSONL that this task tails.
@@ -34,8 +40,9 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
-from celery import shared_task
+from celery import shared_task, signals
 from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
@@ -44,9 +51,10 @@ from webapp import dispatch
 from webapp.runs import housekeeping as runs_housekeeping
 from webapp.runs import live, services
 from webapp.runs.housekeeping import LOG_TAIL_LINES, refresh_rollups_of
+from webapp.runs.launch import send_train_task
 from webapp.runs.models import Artifact, Run, RunStatus
 
-from .sink import PostgresRedisSink
+from .sink import AttemptSuperseded, PostgresRedisSink
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +66,16 @@ def heartbeat_key(run_id: int) -> str:
 
 
 # ---------------------------------------------------------------------------- train_run
+def heartbeat_interval() -> float:
+    """Seconds between heartbeats: a quarter of RUN_HEARTBEAT_TIMEOUT_S (at most HEARTBEAT_S), so
+    housekeeping never fails a live run and a superseded attempt notices within one interval."""
+    return max(0.2, min(HEARTBEAT_S, settings.RUN_HEARTBEAT_TIMEOUT_S / 4))
+
+
 @shared_task(name=dispatch.TRAIN_RUN, bind=True, acks_late=True)
 def train_run(self, run_id: int) -> str:
     """Train one queued run to its end (see the module docstring)."""
-    run = Run.objects.filter(pk=run_id).first()
+    run = _db_retry(lambda: Run.objects.filter(pk=run_id).first(), f"run {run_id}: read")
     task_id = self.request.id or ""
     if run is None or run.status != RunStatus.QUEUED:
         log.info("run %s is %s, not queued: task %s does nothing", run_id, run and run.status, task_id)
@@ -74,63 +88,115 @@ def train_run(self, run_id: int) -> str:
     except Exception as exc:  # noqa: BLE001 - Redis is optional for starting a run
         log.warning("run %s: cannot clear the cancel flag in Redis: %s", run_id, exc)
     hostname = self.request.hostname or socket.gethostname()
-    try:
-        run = services.transition(run, RunStatus.RUNNING, message=f"Started on {hostname}", worker=hostname)
+    try:  # the attempt number it gets here fences everything this attempt writes
+        run = _db_retry(lambda: services.transition(run, RunStatus.RUNNING, message=f"Started on {hostname}",
+                                                    worker=hostname), f"run {run_id}: start")
     except services.TransitionError:
         return "skipped"  # cancelled or started by someone else meanwhile
     return RunExecution(run).execute()
 
 
+@signals.worker_shutting_down.connect
+def _forward_shutdown(sig: str = "", how: str = "", **_) -> None:
+    """The worker's main process is shutting down (SIGTERM from `docker stop`, a deploy): pass
+    SIGTERM on to the pool processes that train a run, so each checkpoints at its next step and
+    queues its run again (RunExecution._preemptible). A warm shutdown then waits for them."""
+    from celery.worker import state
+
+    for request in list(state.active_requests):
+        if request.name == train_run.name and request.worker_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(request.worker_pid, signal.SIGTERM)
+
+
+REQUEUED, SUPERSEDED = "requeued", "superseded"  # outcomes of an attempt besides the end statuses
+
+
 class RunExecution:
-    """One attempt of one run inside a worker process."""
+    """One attempt of one run inside a worker process.
+
+    Fencing: the attempt is Run.attempt as services.transition set it when this attempt started.
+    Its heartbeat, its metrics (the sink), its checkpoints (the trainer flushes the sink first) and
+    its end transition are written only while the run is running with that attempt number; once
+    refused, the attempt raises AttemptSuperseded out of the stop hook (or the sink) and stops
+    without a checkpoint, writing nothing more: another attempt, or housekeeping, owns the run.
+    Graceful stop: SIGTERM to this process sets a flag the stop hook sees; the trainer checkpoints
+    at the next step boundary and the run is queued again (status running -> queued).
+    """
 
     def __init__(self, run: Run):
         self.run = run
+        self.attempt = run.attempt
         self.dir = run.directory
         self.log_path = run.log_path
-        self.sink = PostgresRedisSink(run.pk)
+        self.sink = PostgresRedisSink(run.pk, attempt=run.attempt)
         self._stop = threading.Event()
+        self._superseded = threading.Event()  # set by the heartbeat when its update is refused
         self._cancel_flag = False  # Run.cancel_requested, read by the heartbeat thread
+        self._preempt = ""  # the signal that asked this worker to stop ("SIGTERM")
+        self._stopped_for = ""  # why the stop hook said stop: "cancel" | "preempt"
 
     # ------------------------------------------------------------------ the attempt
     def execute(self) -> str:
+        # SIGTERM is a stop request for the whole attempt, its end included: it must not kill the
+        # process in the middle of the end transition.
+        with self._preemptible():
+            return self._execute()
+
+    def _execute(self) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
         heartbeat = threading.Thread(target=self._heartbeat, name=f"heartbeat-run-{self.run.pk}", daemon=True)
-        status, error = RunStatus.FAILED, ""
+        outcome, step, error = RunStatus.FAILED, self.run.step, ""
         with self._capture_log() as logger:
-            Artifact.objects.get_or_create(run=self.run, kind=Artifact.Kind.LOG, path=str(self.log_path))
-            logger.info("run %s attempt %s on %s: %s on %s GPU(s)", self.run.pk, self.run.attempt,
+            _db_retry(lambda: Artifact.objects.get_or_create(run=self.run, kind=Artifact.Kind.LOG,
+                                                             path=str(self.log_path)), f"run {self.run.pk}: log")
+            logger.info("run %s attempt %s on %s: %s on %s GPU(s)", self.run.pk, self.attempt,
                         self.run.worker, self.run.method, self.run.num_gpus)
             heartbeat.start()
             try:
                 if self.run.num_gpus > 1:
-                    status = self._train_child()
+                    result, step = self._train_child()
                 else:
-                    status = self._train_in_process()
+                    result, step = self._train_in_process()
+                outcome = self._outcome(result)
+            except AttemptSuperseded as exc:
+                outcome, error = SUPERSEDED, str(exc)
             except BaseException as exc:  # noqa: BLE001 - every failure ends as a failed run
                 error = _describe(exc)
                 logger.error("run %s failed: %s\n%s", self.run.pk, error, traceback.format_exc())
                 if not isinstance(exc, Exception):
-                    self._finish(RunStatus.FAILED, error)
+                    self._finish(RunStatus.FAILED, error, step)
                     raise
             finally:
                 self._stop.set()
-                heartbeat.join(timeout=HEARTBEAT_S * 2)
-            logger.info("run %s ends %s", self.run.pk, status)
-        self._finish(status, error)
-        return status
+                heartbeat.join(timeout=heartbeat_interval() * 2 + 10)
+            if self._superseded.is_set() or self.sink.superseded:
+                outcome = SUPERSEDED  # whatever else went wrong, the run is no longer this attempt's
+            if outcome == SUPERSEDED:
+                logger.warning("run %s attempt %s stops without a checkpoint and writes nothing more: %s",
+                               self.run.pk, self.attempt, error or "superseded")
+            logger.info("run %s attempt %s ends %s", self.run.pk, self.attempt, outcome)
+        self._finish(outcome, error, step)
+        return outcome
 
-    def _train_in_process(self) -> str:
+    def _outcome(self, result: str) -> str:
+        """The trainer's "succeeded" | "cancelled" as this attempt's outcome: a stop asked by a
+        worker shutdown (not by a user's cancel) re-queues the run."""
+        if result != "cancelled":
+            return RunStatus.SUCCEEDED
+        return REQUEUED if self._stopped_for == "preempt" else RunStatus.CANCELLED
+
+    def _train_in_process(self) -> tuple[str, int]:
         from gft_core.config import GFTConfig
         from gft_core.trainer import Trainer
 
         cfg = GFTConfig.from_dict({**self.run.config, "output_dir": str(self.dir)})
         result = Trainer(cfg, sink=self.sink, stop_hook=self._should_stop, resume=True).train()
-        return RunStatus.CANCELLED if result.status == "cancelled" else RunStatus.SUCCEEDED
+        return result.status, result.step
 
-    def _train_child(self) -> str:
+    def _train_child(self) -> tuple[str, int]:
         """`accelerate launch` the trainer on num_gpus processes; tail its JSONL into the sink."""
-        attempt = self.run.attempt
+        attempt = self.attempt
         config_path = self.dir / "run-config.json"
         metrics_path = self.dir / f"metrics-attempt{attempt}.jsonl"
         stop_file = self.dir / "STOP"
@@ -151,24 +217,48 @@ class RunExecution:
         try:
             while child.poll() is None:
                 tail.pump()
-                if self._should_stop() and not stop_file.exists():
+                if self._should_stop() and not stop_file.exists():  # raises when superseded
                     stop_file.touch()
                 time.sleep(0.2)
-        except BaseException:
-            os.killpg(child.pid, signal.SIGTERM)
-            child.wait(timeout=60)
+            tail.pump()
+        except BaseException as exc:
+            # A superseded attempt must not checkpoint: SIGKILL, not the stop file or SIGTERM.
+            sig = signal.SIGKILL if isinstance(exc, AttemptSuperseded) else signal.SIGTERM
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, sig)
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # a SIGTERMed child checkpoints first; not forever
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+            if not isinstance(exc, AttemptSuperseded):
+                with contextlib.suppress(Exception):
+                    tail.pump()
             raise
         finally:
-            tail.pump()
             tail.close()
         if child.returncode != 0:
             raise RuntimeError(f"the training processes exited with code {child.returncode}")
         result = json.loads(result_path.read_text())
-        return RunStatus.CANCELLED if result["status"] == "cancelled" else RunStatus.SUCCEEDED
+        return result["status"], result["step"]
 
-    # ------------------------------------------------------------------ stop hook, heartbeat
+    # ------------------------------------------------------------------ stop hook, heartbeat, SIGTERM
     def _should_stop(self) -> bool:
-        """The stop hook: the Redis cancel key, else the database flag (read by the heartbeat)."""
+        """The stop hook, asked at each step boundary: a cancel (the Redis key, else the database
+        flag read by the heartbeat) or a worker shutdown says stop; a superseded attempt raises."""
+        if self._superseded.is_set():
+            raise AttemptSuperseded(f"attempt {self.attempt} of run {self.run.pk} is superseded: its heartbeat was "
+                                    "refused (the run was failed, ended or started again meanwhile)")
+        if self._cancel_requested():
+            self._stopped_for = "cancel"
+            return True
+        if self._preempt:
+            self._stopped_for = "preempt"
+            return True
+        return False
+
+    def _cancel_requested(self) -> bool:
         try:
             if live.client().exists(live.cancel_key(self.run.pk)):
                 return True
@@ -177,25 +267,52 @@ class RunExecution:
         return self._cancel_flag
 
     def _heartbeat(self) -> None:
+        """Every heartbeat_interval(): Run.heartbeat_at = the database's now(), fenced by the
+        attempt; a refused update (0 rows) means superseded. A failed one is tried again."""
+        from django.db.models.functions import Now
+
         client = live.client()
+        interval = heartbeat_interval()
         try:
             while not self._stop.is_set():
-                now = timezone.now()
                 try:
-                    Run.objects.filter(pk=self.run.pk).update(heartbeat_at=now)
+                    beat = Run.objects.filter(pk=self.run.pk, attempt=self.attempt,
+                                              status=RunStatus.RUNNING).update(heartbeat_at=Now())
+                    if beat == 0:
+                        log.warning("run %s: attempt %s is superseded (its heartbeat was refused); stopping",
+                                    self.run.pk, self.attempt)
+                        self._superseded.set()
+                        return
                     self._cancel_flag = Run.objects.filter(pk=self.run.pk, cancel_requested=True).exists()
-                except Exception as exc:  # noqa: BLE001 - Postgres blip: next beat tries again
+                except Exception as exc:  # noqa: BLE001 - Postgres blip: next beat tries on a new connection
                     log.warning("run %s: heartbeat not stored: %s", self.run.pk, exc)
-                    close_old_connections()
+                    connection.close()
                 try:
                     client.set(heartbeat_key(self.run.pk), json.dumps(
-                        {"t": now.timestamp(), "step": self.sink.last_step, "total": self.sink._total,
+                        {"t": time.time(), "step": self.sink.last_step, "total": self.sink._total,
                          "worker": self.run.worker}), ex=int(settings.RUN_HEARTBEAT_TIMEOUT_S * 2))
                 except Exception:  # noqa: BLE001 - Redis down: Postgres has the heartbeat
                     pass
-                self._stop.wait(HEARTBEAT_S)
+                self._stop.wait(interval)
         finally:
             connection.close()
+
+    @contextlib.contextmanager
+    def _preemptible(self):
+        """While the attempt runs, SIGTERM to this process (forwarded by _forward_shutdown, or
+        sent to the whole process group) asks for a graceful stop instead of killing it."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread (e.g. an eager call)
+            return
+
+        def on_sigterm(signum, _frame) -> None:
+            self._preempt = signal.Signals(signum).name  # only a flag: no logging inside a handler
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     # ------------------------------------------------------------------ log, end
     @contextlib.contextmanager
@@ -219,23 +336,60 @@ class RunExecution:
             handler.close()
             stream.close()
 
-    def _finish(self, status: str, error: str) -> None:
-        """Move the run to its end state with its log tail; keep artifacts in step with the disk."""
+    def _finish(self, outcome: str, error: str, step: int) -> None:
+        """End the run (or queue it again) with its log tail, fenced by the attempt, retried while
+        the database is away; keep artifacts in step with the disk. A superseded attempt writes nothing."""
+        if outcome == SUPERSEDED:
+            return
+        from django.db import transaction
+
         tail = self.run.read_log_end(LOG_TAIL_LINES)
-        for art in Artifact.objects.filter(run=self.run, kind=Artifact.Kind.CHECKPOINT):
-            if not Path(art.path).exists():  # pruned by the trainer (keep_checkpoints)
-                art.delete()
-        fields = {"log_tail": tail}
-        if status == RunStatus.FAILED:
-            fields["error"] = error
-        message = {RunStatus.SUCCEEDED: "Finished", RunStatus.CANCELLED: "Stopped on request; last checkpoint kept",
-                   RunStatus.FAILED: f"Failed: {error[:500]}"}[status]
+        if outcome == REQUEUED:
+            status, message = RunStatus.QUEUED, f"Worker stopping ({self._preempt}): checkpoint at step {step}, queued again"
+        else:
+            status = outcome
+            message = {RunStatus.SUCCEEDED: "Finished", RunStatus.CANCELLED: "Stopped on request; last checkpoint kept",
+                       RunStatus.FAILED: f"Failed: {error[:500]}"}[status]
+        fields = {"log_tail": tail, **({"error": error} if status == RunStatus.FAILED else {})}
+
+        def end() -> None:
+            with transaction.atomic():
+                if not Run.objects.select_for_update().filter(pk=self.run.pk, attempt=self.attempt,
+                                                               status=RunStatus.RUNNING).exists():
+                    raise AttemptSuperseded(f"run {self.run.pk} is no longer running attempt {self.attempt}")
+                for art in Artifact.objects.filter(run=self.run, kind=Artifact.Kind.CHECKPOINT):
+                    if not Path(art.path).exists():  # pruned by the trainer (keep_checkpoints)
+                        art.delete()
+                run = services.transition(self.run.pk, status, message=message, **fields)
+                if status == RunStatus.QUEUED:
+                    send_train_task(run)  # sent when this transaction commits
+
         try:
-            services.transition(self.run.pk, status, message=message, **fields)
-        except services.TransitionError as exc:  # e.g. housekeeping failed it while the worker hung
-            log.warning("run %s: could not end as %s: %s", self.run.pk, status, exc)
-            Run.objects.filter(pk=self.run.pk).update(log_tail=tail)
-        refresh_rollups_of(self.run.pk)
+            _db_retry(end, f"run {self.run.pk}: end as {outcome}")
+        except (AttemptSuperseded, services.TransitionError) as exc:  # e.g. housekeeping failed it meanwhile
+            log.warning("run %s: attempt %s could not end as %s: %s", self.run.pk, self.attempt, outcome, exc)
+            return
+        if status != RunStatus.QUEUED:
+            refresh_rollups_of(self.run.pk)
+
+
+def _db_retry(fn: Callable, what: str, timeout_s: float = 120.0):
+    """fn(), tried again on a fresh connection while the database is unreachable (a restart, a
+    dropped connection): a run is not failed because Postgres was briefly away."""
+    from django.db import InterfaceError, OperationalError
+
+    deadline = time.monotonic() + timeout_s
+    delay = 0.5
+    while True:
+        try:
+            return fn()
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("%s: database unreachable (%s); retrying in %.1fs", what, exc, delay)
+            connection.close()
+            time.sleep(delay)
+            delay = min(5.0, delay * 2)
 
 
 def _describe(exc: BaseException) -> str:

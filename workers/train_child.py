@@ -10,15 +10,18 @@ launched it (workers.tasks) tails the file into PostgresRedisSink, the same sink
 uses, so batching, idempotency and the live stream behave identically. The file stays in the run
 directory as a plain record of what the child reported.
 
-Cancel: the worker creates the stop file. Every rank checks it at the same point of each step and
-the ranks agree through an all-reduce, so they all stop at the same step (a rank that stopped
-alone would leave the others waiting in a collective).
+Cancel: the worker creates the stop file. The Trainer asks the stop hook on rank 0 only and
+broadcasts its answer, so all ranks stop at the same step (a rank that stopped alone would leave
+the others waiting in a collective); the hook itself must not run a collective. SIGTERM to a rank counts as the stop file
+(the same graceful stop: a checkpoint at the next step); the worker kills the process group with
+SIGKILL when its attempt is superseded, which must not checkpoint.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -31,8 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--result", required=True, help="rank 0 writes {status, step, final_dir} here at the end")
     args = p.parse_args(argv)
 
-    import torch
-
     from gft_core.config import load_config
     from gft_core.metrics import JSONLSink
     from gft_core.trainer import Trainer
@@ -41,12 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     rank0 = os.environ.get("RANK", "0") == "0"
     sink = JSONLSink(args.metrics) if rank0 else None
     stop_file = Path(args.stop_file)
-    trainer: Trainer
+    terminated: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: terminated.append(signum))
 
     def stop_hook() -> bool:
-        acc = trainer.accelerator
-        flag = torch.tensor([1.0 if stop_file.exists() else 0.0], device=acc.device)
-        return bool(acc.reduce(flag, reduction="max").item() > 0)
+        return bool(terminated) or stop_file.exists()
 
     trainer = Trainer(cfg, sink=sink, stop_hook=stop_hook, resume=True)
     result = trainer.train()

@@ -29,10 +29,9 @@ QUEUED_GRACE_S = 120  # a queued run's message may be in flight this long before
 def fail_stale_runs(timeout_s: float | None = None) -> list[int]:
     """Fail running runs whose worker has not sent a heartbeat for `timeout_s` seconds."""
     timeout_s = settings.RUN_HEARTBEAT_TIMEOUT_S if timeout_s is None else timeout_s
-    cutoff = timezone.now() - timedelta(seconds=timeout_s)
     failed = []
-    for run in Run.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff):
-        silent = int((timezone.now() - run.heartbeat_at).total_seconds())
+    for run in Run.objects.stale(timeout_s):  # the database's clock, as the workers' heartbeats
+        silent = int(run.heartbeat_age.total_seconds())
         reason = (f"No heartbeat from worker {run.worker or '?'} for {silent} s (limit {int(timeout_s)} s): "
                   "the worker process was killed or its machine is gone. Resume continues from the latest checkpoint.")
         try:

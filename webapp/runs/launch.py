@@ -281,6 +281,9 @@ def send_train_task(run: Run) -> None:
 def resume_run(run: Run, user=None) -> Run:
     """Queue a failed or cancelled run again (same id); its task continues from the latest checkpoint."""
     with transaction.atomic():
+        status = Run.objects.select_for_update().values_list("status", flat=True).get(pk=run.pk)
+        if status not in (RunStatus.FAILED, RunStatus.CANCELLED):  # running -> queued is a stopping worker's
+            raise services.TransitionError(f"Run {run.pk} is {status}; only failed or cancelled runs can be resumed.")
         services.transition(run, RunStatus.QUEUED, message=f"Resumed{f' by {user}' if user else ''}.")
         send_train_task(run)
     run.refresh_from_db()

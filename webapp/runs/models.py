@@ -6,11 +6,13 @@ and a retried flush of the same (run, key, step) cannot create a duplicate.
 """
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.db.models.functions import Now
 from django.urls import reverse
 
 
@@ -20,6 +22,16 @@ class RunStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+
+
+class RunQuerySet(models.QuerySet):
+    def stale(self, timeout_s: float) -> "RunQuerySet":
+        """Running runs whose heartbeat is older than `timeout_s`, measured on the database's
+        clock (workers write heartbeat_at with Now()), each with `heartbeat_age` (a timedelta)."""
+        cutoff = models.ExpressionWrapper(Now() - timedelta(seconds=timeout_s), output_field=models.DateTimeField())
+        age = models.ExpressionWrapper(Now() - models.F("heartbeat_at"), output_field=models.DurationField())
+        # heartbeat_at < cutoff (not age > timeout): the (status, heartbeat_at) index serves it
+        return self.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).annotate(heartbeat_age=age)
 
 
 class Run(models.Model):
@@ -58,6 +70,8 @@ class Run(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

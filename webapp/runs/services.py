@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 S = RunStatus
 ALLOWED: dict[str, set[str]] = {
     S.QUEUED: {S.RUNNING, S.CANCELLED, S.FAILED},
-    S.RUNNING: {S.SUCCEEDED, S.FAILED, S.CANCELLED},
+    S.RUNNING: {S.SUCCEEDED, S.FAILED, S.CANCELLED, S.QUEUED},  # queued: a stopping worker re-queues it
     S.FAILED: {S.QUEUED},  # resume
     S.CANCELLED: {S.QUEUED},  # resume
     S.SUCCEEDED: set(),
