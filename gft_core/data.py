@@ -20,7 +20,7 @@ from typing import Any, Iterator, Literal, Sequence
 
 import pyarrow.parquet as pq
 
-from gft_core.rewards import last_boxed
+from gft_core.answers import last_boxed
 
 GroundTruthExtract = Literal["raw", "gsm8k", "boxed"]
 EXTENSIONS: tuple[str, ...] = (".jsonl", ".json", ".parquet", ".csv")
