@@ -10,16 +10,9 @@ Nothing here bounds its own time: sympy can run for very long on a pathological 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-
-import sympy
-from sympy.parsing.sympy_parser import (
-    convert_xor,
-    implicit_multiplication_application,
-    parse_expr,
-    standard_transformations,
-)
 
 
 # --- extraction ------------------------------------------------------------------------------
@@ -204,13 +197,26 @@ def latex_to_sympy(s: str) -> str | None:
     return expr if expr.strip() else None
 
 
-_TRANSFORMATIONS = standard_transformations + (implicit_multiplication_application, convert_xor)
+@functools.cache
+def load_sympy():
+    """(sympy, its parser, the parser's transformations), imported on first use: reading a dataset
+    needs last_boxed only, and sympy takes ~1 s and ~60 MB to import."""
+    import sympy
+    from sympy.parsing.sympy_parser import (
+        convert_xor,
+        implicit_multiplication_application,
+        parse_expr,
+        standard_transformations,
+    )
+
+    return sympy, parse_expr, standard_transformations + (implicit_multiplication_application, convert_xor)
 
 
 def _sympy_equal(a: str, b: str, rel_tol: float) -> bool:
     """Symbolic (or, for constants, numeric) equality of two sympy expression strings."""
-    x = parse_expr(a, transformations=_TRANSFORMATIONS)
-    y = parse_expr(b, transformations=_TRANSFORMATIONS)
+    sympy, parse_expr, transformations = load_sympy()
+    x = parse_expr(a, transformations=transformations)
+    y = parse_expr(b, transformations=transformations)
     if sympy.simplify(x - y) == 0:
         return True
     if not x.free_symbols and not y.free_symbols:

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import re2
 
-from gft_core.answers import answers_equal, extract_answer, gsm8k_number, gsm8k_response_answer, last_boxed
+from gft_core.answers import answers_equal, extract_answer, gsm8k_number, gsm8k_response_answer, last_boxed, load_sympy
 from gft_core.scoring import ScoreOne, Scorer
 
 RewardFn = Callable[[list[str], list["str | None"], list[str]], list[float]]
@@ -281,7 +281,8 @@ def math_verify(*, rel_tol: float, percent: bool, timeout_s: float, _field: str)
         pred = extract_answer(response)
         return 1.0 if pred is not None and answers_equal(pred, truth, rel_tol=rel_tol, percent=percent) else 0.0
 
-    return PerResponse(score, budget_s=timeout_s)
+    # sympy is imported in the caller, once, not in each forked child against a response's budget
+    return PerResponse(score, budget_s=timeout_s, prepare=load_sympy)
 
 
 @register(
