@@ -13,6 +13,7 @@ over it scores 0.0 and is counted in the reward's cumulative `timeouts`. The one
 
 from __future__ import annotations
 
+import abc
 import functools
 import json
 import math
@@ -47,7 +48,7 @@ class RewardSpecError(ValueError):
 
 # --- what build_reward returns ---------------------------------------------------------------
 
-class Reward:
+class Reward(abc.ABC):
     """A built reward: `reward(responses, ground_truths, prompts) -> list[float]`.
 
     `timeouts`: how many responses so far scored 0.0 because their scoring ran over the budget
@@ -63,8 +64,9 @@ class Reward:
                              f"and {len(prompts)} prompts; expected one of each per response")
         return self.score(list(responses), list(ground_truths), list(prompts))
 
+    @abc.abstractmethod
     def score(self, responses: list[str], ground_truths: list[str | None], prompts: list[str]) -> list[float]:
-        raise NotImplementedError
+        """One score per response (the lists have equal lengths)."""
 
 
 @dataclass(frozen=True)
