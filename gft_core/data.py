@@ -7,20 +7,20 @@ DataError whose message names the file, the line or row, the field and the value
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
-import io
 import json
 import math
 import random
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
-import pyarrow.parquet as pq
-
-from gft_core.rewards import last_boxed
+from gft_core.answers import last_boxed
 
 GroundTruthExtract = Literal["raw", "gsm8k", "boxed"]
 EXTENSIONS: tuple[str, ...] = (".jsonl", ".json", ".parquet", ".csv")
@@ -47,6 +47,12 @@ class ColumnMapping:
     ground_truth: str | None = None
     ground_truth_extract: GroundTruthExtract = "raw"
     ground_truth_fallback: str | None = None
+
+    def columns(self) -> tuple[str, ...]:
+        """Every column the mapping reads (what iter_rows(columns=...) needs)."""
+        teacher = [self.teacher] if isinstance(self.teacher, str) else list(self.teacher or [])
+        named = [self.prompt, self.expert, *teacher, self.ground_truth, self.ground_truth_fallback]
+        return tuple(dict.fromkeys(c for c in named if isinstance(c, str)))
 
 
 PRESETS: dict[str, ColumnMapping] = {
@@ -85,12 +91,19 @@ def _format(path: Path) -> tuple[str, bool]:
     return ext, gz
 
 
-def _lines(path: Path, gz: bool) -> Iterator[tuple[int, str]]:
-    """Decoded text lines with 1-based line numbers; invalid UTF-8 names its line."""
+def _lines(path: Path, gz: bool, max_row_bytes: int) -> Iterator[tuple[int, str]]:
+    """Decoded text lines with 1-based line numbers, streamed (gzip too) and each at most
+    max_row_bytes long (a longer one is a DataError naming its line, read no further than that
+    limit); invalid UTF-8 names its line."""
     opener = gzip.open if gz else open
     try:
         with opener(path, "rb") as f:
-            for lineno, raw in enumerate(f, start=1):
+            lineno = 0
+            while raw := f.readline(max_row_bytes + 1):
+                lineno += 1
+                if len(raw) > max_row_bytes and not (len(raw) == max_row_bytes + 1 and raw.endswith(b"\n")):
+                    raise DataError(f"{path}, line {lineno}: longer than {_size(max_row_bytes)} (the limit of one "
+                                    f"row): {raw[:60]!r}...")
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
@@ -100,8 +113,12 @@ def _lines(path: Path, gz: bool) -> Iterator[tuple[int, str]]:
         raise DataError(f"{path}: cannot read file: {e}") from None
 
 
-def _json_rows(path: Path, gz: bool) -> Iterator[tuple[int, dict]]:
-    for lineno, line in _lines(path, gz):
+def _size(n: int) -> str:
+    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n} bytes"
+
+
+def _json_rows(path: Path, gz: bool, columns: Sequence[str] | None, max_row_bytes: int) -> Iterator[tuple[int, dict]]:
+    for lineno, line in _lines(path, gz, max_row_bytes):
         if not line.strip():
             continue
         try:
@@ -111,62 +128,101 @@ def _json_rows(path: Path, gz: bool) -> Iterator[tuple[int, dict]]:
                 f"{path}, line {lineno}: bad JSON ({e.msg} at column {e.colno}); expected one JSON object "
                 f"per line: {line.strip()[:80]!r}"
             ) from None
+        except RecursionError:
+            raise DataError(f"{path}, line {lineno}: JSON nested too deeply: {line.strip()[:80]!r}") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}: {line.strip()[:80]!r}")
         yield lineno, row
 
 
-def _csv_rows(path: Path, gz: bool) -> Iterator[tuple[int, dict]]:
-    # Solutions can exceed the csv module's default 128 KiB field limit.
+def _csv_rows(path: Path, gz: bool, columns: Sequence[str] | None, max_row_bytes: int) -> Iterator[tuple[int, dict]]:
+    # A quoted field may span lines, and solutions can exceed the csv module's default 128 KiB
+    # field limit; the size of one record is bounded below instead (max_row_bytes).
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    lines = _lines(path, gz)
-    line_numbers: list[int] = []
+    lines = _lines(path, gz, max_row_bytes)
+    # Where the record being read starts and ends, and its size so far: constant state, however
+    # long the file (blank lines and row numbers are not kept).
+    record = {"first": 0, "last": 0, "chars": 0}
 
     def text() -> Iterator[str]:
         for lineno, line in lines:
-            line_numbers.append(lineno)
+            if record["chars"] == 0:
+                record["first"] = lineno
+            record["last"] = lineno
+            record["chars"] += len(line)
+            if record["chars"] > max_row_bytes:
+                raise DataError(f"{path}, line {record['first']}: a row longer than {_size(max_row_bytes)} "
+                                f"(the limit of one row; an unclosed quote?)")
             yield line
 
     reader = csv.reader(text())
     header = next(reader, None)
     if header is None:
         return
+    record["chars"] = 0
     for values in reader:
+        lineno = record["last"]
+        record["chars"] = 0
         if not values:
             continue
-        lineno = line_numbers[-1]
         if len(values) != len(header):
             raise DataError(f"{path}, line {lineno}: {len(values)} fields but the header has {len(header)}")
         yield lineno, dict(zip(header, values))
 
 
-def _parquet_rows(path: Path, gz: bool) -> Iterator[tuple[int, dict]]:
+PARQUET_BATCH_ROWS = 256  # rows decoded at a time
+
+
+def _parquet_rows(path: Path, gz: bool, columns: Sequence[str] | None, max_row_bytes: int) -> Iterator[tuple[int, dict]]:
+    import pyarrow.parquet as pq  # here: reading JSONL or CSV need not import pyarrow
+
     try:
-        # Parquet needs random access, so a .parquet.gz is decompressed into memory first.
-        source = pq.ParquetFile(io.BytesIO(gzip.decompress(path.read_bytes())) if gz else path)
-        rowno = 0
-        for group in range(source.num_row_groups):
-            for row in source.read_row_group(group).to_pylist():
-                rowno += 1
-                yield rowno, row
+        with contextlib.ExitStack() as stack:
+            if gz:  # Parquet needs random access: decompress to a temporary file, never into memory
+                tmp = stack.enter_context(tempfile.TemporaryFile(prefix="gft-parquet-"))
+                with gzip.open(path, "rb") as src:
+                    shutil.copyfileobj(src, tmp, 1 << 20)
+                tmp.seek(0)
+                source = pq.ParquetFile(tmp)
+            else:
+                source = pq.ParquetFile(path)
+            names = source.schema_arrow.names
+            # Only the mapped columns are read; if one is missing, all are (the first row then
+            # says which columns the file has, or the mapping falls back to another column).
+            wanted = None if columns is None or any(c not in names for c in columns) else list(dict.fromkeys(columns))
+            rowno = 0
+            for batch in source.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted):
+                for row in batch.to_pylist():
+                    rowno += 1
+                    yield rowno, row
     except (OSError, EOFError, ValueError) as e:  # pyarrow.ArrowInvalid is a ValueError
         if isinstance(e, DataError):
             raise
         raise DataError(f"{path}: cannot read Parquet file: {e}") from None
 
 
-def iter_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
+MAX_ROW_BYTES = 16 * 2**20  # one JSON line or CSV record; a whole row is held in memory to parse it
+
+
+def iter_rows(path: str | Path, *, columns: Sequence[str] | None = None,
+              max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[tuple[int, dict]]:
     """Stream (1-based line/row number, row dict) from .jsonl/.json (JSON lines), .parquet or .csv,
-    each optionally gzipped. JSON and CSV numbers are file lines; Parquet numbers are rows."""
+    each optionally gzipped. JSON and CSV numbers are file lines; Parquet numbers are rows.
+
+    Memory stays bounded whatever the file's size: text is read line by line (a JSON line or CSV
+    record over max_row_bytes is a DataError naming its line), Parquet in batches of rows and,
+    given `columns` (e.g. ColumnMapping.columns()), only those columns."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if not path.is_file():
         raise DataError(f"{path}: not a file")
+    if isinstance(max_row_bytes, bool) or not isinstance(max_row_bytes, int) or max_row_bytes < 1:
+        raise DataError(f"max_row_bytes: must be an int >= 1, got {max_row_bytes!r}")
     ext, gz = _format(path)
     reader = {".jsonl": _json_rows, ".json": _json_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}[ext]
     n = 0
-    for n, (number, row) in enumerate(reader(path, gz), start=1):
+    for n, (number, row) in enumerate(reader(path, gz, columns, max_row_bytes), start=1):
         yield number, row
     if n == 0:
         raise DataError(f"{path}: empty file (no rows)")
@@ -277,13 +333,15 @@ def to_example(row: dict, number: int, mapping: ColumnMapping, path: str | Path 
     )
 
 
-def load_examples(path: str | Path, mapping: ColumnMapping, *, limit: int | None = None) -> list[Example]:
-    """Read a dataset file into Examples (the first `limit` rows if given)."""
+def load_examples(path: str | Path, mapping: ColumnMapping, *, limit: int | None = None,
+                  max_row_bytes: int = MAX_ROW_BYTES) -> list[Example]:
+    """Read a dataset file into Examples (the first `limit` rows if given), reading only the
+    mapped columns."""
     _check_mapping(mapping)
     if limit is not None and limit < 1:
         raise DataError(f"limit: must be >= 1 or None, got {limit!r}")
     examples = []
-    for number, row in iter_rows(path):
+    for number, row in iter_rows(path, columns=mapping.columns(), max_row_bytes=max_row_bytes):
         examples.append(to_example(row, number, mapping, path))
         if limit is not None and len(examples) >= limit:
             break

@@ -4,32 +4,38 @@ A reward is built from a spec `{"name": str, "params": {...}}` with `build_rewar
 called on a batch: `fn(responses, ground_truths, prompts) -> list[float]`, one score per response.
 The trainer scores every response of a group this way, whatever its source.
 
-The math verifier follows the paper: take the last \\boxed{...} (else the text after "the answer
-is", else the last number) and compare it with the ground truth by normalised string, by number
-(relative tolerance, also x100 and /100 for percentages), then symbolically with sympy in a forked
-process under a hard time limit.
+Rewards cannot hang their caller: every parameter is type-checked and bounded when the spec is
+built (RewardSpecError names the field), user patterns run on RE2 (linear time), and each
+response is scored in a forked child under a wall-clock budget (gft_core.scoring): a response
+over it scores 0.0 and is counted in the reward's cumulative `timeouts`. The one exception is
+`reward_model`, which runs torch in the calling process (see RewardModel).
 """
 
 from __future__ import annotations
 
+import abc
+import functools
+import json
 import math
-import os
 import re
-import select
-import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import sympy
-from sympy.parsing.sympy_parser import (
-    convert_xor,
-    implicit_multiplication_application,
-    parse_expr,
-    standard_transformations,
-)
+import re2
+
+from gft_core.answers import answers_equal, extract_answer, gsm8k_number, gsm8k_response_answer, last_boxed, load_sympy
+from gft_core.scoring import ScoreOne, Scorer
 
 RewardFn = Callable[[list[str], list["str | None"], list[str]], list[float]]
+
+DEFAULT_BUDGET_S = 3.0  # wall-clock budget for scoring one response
+MAX_BUDGET_S = 60.0
+MAX_DEPTH = 4  # weighted_sum inside weighted_sum, at most this many levels
+MAX_TERMS = 16
+MAX_STR = 4096  # any string parameter (paths); patterns are shorter
+MAX_ABS_REWARD = 1000.0  # a reward or weight (rewards are normalised per group anyway)
 
 
 class RewardSpecError(ValueError):
@@ -40,303 +46,78 @@ class RewardSpecError(ValueError):
         super().__init__(f"{field}={value!r}: {message}")
 
 
-# --- answer extraction -----------------------------------------------------------------------
+# --- what build_reward returns ---------------------------------------------------------------
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}) in `text`, nested braces allowed."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
-    i = start + (len("\\boxed") if text.startswith("\\boxed", start) else len("\\fbox"))
-    if text.startswith(" ", i):  # "\boxed 5": the argument runs to the next "$" or space
-        m = re.match(r" +([^\s$]+)", text[i:])
-        return m.group(1) if m else None
-    if not text.startswith("{", i):
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j]
-    return None  # unbalanced braces
+class Reward(abc.ABC):
+    """A built reward: `reward(responses, ground_truths, prompts) -> list[float]`.
 
-
-_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?|-?\.\d+")
-
-
-def extract_answer(text: str) -> str | None:
-    """The final answer of a response: last \\boxed{}, else after "the answer is", else last number."""
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return boxed
-    said = list(re.finditer(r"the answer is[:\s]*", text, flags=re.IGNORECASE))
-    if said:
-        rest = text[said[-1].end() :].split("\n", 1)[0].strip()
-        inline = re.match(r"\$+([^$]+)\$", rest)  # "the answer is $12$ because ..." -> "12"
-        if inline or rest:
-            return inline.group(1).strip() if inline else rest
-    numbers = _NUMBER.findall(text)
-    return numbers[-1].replace(",", "") if numbers else None
-
-
-# --- normalisation and comparison ------------------------------------------------------------
-
-_TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
-
-
-def normalize_answer(s: str) -> str:
-    """Canonical string form of a LaTeX answer (in the spirit of the MATH grader's strip_string)."""
-    s = s.strip().replace("\n", "")
-    for unit_cmd in ("\\text{ ", "\\mbox{ "):  # "5 \text{ cm}": a unit after the value
-        if unit_cmd in s and s.split(unit_cmd)[0].strip():
-            s = s.split(unit_cmd)[0]
-    while True:  # \text{...} and friends keep their content; loop for nesting
-        stripped = _TEXT_CMD.sub(r"\1", s)
-        if stripped == s:
-            break
-        s = stripped
-    s = re.sub(r"\\(?:left|right)(?![a-zA-Z])", "", s)
-    s = s.replace("\\displaystyle", "").replace("dfrac", "frac").replace("tfrac", "frac")
-    s = s.replace("^{\\circ}", "").replace("^\\circ", "").replace("\\circ", "")
-    s = s.replace("\\%", "").replace("%", "").replace("\\$", "").replace("$", "")
-    for space in ("\\!", "\\,", "\\;", "\\:", "\\ ", "~", " "):
-        s = s.replace(space, "")
-    s = s.rstrip(".")
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):  # thousands separators
-        s = s.replace(",", "")
-    if s.startswith("."):
-        s = "0" + s
-    s = re.sub(r"^[a-zA-Z]\\in", "", s)  # "x \in [-2,7]" -> "[-2,7]"
-    return s
-
-
-def _to_float(s: str) -> float | None:
-    """A plain number, a/b or \\frac{a}{b} (normalised string) as a float, else None."""
-    if re.fullmatch(r"-?\d+(\.\d+)?|-?\.\d+|-?\d+\.", s):
-        return float(s)
-    m = re.fullmatch(r"(-?)(?:\\frac\{(-?\d+(?:\.\d+)?)\}\{(\d+(?:\.\d+)?)\}|(\d+)/(\d+)|\\frac(\d)(\d))", s)
-    if not m:
-        return None
-    num, den = [g for g in m.groups()[1:] if g is not None]
-    if float(den) == 0:
-        return None
-    return (-1 if m.group(1) else 1) * float(num) / float(den)
-
-
-def numbers_equal(pred: float, truth: float, rel_tol: float, percent: bool = True) -> bool:
-    """pred == truth within rel_tol; with percent, also against truth x100 and /100."""
-    targets = (truth, truth * 100, truth / 100) if percent else (truth,)
-    return any(math.isclose(pred, t, rel_tol=rel_tol, abs_tol=1e-12) for t in targets)
-
-
-_LATEX_NAMES = {
-    "pi": " pi ", "infty": " oo ", "cdot": "*", "times": "*", "div": "/", "sqrt": "sqrt",
-    "ln": " log", "log": " log", "exp": " exp", "sin": " sin", "cos": " cos", "tan": " tan",
-    "sec": " sec", "csc": " csc", "cot": " cot", "arcsin": " asin", "arccos": " acos", "arctan": " atan",
-}
-_SYMPY_NAMES = {"pi", "oo", "sqrt", "log", "exp", "sin", "cos", "tan", "sec", "csc", "cot", "asin", "acos", "atan", "I"}
-
-
-def _latex_group(s: str, i: int) -> tuple[str | None, int]:
-    """One LaTeX argument at s[i]: a {...} group, a \\command or a single character."""
-    if i >= len(s):
-        return None, i
-    if s[i] == "{":
-        depth = 0
-        for j in range(i, len(s)):
-            depth += {"{": 1, "}": -1}.get(s[j], 0)
-            if depth == 0:
-                return s[i + 1 : j], j + 1
-        return None, len(s)
-    if s[i] == "\\":
-        m = re.match(r"\\[a-zA-Z]+", s[i:])
-        if m:
-            return m.group(0), i + len(m.group(0))
-    return s[i], i + 1
-
-
-def latex_to_sympy(s: str) -> str | None:
-    """Translate a normalised LaTeX answer into a sympy expression string, or None if unsupported.
-
-    Supports \\frac, \\sqrt (with [n]), ^, \\pi, \\cdot, \\times, \\infty and common functions.
-    The result contains only digits, operators, parentheses, single-letter symbols and known
-    sympy names, so parsing it cannot run arbitrary code.
+    `timeouts`: how many responses so far scored 0.0 because their scoring ran over the budget
+    (cumulative; the trainer logs it as reward/timeouts).
     """
-    out: list[str] = []
-    i = 0
-    while i < len(s):
-        c = s[i]
-        if s.startswith("\\frac", i):
-            num, i = _latex_group(s, i + len("\\frac"))
-            den, i = _latex_group(s, i)
-            parts = [latex_to_sympy(x) if x is not None else None for x in (num, den)]
-            if None in parts:
-                return None
-            out.append(f"(({parts[0]})/({parts[1]}))")
-        elif s.startswith("\\sqrt", i):
-            i += len("\\sqrt")
-            index = None
-            if s.startswith("[", i):
-                close = s.find("]", i)
-                if close < 0:
-                    return None
-                index, i = latex_to_sympy(s[i + 1 : close]), close + 1
-            arg, i = _latex_group(s, i)
-            body = latex_to_sympy(arg) if arg is not None else None
-            if body is None:
-                return None
-            out.append(f"(({body})**(1/({index})))" if index else f"sqrt({body})")
-        elif c == "^":
-            arg, i = _latex_group(s, i + 1)
-            body = latex_to_sympy(arg) if arg is not None else None
-            if body is None:
-                return None
-            out.append(f"**({body})")
-        elif c == "\\":
-            m = re.match(r"\\([a-zA-Z]+)", s[i:])
-            if not m or m.group(1) not in _LATEX_NAMES:
-                return None
-            out.append(_LATEX_NAMES[m.group(1)])
-            i += len(m.group(0))
-        elif c == "{":
-            arg, i = _latex_group(s, i)
-            body = latex_to_sympy(arg) if arg is not None else None
-            if body is None:
-                return None
-            out.append(f"({body})")
-        elif c.isalpha():
-            word = re.match(r"[a-zA-Z]+", s[i:]).group(0)
-            if len(word) > 1 and word not in _SYMPY_NAMES:
-                return None  # multi-letter words ("Evelyn") are text, not algebra
-            out.append(" I " if word == "i" else f" {word} ")
-            i += len(word)
-        elif c.isdigit() or c in "+-*/(). ":
-            out.append(c)
-            i += 1
-        else:  # "}", "=", ",", "<", "_", "!", ... : not a single expression we handle
-            return None
-    expr = "".join(out)
-    return expr if expr.strip() else None
+
+    name: str
+    timeouts: int
+
+    def __call__(self, responses: list[str], ground_truths: list[str | None], prompts: list[str]) -> list[float]:
+        if not len(responses) == len(ground_truths) == len(prompts):
+            raise ValueError(f"{self.name}: {len(responses)} responses, {len(ground_truths)} ground truths "
+                             f"and {len(prompts)} prompts; expected one of each per response")
+        return self.score(list(responses), list(ground_truths), list(prompts))
+
+    @abc.abstractmethod
+    def score(self, responses: list[str], ground_truths: list[str | None], prompts: list[str]) -> list[float]:
+        """One score per response (the lists have equal lengths)."""
 
 
-_TRANSFORMATIONS = standard_transformations + (implicit_multiplication_application, convert_xor)
+@dataclass(frozen=True)
+class PerResponse:
+    """What most factories return: score(response, ground_truth, prompt) -> float, run in a forked
+    child under `budget_s`; prepare(), if given, runs in the caller first (loads what the child uses)."""
+
+    score: ScoreOne
+    budget_s: float = DEFAULT_BUDGET_S
+    prepare: Callable[[], Any] | None = None
 
 
-def _sympy_equal(a: str, b: str, rel_tol: float) -> bool:
-    """Symbolic (or, for constants, numeric) equality of two sympy expression strings."""
-    x = parse_expr(a, transformations=_TRANSFORMATIONS)
-    y = parse_expr(b, transformations=_TRANSFORMATIONS)
-    if sympy.simplify(x - y) == 0:
-        return True
-    if not x.free_symbols and not y.free_symbols:
-        xv, yv = complex(sympy.N(x)), complex(sympy.N(y))
-        return cmath_isclose(xv, yv, rel_tol)
-    return False
+class BudgetedReward(Reward):
+    """A PerResponse scored in a forked child under its budget (gft_core.scoring.Scorer)."""
+
+    def __init__(self, name: str, scoring: PerResponse, needs_ground_truth: bool):
+        self.name, self.scoring, self.needs_ground_truth = name, scoring, needs_ground_truth
+        self.scorer = Scorer(scoring.score, scoring.budget_s)
+        self.timeouts = 0
+
+    def score(self, responses: list[str], ground_truths: list[str | None], prompts: list[str]) -> list[float]:
+        if self.needs_ground_truth:
+            for i, gt in enumerate(ground_truths):
+                if gt is None:
+                    raise ValueError(f"ground_truths[{i}]: the {self.name} reward needs a ground truth, got None")
+        if not responses:
+            return []
+        if self.scoring.prepare is not None:
+            self.scoring.prepare()
+        scores, timeouts = self.scorer(responses, ground_truths, prompts)
+        self.timeouts += timeouts
+        return scores
 
 
-def cmath_isclose(x: complex, y: complex, rel_tol: float) -> bool:
-    return abs(x - y) <= max(rel_tol * max(abs(x), abs(y)), 1e-12)
+class WeightedSum(Reward):
+    """Sum of built rewards times their weights; its timeouts are its terms'."""
 
+    name = "weighted_sum"
 
-def run_with_timeout(fn: Callable[..., bool], args: tuple, timeout_s: float) -> bool:
-    """Run fn(*args) in a forked child and return its bool result; False on timeout or error.
+    def __init__(self, parts: list[tuple[float, Reward]]):
+        self.parts = parts
 
-    A fork (not a thread or signal.alarm) gives a hard limit from any thread, even when sympy is
-    stuck in C code (huge integers); the child is killed when the time is up.
-    """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: compute, write one byte, exit without running the parent's cleanup
-        os.close(read_fd)
-        try:
-            os.write(write_fd, b"1" if fn(*args) else b"0")
-        except BaseException:
-            os.write(write_fd, b"0")
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    answer = b""
-    try:
-        ready, _, _ = select.select([read_fd], [], [], timeout_s)
-        if ready:
-            answer = os.read(read_fd, 1)
-    finally:
-        os.close(read_fd)
-        if not answer:
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    return answer == b"1"
+    @property
+    def timeouts(self) -> int:  # type: ignore[override]
+        return sum(fn.timeouts for _, fn in self.parts)
 
-
-def _closes_at_end(s: str) -> bool:
-    """Whether the bracket opened at s[0] is closed by s[-1] ("(a,b)" yes, "(a)\\cup(b)" no)."""
-    depth = 0
-    for k, c in enumerate(s):
-        depth += 1 if c in "([{" else -1 if c in ")]}" else 0
-        if depth == 0:
-            return k == len(s) - 1
-    return False
-
-
-def _split_top_level(s: str) -> tuple[str, list[str], str]:
-    """(open bracket, items, close bracket) of a tuple/interval/set "(a,b)"; brackets may be ""."""
-    s = s.replace("\\{", "{").replace("\\}", "}")
-    open_b = close_b = ""
-    if len(s) >= 2 and s[0] in "([{" and s[-1] in ")]}" and _closes_at_end(s):
-        open_b, close_b, s = s[0], s[-1], s[1:-1]
-    items, depth, cur = [], 0, []
-    for c in s:
-        depth += 1 if c in "([{" else -1 if c in ")]}" else 0
-        if c == "," and depth == 0:
-            items.append("".join(cur))
-            cur = []
-        else:
-            cur.append(c)
-    items.append("".join(cur))
-    return open_b, items, close_b
-
-
-def _strip_variable(s: str) -> str:
-    """ "x=5" -> "5": a prediction may name the variable the ground truth leaves out."""
-    m = re.fullmatch(r"[a-zA-Z](?:_\{?\w+\}?)?=([^=]+)", s)
-    return m.group(1) if m else s
-
-
-def answers_equal(pred: str, truth: str, *, rel_tol: float = 1e-4, percent: bool = True, timeout_s: float = 3.0) -> bool:
-    """Whether two final answers agree: normalised string, number, then sympy (time-limited)."""
-    p, t = normalize_answer(pred), normalize_answer(truth)
-    if p == t:
-        return True
-    if not p or not t:
-        return False
-    if "=" not in t:
-        p = _strip_variable(p)
-    if "=" not in p:
-        t = _strip_variable(t)
-    p_open, p_items, p_close = _split_top_level(p)
-    t_open, t_items, t_close = _split_top_level(t)
-    if len(p_items) > 1 or len(t_items) > 1:
-        if len(p_items) != len(t_items):
-            return False
-        if p_open and t_open and (p_open, p_close) != (t_open, t_close):
-            return False  # (a, b) is not [a, b]
-        return all(_atoms_equal(a, b, rel_tol, percent, timeout_s) for a, b in zip(p_items, t_items))
-    return _atoms_equal(p, t, rel_tol, percent, timeout_s)
-
-
-def _atoms_equal(p: str, t: str, rel_tol: float, percent: bool, timeout_s: float) -> bool:
-    if p == t:
-        return True
-    pf, tf = _to_float(p), _to_float(t)
-    if pf is not None and tf is not None:
-        return numbers_equal(pf, tf, rel_tol, percent)
-    ps, ts = latex_to_sympy(p), latex_to_sympy(t)
-    if ps is None or ts is None:
-        return False
-    return run_with_timeout(_sympy_equal, (ps, ts, rel_tol), timeout_s)
+    def score(self, responses: list[str], ground_truths: list[str | None], prompts: list[str]) -> list[float]:
+        total = [0.0] * len(responses)
+        for weight, fn in self.parts:
+            total = [t + weight * s for t, s in zip(total, fn(responses, ground_truths, prompts))]
+        return total
 
 
 # --- the registry ----------------------------------------------------------------------------
@@ -346,11 +127,18 @@ _REQUIRED = object()
 
 @dataclass(frozen=True)
 class Param:
+    """A typed reward parameter; numbers are bounded (min/max inclusive unless min_exclusive),
+    strings and lists by max_len."""
+
     name: str
     type: type
     default: Any = _REQUIRED
     help: str = ""
     choices: tuple | None = None
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    max_len: int | None = None
 
 
 @dataclass(frozen=True)
@@ -358,17 +146,20 @@ class RewardInfo:
     name: str
     description: str
     params: tuple[Param, ...]
-    factory: Callable[..., RewardFn]
+    factory: Callable[..., "PerResponse | Reward"]
+    needs_ground_truth: bool
 
 
 REWARDS: dict[str, RewardInfo] = {}
 
 
-def register(name: str, description: str, *params: Param) -> Callable[[Callable[..., RewardFn]], Callable[..., RewardFn]]:
-    """Decorator: add a reward factory (keyword arguments = params) to REWARDS."""
+def register(name: str, description: str, *params: Param, needs_ground_truth: bool = False):
+    """Decorator: add a reward factory (keyword arguments = params, plus _field) to REWARDS.
 
-    def wrap(factory: Callable[..., RewardFn]) -> Callable[..., RewardFn]:
-        REWARDS[name] = RewardInfo(name, description, params, factory)
+    The factory returns a PerResponse (scored under the budget) or a Reward."""
+
+    def wrap(factory: Callable[..., PerResponse | Reward]) -> Callable[..., PerResponse | Reward]:
+        REWARDS[name] = RewardInfo(name, description, params, factory, needs_ground_truth)
         return factory
 
     return wrap
@@ -387,6 +178,8 @@ def describe_rewards() -> list[dict]:
                     "default": None if p.default is _REQUIRED else p.default,
                     "required": p.default is _REQUIRED,
                     "help": p.help + (f" One of: {', '.join(map(str, p.choices))}." if p.choices else ""),
+                    "min": p.min,
+                    "max": p.max,
                 }
                 for p in info.params
             ],
@@ -403,22 +196,54 @@ def _check_param(p: Param, value: Any, field: str) -> Any:
         raise RewardSpecError(field, value, f"expected {p.type.__name__}, got {type(value).__name__}")
     if p.choices is not None and value not in p.choices:
         raise RewardSpecError(field, value, f"expected one of {list(p.choices)}")
+    if p.type is float and not math.isfinite(value):
+        raise RewardSpecError(field, value, "must be a finite number")
+    if p.min is not None and (value <= p.min if p.min_exclusive else value < p.min):
+        raise RewardSpecError(field, value, f"must be {'>' if p.min_exclusive else '>='} {p.min:g}")
+    if p.max is not None and value > p.max:
+        raise RewardSpecError(field, value, f"must be <= {p.max:g}")
+    max_len = p.max_len if p.max_len is not None else MAX_STR if p.type is str else None
+    if max_len is not None and len(value) > max_len:
+        unit = "characters" if p.type is str else "items"
+        raise RewardSpecError(field, value if len(value) <= 100 else f"{value[:100]}...",
+                              f"at most {max_len} {unit}, got {len(value)}")
     return value
 
 
-def build_reward(spec: dict, _field: str = "reward") -> RewardFn:
-    """Build a RewardFn from {"name": ..., "params": {...}}; RewardSpecError names the bad field."""
+def _check_nesting(spec: Any, field: str) -> None:
+    """Refuse weighted_sum specs nested more than MAX_DEPTH levels, before building recurses into
+    them (breadth first: the work is linear in the size of the spec, never a RecursionError)."""
+    level, depth = [(spec, field)], 0
+    while level:
+        sums = [(s, f) for s, f in level if isinstance(s, dict) and s.get("name") == "weighted_sum"]
+        if not sums:
+            return
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise RewardSpecError(f"{sums[0][1]}.name", "weighted_sum", f"weighted_sum nested more than {MAX_DEPTH} levels deep")
+        level = []
+        for s, f in sums:
+            params = s.get("params")
+            terms = params.get("terms") if isinstance(params, dict) else None
+            if isinstance(terms, list):
+                level += [(t, f"{f}.params.terms[{k}]") for k, t in enumerate(terms[:MAX_TERMS])]
+
+
+def build_reward(spec: dict, _field: str = "reward") -> Reward:
+    """Build a Reward from {"name": ..., "params": {...}}; RewardSpecError names the bad field."""
     if not isinstance(spec, dict):
         raise RewardSpecError(_field, spec, 'expected a mapping {"name": ..., "params": {...}}')
-    extra = set(spec) - {"name", "params"}
+    extra = sorted(str(k) for k in spec if k not in ("name", "params"))
     if extra:
-        raise RewardSpecError(f"{_field}.{sorted(extra)[0]}", spec[sorted(extra)[0]], "unknown key; expected name and params")
+        key = next(k for k in spec if str(k) == extra[0])
+        raise RewardSpecError(f"{_field}.{extra[0]}", spec[key], "unknown key; expected name and params")
     name = spec.get("name")
-    if name not in REWARDS:
+    if not isinstance(name, str) or name not in REWARDS:
         raise RewardSpecError(f"{_field}.name", name, f"unknown reward; known: {', '.join(REWARDS)}")
     params = spec.get("params") or {}
     if not isinstance(params, dict):
         raise RewardSpecError(f"{_field}.params", params, "expected a mapping of parameter names to values")
+    _check_nesting(spec, _field)
     info = REWARDS[name]
     known = {p.name: p for p in info.params}
     for key in params:
@@ -433,75 +258,48 @@ def build_reward(spec: dict, _field: str = "reward") -> RewardFn:
             raise RewardSpecError(field, None, f"required parameter of {name} is missing")
         else:
             kwargs[p.name] = p.default
-    return info.factory(**kwargs, _field=f"{_field}.params")
-
-
-def _ground_truth(gt: str | None, name: str, i: int) -> str:
-    if gt is None:
-        raise ValueError(f"ground_truths[{i}]: the {name} reward needs a ground truth, got None")
-    return gt
+    built = info.factory(**kwargs, _field=f"{_field}.params")
+    return BudgetedReward(name, built, info.needs_ground_truth) if isinstance(built, PerResponse) else built
 
 
 # --- rewards ---------------------------------------------------------------------------------
+
+_BUDGET_HELP = (f"Wall-clock budget for scoring one response, seconds (at most {MAX_BUDGET_S:g}); a response "
+                "over it scores 0 and is counted in reward/timeouts.")
+
 
 @register(
     "math_verify",
     "Math answer verifier: last \\boxed{} (else 'the answer is', else last number) against the ground "
     "truth by normalised string, number (also x100, /100) and sympy. 1.0 or 0.0.",
-    Param("rel_tol", float, 1e-4, "Relative tolerance of numeric equality."),
+    Param("rel_tol", float, 1e-4, "Relative tolerance of numeric equality.", min=0.0, max=1.0),
     Param("percent", bool, True, "Also accept the ground truth x100 or /100 (percentages)."),
-    Param("timeout_s", float, 3.0, "Time limit of one symbolic comparison, seconds."),
+    Param("timeout_s", float, DEFAULT_BUDGET_S, _BUDGET_HELP, min=0.0, min_exclusive=True, max=MAX_BUDGET_S),
+    needs_ground_truth=True,
 )
-def math_verify(*, rel_tol: float, percent: bool, timeout_s: float, _field: str) -> RewardFn:
-    if rel_tol < 0:
-        raise RewardSpecError(f"{_field}.rel_tol", rel_tol, "must be >= 0")
-    if timeout_s <= 0:
-        raise RewardSpecError(f"{_field}.timeout_s", timeout_s, "must be > 0")
+def math_verify(*, rel_tol: float, percent: bool, timeout_s: float, _field: str) -> PerResponse:
+    def score(response: str, ground_truth: str, prompt: str) -> float:
+        truth = last_boxed(ground_truth) or ground_truth
+        pred = extract_answer(response)
+        return 1.0 if pred is not None and answers_equal(pred, truth, rel_tol=rel_tol, percent=percent) else 0.0
 
-    def score(responses: list[str], ground_truths: list[str | None], prompts: list[str]) -> list[float]:
-        out = []
-        for i, (response, gt) in enumerate(zip(responses, ground_truths)):
-            truth = _ground_truth(gt, "math_verify", i)
-            truth = last_boxed(truth) or truth
-            pred = extract_answer(response)
-            ok = pred is not None and answers_equal(pred, truth, rel_tol=rel_tol, percent=percent, timeout_s=timeout_s)
-            out.append(1.0 if ok else 0.0)
-        return out
-
-    return score
+    # sympy is imported in the caller, once, not in each forked child against a response's budget
+    return PerResponse(score, budget_s=timeout_s, prepare=load_sympy)
 
 
-def gsm8k_number(text: str) -> float | None:
-    """A GSM8K answer as a number: "$1,080.00" -> 1080.0; None if there is no number."""
-    s = normalize_answer(text.replace(",", ""))
-    value = _to_float(s)
-    if value is None:
-        m = _NUMBER.search(s)
-        value = float(m.group(0)) if m else None
-    return value
+@register(
+    "gsm8k",
+    "GSM8K: the response's last '#### x' (else the math answer) equals the ground truth as a number. 1.0 or 0.0.",
+    needs_ground_truth=True,
+)
+def gsm8k(*, _field: str) -> PerResponse:
+    def score(response: str, ground_truth: str, prompt: str) -> float:
+        truth = gsm8k_number(ground_truth.rsplit("####", 1)[-1])
+        answer = gsm8k_response_answer(response)
+        pred = gsm8k_number(answer) if answer is not None else None
+        return 1.0 if pred is not None and truth is not None and pred == truth else 0.0
 
-
-def gsm8k_response_answer(response: str) -> str | None:
-    """The answer a response gives: its last "#### x" line, else math_verify's extraction."""
-    if "####" in response:
-        tail = response.rsplit("####", 1)[1].strip()
-        if tail:
-            return tail.split("\n", 1)[0]
-    return extract_answer(response)
-
-
-@register("gsm8k", "GSM8K: the response's last '#### x' (else the math answer) equals the ground truth as a number. 1.0 or 0.0.")
-def gsm8k(*, _field: str) -> RewardFn:
-    def score(responses: list[str], ground_truths: list[str | None], prompts: list[str]) -> list[float]:
-        out = []
-        for i, (response, gt) in enumerate(zip(responses, ground_truths)):
-            truth = gsm8k_number(_ground_truth(gt, "gsm8k", i).rsplit("####", 1)[-1])
-            answer = gsm8k_response_answer(response)
-            pred = gsm8k_number(answer) if answer is not None else None
-            out.append(1.0 if pred is not None and truth is not None and pred == truth else 0.0)
-        return out
-
-    return score
+    return PerResponse(score)
 
 
 @register(
@@ -509,128 +307,166 @@ def gsm8k(*, _field: str) -> RewardFn:
     "The whole response equals the ground truth. 1.0 or 0.0.",
     Param("strip", bool, True, "Strip surrounding whitespace from both."),
     Param("case_sensitive", bool, True, "Compare case-sensitively."),
+    needs_ground_truth=True,
 )
-def exact_match(*, strip: bool, case_sensitive: bool, _field: str) -> RewardFn:
+def exact_match(*, strip: bool, case_sensitive: bool, _field: str) -> PerResponse:
     def canon(s: str) -> str:
         s = s.strip() if strip else s
         return s if case_sensitive else s.casefold()
 
-    def score(responses: list[str], ground_truths: list[str | None], prompts: list[str]) -> list[float]:
-        return [
-            1.0 if canon(r) == canon(_ground_truth(gt, "exact_match", i)) else 0.0
-            for i, (r, gt) in enumerate(zip(responses, ground_truths))
-        ]
+    def score(response: str, ground_truth: str, prompt: str) -> float:
+        return 1.0 if canon(response) == canon(ground_truth) else 0.0
 
-    return score
+    return PerResponse(score)
+
+
+MAX_PATTERN = 1000
 
 
 @register(
     "regex_match",
-    "A fixed reward when the response matches a regular expression (re.search), else 0.0.",
-    Param("pattern", str, help="Python regular expression."),
-    Param("reward", float, 1.0, "Reward on a match."),
+    "A fixed reward when the response matches a regular expression (searched anywhere), else 0.0.",
+    Param("pattern", str, help="RE2 regular expression (linear time: no backreferences or lookaround).",
+          max_len=MAX_PATTERN),
+    Param("reward", float, 1.0, "Reward on a match.", min=-MAX_ABS_REWARD, max=MAX_ABS_REWARD),
 )
-def regex_match(*, pattern: str, reward: float, _field: str) -> RewardFn:
+def regex_match(*, pattern: str, reward: float, _field: str) -> PerResponse:
+    options = re2.Options()
+    options.log_errors = False  # the error is raised (and reported) here, not printed by RE2
     try:
-        compiled = re.compile(pattern)
-    except re.error as e:
-        raise RewardSpecError(f"{_field}.pattern", pattern, f"invalid regular expression: {e}") from None
+        compiled = re2.compile(pattern, options)
+    except re2.error as e:
+        reason = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise RewardSpecError(f"{_field}.pattern", pattern, f"invalid regular expression (RE2): {reason}") from None
 
-    def score(responses: list[str], ground_truths: list[str | None], prompts: list[str]) -> list[float]:
-        return [reward if compiled.search(r) else 0.0 for r in responses]
+    def score(response: str, ground_truth: str | None, prompt: str) -> float:
+        return reward if compiled.search(response) else 0.0
 
-    return score
+    return PerResponse(score)
 
 
 @register(
     "length_penalty",
     "-penalty x (length - max_len) for responses longer than max_len, else 0.0.",
-    Param("max_len", int, help="Length allowed without penalty."),
-    Param("penalty", float, 0.01, "Penalty per unit above max_len."),
+    Param("max_len", int, help="Length allowed without penalty.", min=0, max=10_000_000),
+    Param("penalty", float, 0.01, "Penalty per unit above max_len.", min=0.0, max=MAX_ABS_REWARD),
     Param("unit", str, "chars", "Length unit.", choices=("chars", "tokens")),
     Param("tokenizer", str, "", "Local Hugging Face tokenizer directory; required with unit=tokens."),
 )
-def length_penalty(*, max_len: int, penalty: float, unit: str, tokenizer: str, _field: str) -> RewardFn:
-    if max_len < 0:
-        raise RewardSpecError(f"{_field}.max_len", max_len, "must be >= 0")
-    if penalty < 0:
-        raise RewardSpecError(f"{_field}.penalty", penalty, "must be >= 0 (it is subtracted)")
+def length_penalty(*, max_len: int, penalty: float, unit: str, tokenizer: str, _field: str) -> PerResponse:
+    prepare = None
     if unit == "tokens":
         if not tokenizer or not Path(tokenizer).is_dir():
             raise RewardSpecError(f"{_field}.tokenizer", tokenizer, "unit=tokens needs a local tokenizer directory")
-        from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(tokenizer)
+        @functools.cache
+        def load_tokenizer():  # on first use, in the caller: building a spec loads nothing
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(tokenizer)
 
         def length(text: str) -> int:
-            return len(tok.encode(text, add_special_tokens=False))
+            return len(load_tokenizer().encode(text, add_special_tokens=False))
+
+        prepare = load_tokenizer
     else:
         length = len
 
-    def score(responses: list[str], ground_truths: list[str | None], prompts: list[str]) -> list[float]:
-        return [-penalty * max(0, length(r) - max_len) for r in responses]
+    def score(response: str, ground_truth: str | None, prompt: str) -> float:
+        return -penalty * max(0, length(response) - max_len)
 
-    return score
+    return PerResponse(score, prepare=prepare)
 
 
 @register(
     "weighted_sum",
     "Sum of other rewards, each times its weight.",
-    Param("terms", list, help='List of {"name", "weight", "params"}.'),
+    Param("terms", list, help='List of {"name", "weight", "params"}.', max_len=MAX_TERMS),
 )
-def weighted_sum(*, terms: list, _field: str) -> RewardFn:
+def weighted_sum(*, terms: list, _field: str) -> Reward:
     if not terms:
         raise RewardSpecError(f"{_field}.terms", terms, "needs at least one term")
-    parts: list[tuple[float, RewardFn]] = []
+    parts: list[tuple[float, Reward]] = []
     for k, term in enumerate(terms):
         field = f"{_field}.terms[{k}]"
         if not isinstance(term, dict):
             raise RewardSpecError(field, term, 'expected {"name", "weight", "params"}')
-        weight = term.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            raise RewardSpecError(f"{field}.weight", weight, "expected a number")
-        parts.append((float(weight), build_reward({k: v for k, v in term.items() if k != "weight"}, field)))
+        weight = _check_param(Param("weight", float, min=-MAX_ABS_REWARD, max=MAX_ABS_REWARD),
+                              term.get("weight", 1.0), f"{field}.weight")
+        parts.append((weight, build_reward({k: v for k, v in term.items() if k != "weight"}, field)))
+    return WeightedSum(parts)
 
-    def score(responses: list[str], ground_truths: list[str | None], prompts: list[str]) -> list[float]:
-        total = [0.0] * len(responses)
-        for weight, fn in parts:
-            total = [t + weight * s for t, s in zip(total, fn(responses, ground_truths, prompts))]
-        return total
 
-    return score
+_DEVICE = re.compile(r"cpu|cuda(:\d{1,3})?|mps")
+MAX_CONFIG_BYTES = 10 * 1024 * 1024
 
 
 @register(
     "reward_model",
     "Score of a local Hugging Face sequence-classification model on (prompt, response).",
     Param("path", str, help="Local model directory (AutoModelForSequenceClassification + AutoTokenizer)."),
-    Param("label_index", int, 0, "Index of the output logit used as the score."),
+    Param("label_index", int, 0, "Index of the output logit used as the score.", min=0, max=100_000),
     Param("transform", str, "logit", "Raw logit or its sigmoid.", choices=("logit", "sigmoid")),
-    Param("batch_size", int, 8, "Responses per forward pass."),
-    Param("max_length", int, 2048, "Truncate inputs to this many tokens."),
-    Param("device", str, "cpu", "torch device of the reward model."),
+    Param("batch_size", int, 8, "Responses per forward pass.", min=1, max=4096),
+    Param("max_length", int, 2048, "Truncate inputs to this many tokens.", min=1, max=131072),
+    Param("device", str, "cpu", "torch device of the reward model: cpu, cuda, cuda:N or mps.", max_len=10),
 )
 def reward_model(
     *, path: str, label_index: int, transform: str, batch_size: int, max_length: int, device: str, _field: str
-) -> RewardFn:
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+) -> Reward:
+    # Checked from config.json only: building a spec (e.g. validating it in the web process)
+    # never loads weights; the model loads on the first call.
+    config_file = Path(path) / "config.json"
+    if not Path(path).is_dir() or not config_file.is_file():
+        raise RewardSpecError(f"{_field}.path", path, "not a local model directory (with a config.json)")
+    try:
+        if config_file.stat().st_size > MAX_CONFIG_BYTES:
+            raise ValueError(f"larger than {MAX_CONFIG_BYTES} bytes")
+        config = json.loads(config_file.read_text())
+        id2label = config.get("id2label")
+        num_labels = len(id2label) if isinstance(id2label, dict) else int(config.get("num_labels", 2))
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise RewardSpecError(f"{_field}.path", path, f"unreadable config.json: {e}") from None
+    if label_index >= num_labels:
+        raise RewardSpecError(f"{_field}.label_index", label_index, f"model has {num_labels} labels")
+    if not _DEVICE.fullmatch(device):
+        raise RewardSpecError(f"{_field}.device", device, "expected cpu, cuda, cuda:N or mps")
+    return RewardModel(path, label_index, transform, batch_size, max_length, device)
 
-    if not Path(path).is_dir():
-        raise RewardSpecError(f"{_field}.path", path, "not a local model directory")
-    if batch_size < 1:
-        raise RewardSpecError(f"{_field}.batch_size", batch_size, "must be >= 1")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
-    if not 0 <= label_index < model.config.num_labels:
-        raise RewardSpecError(f"{_field}.label_index", label_index, f"model has {model.config.num_labels} labels")
-    if tokenizer.pad_token is None:  # batching needs a pad token; decoder RMs often lack one
-        tokenizer.pad_token = tokenizer.eos_token
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
 
-    def encode(prompts: list[str], responses: list[str]) -> dict:
-        kw = dict(padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+class RewardModel(Reward):
+    """A sequence-classification model scoring in the calling process, loaded on the first call.
+
+    Not forked: torch (maybe on a GPU) cannot run in a forked child. Its time is bounded by the
+    batch size and max_length, and torch releases the GIL while it computes, so the caller's
+    other threads keep running; `timeouts` stays 0.
+    """
+
+    name = "reward_model"
+
+    def __init__(self, path: str, label_index: int, transform: str, batch_size: int, max_length: int, device: str):
+        self.path, self.label_index, self.transform = path, label_index, transform
+        self.batch_size, self.max_length, self.device = batch_size, max_length, device
+        self.timeouts = 0
+        self._loaded: tuple[Any, Any] | None = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._loaded is None:
+                from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(self.path)
+                model = AutoModelForSequenceClassification.from_pretrained(self.path).to(self.device).eval()
+                if tokenizer.pad_token is None:  # batching needs a pad token; decoder RMs often lack one
+                    tokenizer.pad_token = tokenizer.eos_token
+                if model.config.pad_token_id is None:
+                    model.config.pad_token_id = tokenizer.pad_token_id
+                self._loaded = (tokenizer, model)
+            return self._loaded
+
+    def _encode(self, tokenizer, prompts: list[str], responses: list[str]) -> dict:
+        kw = dict(padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         if tokenizer.chat_template:  # chat RMs were trained on templated conversations
             texts = [
                 tokenizer.apply_chat_template(
@@ -638,16 +474,17 @@ def reward_model(
                 )
                 for p, r in zip(prompts, responses)
             ]
-            return tokenizer(texts, **kw).to(device)
-        return tokenizer(prompts, responses, **kw).to(device)
+            return tokenizer(texts, **kw).to(self.device)
+        return tokenizer(prompts, responses, **kw).to(self.device)
 
-    @torch.no_grad()
-    def score(responses: list[str], ground_truths: list[str | None], prompts: list[str]) -> list[float]:
+    def score(self, responses: list[str], ground_truths: list[str | None], prompts: list[str]) -> list[float]:
+        import torch
+
+        tokenizer, model = self._load()
         out: list[float] = []
-        for i in range(0, len(responses), batch_size):
-            logits = model(**encode(prompts[i : i + batch_size], responses[i : i + batch_size])).logits
-            s = logits[:, label_index].float()
-            out += (torch.sigmoid(s) if transform == "sigmoid" else s).tolist()
+        with torch.no_grad():
+            for i in range(0, len(responses), self.batch_size):
+                batch = self._encode(tokenizer, prompts[i : i + self.batch_size], responses[i : i + self.batch_size])
+                s = model(**batch).logits[:, self.label_index].float()
+                out += (torch.sigmoid(s) if self.transform == "sigmoid" else s).tolist()
         return out
-
-    return score

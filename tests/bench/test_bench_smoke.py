@@ -73,3 +73,8 @@ def test_gpu_code_path_on_cpu():
     """The GPU benchmark's code on a tiny Qwen2 on the CPU, so it is exercised without a GPU."""
     out = run_bench("gpu", "--cpu-check")
     assert "fwd/bwd (gft loss)" in out and "rollout (generate_samples)" in out
+
+
+def test_dataread_memory():
+    out = run_bench("dataread")
+    assert "Reading datasets" in out and "old gft_core.data" in out and "line 3: longer than 16 MiB" in out

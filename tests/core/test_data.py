@@ -264,3 +264,75 @@ def test_corrupt_files(tmp_path):
     (tmp_path / "d.csv").write_text("q,sol\na,b,c\n")
     with pytest.raises(DataError, match=r"d.csv, line 2: 3 fields but the header has 2"):
         load_examples(tmp_path / "d.csv", ColumnMapping(prompt="q"))
+
+
+# --- bounded memory (issue 16): rows have a size limit, files are streamed --------------------
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.jsonl.gz"])
+def test_a_row_longer_than_the_limit_names_its_line(tmp_path, name):
+    rows = [json.dumps(ROWS[0]), json.dumps({**ROWS[1], "sol": "x" * 5000}), json.dumps(ROWS[2])]
+    data = "".join(r + "\n" for r in rows).encode()
+    (tmp_path / name).write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    with pytest.raises(DataError, match=rf"{name}, line 2: longer than 1000 bytes \(the limit of one row\)"):
+        load_examples(tmp_path / name, MAPPING, max_row_bytes=1000)
+    assert len(load_examples(tmp_path / name, MAPPING, max_row_bytes=len(rows[1]))) == 3  # the newline is not counted
+
+
+def test_a_50_mb_line_is_refused_without_reading_it_whole(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "big.jsonl"
+    with open(path, "wb") as f:
+        f.write(json.dumps(ROWS[0]).encode() + b"\n")
+        f.write(b'{"q": "' + b"x" * (50 * 2**20) + b'"}\n')
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"big.jsonl, line 2: longer than 16 MiB"):
+            load_examples(path, MAPPING)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * 2**20, peak  # one row's limit, not the 50 MB line (nor its decoded copies)
+
+
+def test_csv_record_limit_and_constant_state(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "d.csv"
+    path.write_text('q,sol\nok,fine\n"never closed,x\n' + "more text\n" * 500)
+    with pytest.raises(DataError, match=r"d.csv, line 3: a row longer than 1000 bytes"):
+        load_examples(path, ColumnMapping(prompt="q"), max_row_bytes=1000)
+    path.write_text("q,sol\n" + "a,b\n\n" * 150_000)  # 300k lines, half of them blank
+    tracemalloc.start()
+    try:
+        for last, _ in iter_rows(path):
+            pass
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert last == 300_000
+    assert peak < 2 * 2**20, peak  # nothing kept per line (a list of 300k line numbers was ~10 MB)
+
+
+@pytest.mark.parametrize("name", ["d.parquet", "d.parquet.gz"])
+def test_parquet_reads_only_the_mapped_columns(tmp_path, name):
+    rows = [{**r, "unused": "u" * 1000} for r in ROWS]
+    path = write(tmp_path / name, rows)
+    assert [sorted(row) for _, row in iter_rows(path, columns=["q", "gt"])] == [["gt", "q"]] * 3
+    assert sorted(next(iter_rows(path))[1]) == sorted(rows[0])  # no columns given: all of them
+    assert [e.ground_truth for e in load_examples(path, MAPPING)] == ["2", "6", "5"]
+    mapping = ColumnMapping(prompt="q", ground_truth="answer", ground_truth_fallback="sol", ground_truth_extract="raw")
+    with pytest.raises(DataError, match=r"no \\boxed\{\} in column 'sol'"):  # a missing optional column still falls back
+        load_examples(path, mapping)
+
+
+def test_mapping_columns():
+    assert MAPPING.columns() == ("q", "sol", "t1", "t2", "gt")
+    assert PRESETS["math"].columns() == ("problem", "solution", "answer")
+    assert PRESETS["toy"].columns() == ("prompt", "expert", "teachers", "answer")
+
+
+def test_deeply_nested_json_is_a_data_error(tmp_path):
+    path = jsonl(tmp_path, '{"q": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(DataError, match="line 1: JSON nested too deeply"):
+        load_examples(path, MAPPING)

@@ -1,23 +1,17 @@
 """Reward registry: math verifier on real GSM8K / MATH-500 rows, the other rewards, spec errors."""
 
 import json
+import re
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from gft_core.answers import answers_equal, extract_answer, last_boxed
 from gft_core.data import PRESETS, load_examples
-from gft_core.rewards import (
-    REWARDS,
-    RewardSpecError,
-    answers_equal,
-    build_reward,
-    describe_rewards,
-    extract_answer,
-    last_boxed,
-    run_with_timeout,
-)
+from gft_core.rewards import MAX_DEPTH, REWARDS, PerResponse, RewardSpecError, build_reward, describe_rewards, register
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 GSM8K_TEST = DATA / "gsm8k" / "test.parquet"
@@ -155,15 +149,13 @@ def test_rel_tol_param():
     assert score({"name": "math_verify", "params": {"percent": False}}, [r"\boxed{50}"], ["0.5"]) == [0.0]
 
 
-def _sleep_forever() -> bool:
-    time.sleep(60)
-    return True
-
-
-def test_symbolic_check_has_a_hard_time_limit():
-    assert run_with_timeout(_sleep_forever, (), 0.2) is False
+def test_symbolic_check_runs_under_the_budget():
     # sympy would try to build a 10^10-digit integer; the forked child is killed instead
-    assert score({"name": "math_verify", "params": {"timeout_s": 0.5}}, [r"\boxed{10^{10^{10}}}"], ["1"]) == [0.0]
+    fn = build_reward({"name": "math_verify", "params": {"timeout_s": 0.5}})
+    t0 = time.monotonic()
+    assert fn([r"\boxed{1}", r"\boxed{10^{10^{10}}}", r"\boxed{2}"], ["1", "1", "2"], ["", "", ""]) == [1.0, 0.0, 1.0]
+    assert time.monotonic() - t0 < 5
+    assert fn.timeouts == 1
 
 
 def test_math_verify_on_float_ground_truth_from_amc23(tmp_path):
@@ -286,7 +278,10 @@ def test_registry_names_and_description():
         for p in d["params"]:
             assert set(p) >= {"name", "type", "default", "help"}
     regex = next(d for d in described if d["name"] == "regex_match")
-    assert regex["params"][0] == {"name": "pattern", "type": "str", "default": None, "required": True, "help": "Python regular expression."}
+    assert regex["params"][0] == {"name": "pattern", "type": "str", "default": None, "required": True, "min": None, "max": None,
+                                  "help": "RE2 regular expression (linear time: no backreferences or lookaround)."}
+    timeout = next(p for p in described[0]["params"] if p["name"] == "timeout_s")
+    assert (timeout["min"], timeout["max"]) == (0.0, 60.0)
 
 
 @pytest.mark.parametrize(
@@ -313,6 +308,20 @@ def test_registry_names_and_description():
         ({"name": "weighted_sum", "params": {"terms": [{"name": "gsm8k", "weight": "x"}]}}, "reward.params.terms[0].weight", "x"),
         ({"name": "reward_model", "params": {"path": "/nonexistent/rm"}}, "reward.params.path", "/nonexistent/rm"),
         ({"name": "gsm8k", "extra": 1}, "reward.extra", 1),
+        # bounds and types (issue 16): every one names its field, none is a 500
+        ({"name": ["math_verify"]}, "reward.name", ["math_verify"]),
+        ({"name": "weighted_sum", "params": [1]}, "reward.params", [1]),
+        ({"name": "math_verify", "params": {"timeout_s": 61}}, "reward.params.timeout_s", 61.0),
+        ({"name": "math_verify", "params": {"timeout_s": 0}}, "reward.params.timeout_s", 0.0),
+        ({"name": "math_verify", "params": {"rel_tol": float("inf")}}, "reward.params.rel_tol", float("inf")),
+        ({"name": "regex_match", "params": {"pattern": "x", "reward": 1e9}}, "reward.params.reward", 1e9),
+        ({"name": "regex_match", "params": {"pattern": "x" * 1001}}, "reward.params.pattern", "x" * 100 + "..."),
+        ({"name": "length_penalty", "params": {"max_len": 10**12}}, "reward.params.max_len", 10**12),
+        ({"name": "length_penalty", "params": {"max_len": 1, "tokenizer": "t" * 5000}}, "reward.params.tokenizer", "t" * 100 + "..."),
+        ({"name": "weighted_sum", "params": {"terms": [{"name": "gsm8k"}] * 17}}, "reward.params.terms", [{"name": "gsm8k"}] * 17),
+        ({"name": "weighted_sum", "params": {"terms": [{"name": "gsm8k", "weight": 1e9}]}}, "reward.params.terms[0].weight", 1e9),
+        ({"name": "weighted_sum", "params": {"terms": [{"name": "gsm8k", "weight": None}]}}, "reward.params.terms[0].weight", None),
+        ({"name": "weighted_sum", "params": {"terms": [{"name": "gsm8k", "params": {"x": 1}}]}}, "reward.params.terms[0].params.x", 1),
     ],
 )
 def test_bad_specs_name_field_and_value(spec, field, value):
@@ -321,3 +330,137 @@ def test_bad_specs_name_field_and_value(spec, field, value):
     assert info.value.field == field
     assert info.value.value == value
     assert str(info.value).startswith(f"{field}={value!r}")
+
+
+# --- rewards cannot hang anything (issue 16) -------------------------------------------------
+
+def _nested_sum(depth: int) -> dict:
+    spec = {"name": "gsm8k"}
+    for _ in range(depth):
+        spec = {"name": "weighted_sum", "params": {"terms": [spec]}}
+    return spec
+
+
+def test_nesting_is_bounded_without_recursion_errors():
+    assert build_reward(_nested_sum(MAX_DEPTH))(["#### 3"], ["3"], [""]) == [1.0]
+    for depth in (MAX_DEPTH + 1, 5000):  # 5000 levels would overflow the stack if built recursively
+        with pytest.raises(RewardSpecError) as info:
+            build_reward(_nested_sum(depth))
+        assert info.value.field == "reward" + ".params.terms[0]" * MAX_DEPTH + ".name"
+        assert "nested more than" in str(info.value)
+
+
+@pytest.mark.parametrize("pattern, reason", [
+    (r"(\w+)\1", "invalid escape sequence"),  # backreferences need backtracking: RE2 has none
+    ("(?=x)", "invalid perl operator"),
+    ("(unclosed", "missing )"),
+    ("a{1000}{1000}", "bad repetition operator"),
+])
+def test_regex_patterns_re2_cannot_compile_are_refused(pattern, reason):
+    with pytest.raises(RewardSpecError) as info:
+        build_reward({"name": "regex_match", "params": {"pattern": pattern}})
+    assert info.value.field == "reward.params.pattern"
+    assert f"invalid regular expression (RE2): {reason}" in str(info.value)
+
+
+def test_catastrophic_regex_runs_in_linear_time():
+    # With Python's re, ^(.+)+$! on 30 characters takes minutes; RE2 is linear in the text.
+    fn = build_reward({"name": "regex_match", "params": {"pattern": "^(.+)+$!", "reward": 2.0}})
+    t0 = time.monotonic()
+    assert fn(["a" * 100_000, "b" * 30], [None, None], ["", ""]) == [0.0, 0.0]
+    assert time.monotonic() - t0 < 2 and fn.timeouts == 0
+    huge = build_reward({"name": "regex_match", "params": {"pattern": "a{4294967296}"}})  # RE2 reads it as text
+    assert huge(["a{4294967296}", "aaaa"], [None, None], ["", ""]) == [1.0, 0.0]
+
+
+@pytest.fixture
+def test_rewards():
+    """Test-only rewards: one stuck in C code holding the GIL on "hang", one raising on "boom"."""
+
+    @register("test_gil_hog", "Test only: catastrophic backtracking in Python's re on 'hang'.")
+    def gil_hog(*, _field):
+        def score(response, ground_truth, prompt):
+            if response == "hang":  # 2^40 steps inside re's C loop, which never releases the GIL
+                re.fullmatch(r"(a+)+$", "a" * 40 + "!")
+            return 1.0
+
+        return PerResponse(score, budget_s=0.5)
+
+    @register("test_raises", "Test only: raises on 'boom'.")
+    def raises(*, _field):
+        def score(response, ground_truth, prompt):
+            if response == "boom":
+                raise ValueError("boom in the scorer")
+            return float(len(response))
+
+        return PerResponse(score)
+
+    yield
+    del REWARDS["test_gil_hog"], REWARDS["test_raises"]
+
+
+def test_a_hung_response_scores_zero_within_the_budget_and_the_gil_stays_free(test_rewards):
+    ticks, stop = [], threading.Event()
+
+    def heartbeat():  # what the trainer's heartbeat thread does, at 100 Hz
+        while not stop.wait(0.01):
+            ticks.append(time.monotonic())
+
+    fn = build_reward({"name": "test_gil_hog"})
+    fn(["warm"], [None], [""])  # the child is forked on the first batch
+    thread = threading.Thread(target=heartbeat, daemon=True)
+    thread.start()
+    try:
+        t0 = time.monotonic()
+        scores = fn(["ok", "hang", "ok", "hang"], [None] * 4, [""] * 4)
+        elapsed = time.monotonic() - t0
+    finally:
+        stop.set()
+        thread.join()
+    assert scores == [1.0, 0.0, 1.0, 0.0]
+    assert fn.timeouts == 2
+    assert elapsed < 2 * 0.5 + 2.0
+    during = [t for t in ticks if t0 <= t <= t0 + elapsed]
+    assert len(during) >= elapsed / 0.01 / 4, (len(during), elapsed)  # the heartbeat kept ticking
+    assert fn(["hang"], [None], [""]) == [0.0] and fn.timeouts == 3  # cumulative
+    assert fn(["ok"], [None], [""]) == [1.0]
+
+
+def test_timeouts_of_a_weighted_sum_are_its_terms(test_rewards):
+    fn = build_reward({"name": "weighted_sum", "params": {"terms": [
+        {"name": "test_gil_hog", "weight": 2.0}, {"name": "test_raises", "weight": 0.5}]}})
+    assert fn(["hang", "ok"], [None, None], ["", ""]) == [0.5 * 4, 2.0 + 0.5 * 2]
+    assert fn.timeouts == 1
+    for spec in ({"name": "gsm8k"}, {"name": "exact_match"}, {"name": "regex_match", "params": {"pattern": "x"}}):
+        assert build_reward(spec).timeouts == 0
+
+
+def test_an_exception_in_the_child_is_raised_in_the_caller(test_rewards):
+    fn = build_reward({"name": "test_raises"})
+    with pytest.raises(ValueError, match="boom in the scorer") as info:
+        fn(["a", "bb", "boom", "c"], [None] * 4, [""] * 4)
+    assert "responses[2]" in " ".join(info.value.__notes__)
+    assert fn(["abc"], [None], [""]) == [3.0] and fn.timeouts == 0  # the same child goes on
+
+
+def test_large_batches_are_scored_in_chunks():
+    fn = build_reward({"name": "exact_match"})
+    n = 10_000  # more than one shared-memory chunk
+    scores = fn([str(i % 3) for i in range(n)], ["1"] * n, [""] * n)
+    assert scores == [1.0 if i % 3 == 1 else 0.0 for i in range(n)]
+
+
+def test_reward_model_builds_without_loading_weights(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForSequenceClassification"],
+                                                      "id2label": {"0": "bad", "1": "good"}}))
+    fn = build_reward({"name": "reward_model", "params": {"path": str(tmp_path), "label_index": 1}})  # no weights there
+    assert fn.timeouts == 0
+    with pytest.raises(RewardSpecError) as info:
+        build_reward({"name": "reward_model", "params": {"path": str(tmp_path), "label_index": 2}})
+    assert info.value.field == "reward.params.label_index" and "2 labels" in str(info.value)
+    with pytest.raises(RewardSpecError) as info:
+        build_reward({"name": "reward_model", "params": {"path": str(tmp_path), "device": "cuda; rm -rf /"}})
+    assert info.value.field == "reward.params.device"
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(RewardSpecError, match="unreadable config.json"):
+        build_reward({"name": "reward_model", "params": {"path": str(tmp_path)}})
