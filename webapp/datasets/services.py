@@ -110,7 +110,7 @@ def _receive(team, fileobj: BinaryIO, filename: str, mapping: dict, label: str) 
     return stored
 
 
-class _Placed:
+class _PlacedUploads:
     """Moves checked uploads to their content-addressed paths; undoes the moves on failure."""
 
     def __init__(self) -> None:
@@ -157,7 +157,7 @@ def _eval_fields(eval_split: str, eval_fraction: float | None, eval_seed: int, h
 def _create(team, user, *, name: str, version: int, previous: Dataset | None, fields: dict,
             uploads: list[tuple[str, StoredUpload]], tokenizer: str) -> Dataset:
     """Place the checked files and insert the row, all or nothing."""
-    placed = _Placed()
+    placed = _PlacedUploads()
     try:
         for role, stored in uploads:
             rel = placed.place(team, stored)

@@ -10,13 +10,13 @@ from .models import Run, RunEvent, RunStatus
 
 log = logging.getLogger(__name__)
 
-S = RunStatus
 ALLOWED: dict[str, set[str]] = {
-    S.QUEUED: {S.RUNNING, S.CANCELLED, S.FAILED},
-    S.RUNNING: {S.SUCCEEDED, S.FAILED, S.CANCELLED, S.QUEUED},  # queued: a stopping worker re-queues it
-    S.FAILED: {S.QUEUED},  # resume
-    S.CANCELLED: {S.QUEUED},  # resume
-    S.SUCCEEDED: set(),
+    RunStatus.QUEUED: {RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED},
+    # queued: a worker stopping on SIGTERM queues its run again
+    RunStatus.RUNNING: {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.QUEUED},
+    RunStatus.FAILED: {RunStatus.QUEUED},  # resume
+    RunStatus.CANCELLED: {RunStatus.QUEUED},  # resume
+    RunStatus.SUCCEEDED: set(),
 }
 
 
@@ -33,15 +33,15 @@ def transition(run: Run | int, to: str, *, message: str = "", **fields) -> Run:
     run_id = run if isinstance(run, int) else run.pk
     with transaction.atomic():
         locked = Run.objects.select_for_update().get(pk=run_id)
-        frm = locked.status
-        if to not in ALLOWED[frm]:
-            raise TransitionError(f"Run {run_id} cannot go from {frm} to {to}.")
+        current = locked.status
+        if to not in ALLOWED[current]:
+            raise TransitionError(f"Run {run_id} cannot go from {current} to {to}.")
         now = timezone.now()
         locked.status = to
-        if to == S.QUEUED:
+        if to == RunStatus.QUEUED:
             locked.queued_at, locked.finished_at, locked.cancel_requested = now, None, False
             locked.error = ""
-        elif to == S.RUNNING:
+        elif to == RunStatus.RUNNING:
             locked.started_at, locked.heartbeat_at = now, now
             locked.attempt += 1
         else:
@@ -49,8 +49,8 @@ def transition(run: Run | int, to: str, *, message: str = "", **fields) -> Run:
         for name, value in fields.items():
             setattr(locked, name, value)
         locked.save()
-        kind = "resume" if frm in (S.FAILED, S.CANCELLED) and to == S.QUEUED else "status"
-        RunEvent.objects.create(run=locked, kind=kind, from_status=frm, to_status=to, message=message)
+        kind = "resume" if current in (RunStatus.FAILED, RunStatus.CANCELLED) and to == RunStatus.QUEUED else "status"
+        RunEvent.objects.create(run=locked, kind=kind, from_status=current, to_status=to, message=message)
         transaction.on_commit(lambda: _announce(locked.pk, to, locked.step, message))
     if not isinstance(run, int):
         run.refresh_from_db()
@@ -62,9 +62,9 @@ def request_cancel(run: Run, *, by: str = "") -> Run:
     """Ask a run to stop. A queued run is cancelled now; a running one stops at its next step."""
     from . import live
 
-    if run.status == S.QUEUED:
-        return transition(run, S.CANCELLED, message=f"Cancelled before start{by and ' by ' + by}.")
-    if run.status != S.RUNNING:
+    if run.status == RunStatus.QUEUED:
+        return transition(run, RunStatus.CANCELLED, message=f"Cancelled before start{by and ' by ' + by}.")
+    if run.status != RunStatus.RUNNING:
         raise TransitionError(f"Run {run.pk} is {run.status}; only queued or running runs can be cancelled.")
     with transaction.atomic():
         Run.objects.filter(pk=run.pk).update(cancel_requested=True)

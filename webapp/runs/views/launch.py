@@ -9,7 +9,7 @@ from django.shortcuts import redirect, render
 
 from webapp.accounts.scoping import get_scoped, require_writer
 
-from .. import launch as launching
+from ..launch import LaunchError, clone_initial, resume_run, submit_run
 from .. import services
 from ..defaults import DEFAULT_METHOD, METHOD_FITTED, defaults, defaults_for, is_small
 from ..modelpaths import ModelPathError
@@ -36,13 +36,13 @@ def launch(request: HttpRequest) -> HttpResponse:
         source = get_scoped(request.user, Run.objects.select_related("dataset", "reward_config"), pk=source_id)
         team = source.team
         require_writer(request.user, team)
-    initial = launching.clone_initial(source) if source else defaults()
+    initial = clone_initial(source) if source else defaults()
     if request.method == "POST":
         form = LaunchForm(request.POST, team=team, initial=initial)
         if form.is_valid():
             try:
-                run = launching.submit_run(team, request.user, form.plan, cloned_from=source)
-            except launching.LaunchError as e:  # e.g. the dataset was archived meanwhile
+                run = submit_run(team, request.user, form.plan, cloned_from=source)
+            except LaunchError as e:  # e.g. the dataset was archived meanwhile
                 for field, errs in e.errors.items():
                     for message in errs:
                         form.add_error(field if field in form.fields else None, message)
@@ -118,7 +118,7 @@ def cancel(request: HttpRequest, run: Run) -> None:
 @_action
 def resume(request: HttpRequest, run: Run) -> None:
     """Queue a failed or cancelled run again; it continues from its latest checkpoint."""
-    launching.resume_run(run, request.user)
+    resume_run(run, request.user)
     messages.success(request, f"Run #{run.pk} is queued again; it resumes from its latest checkpoint.")
 
 

@@ -19,7 +19,8 @@ from django.views.decorators.http import require_GET
 
 from webapp.accounts.scoping import get_scoped, in_team, scoped
 
-from .. import charts, groups as group_data, live, series
+from .. import charts, live, series
+from ..groups import at_step as groups_at_step, steps as group_sample_steps
 from ..listing import SORTS, RunFilter, filter_choices, parse_id, summary_metrics
 from ..models import Run
 
@@ -139,7 +140,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "run": run, "state": state, "eta_text": charts.format_eta(state["eta_s"]), "page": page, "tau": charts.tau_of(run),
         "config_json": json.dumps(run.config, indent=2, sort_keys=True, default=str),
         "artifacts": run.artifacts.all(), "events": run.events.all()[:50],
-        "group_steps": group_data.steps(run),
+        "group_steps": group_sample_steps(run),
         "cancel_url": reverse("runs:cancel", args=[run.pk]), "resume_url": reverse("runs:resume", args=[run.pk]),
         "logs_url": reverse("runs:logs", args=[run.pk]),
         "clone_url": f"{reverse('runs:launch')}?clone={run.pk}",
@@ -235,7 +236,7 @@ def groups(request: HttpRequest, pk: int) -> JsonResponse | HttpResponse:
     """Group inspector data of a run at a step: ?step=N (default latest); ?group=i&download=1 exports one."""
     run = get_scoped(request.user, Run.objects.all(), pk=pk)
     step = _int_param(request, "step")
-    data = group_data.at_step(run, step)
+    data = groups_at_step(run, step)
     if request.GET.get("download"):
         index = _int_param(request, "group") or 0
         record = next((g for g in data["groups"] if g["group_index"] == index), None)
