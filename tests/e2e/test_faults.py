@@ -101,7 +101,7 @@ def test_trainer_flushes_the_sink_before_a_checkpoint_exists_and_a_refusal_publi
     from gft_core.trainer import Trainer
     from webapp.runs.launch import build_config
 
-    config, _ = build_config(team, {**launch_inputs, "max_steps": 4, "checkpoint_interval": 2})
+    config = build_config(team, {**launch_inputs, "max_steps": 4, "checkpoint_interval": 2}).config
 
     class Recording:
         def __init__(self, refuse_at: int | None = None):
@@ -231,7 +231,7 @@ def test_sigterm_checkpoints_at_the_next_step_and_another_worker_finishes_the_ru
 
 def test_a_frozen_worker_superseded_by_a_resume_stops_itself_and_writes_nothing(
         transactional_db, tmp_path, api_client, launch_inputs):
-    from workers.tasks import fail_stale_runs
+    from webapp.runs.housekeeping import fail_stale_runs
 
     total = 10
     frozen, pk = worker_with_run(tmp_path, api_client, launch_inputs, max_steps=total, checkpoint_interval=2)

@@ -179,7 +179,7 @@ def test_api_launch_fields_carry_their_bounds(api_client, launch_inputs, changes
 def test_api_schema_shows_the_generated_bounds(api_client):
     schema = api_client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
     schemas = schema["components"]["schemas"]
-    props = schemas["RunCreate"]["properties"]
+    props = schemas["RunCreateRequest"]["properties"]
     assert props["tau"]["maximum"] == 1 and props["max_steps"]["maximum"] == 1_000_000
     assert props["num_gpus"]["maximum"] == 8 and props["seed"]["maximum"] == 2**32 - 1
     assert schemas["QueueEnum"]["enum"] == ["gpu"] and schemas["MethodEnum"]["enum"][:2] == ["gft", "sft"]
