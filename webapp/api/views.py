@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from webapp.accounts.quotas import QuotaExceeded
 from webapp.accounts.scoping import in_team, require_writer, scoped, user_teams
 from webapp.datasets import services as datasets
 from webapp.datasets.models import Dataset
@@ -135,6 +136,8 @@ class DatasetViewSet(VersionedResourceMixin, ScopedMixin, mixins.CreateModelMixi
                 eval_split=d["eval_split"], eval_fraction=d.get("eval_fraction"), eval_seed=d["eval_seed"],
                 eval_fileobj=eval_file, eval_filename=eval_file.name if eval_file else "")
         except datasets.UploadError as e:
+            if isinstance(e.__cause__, QuotaExceeded):  # the team's storage quota
+                return Response(e.__cause__.as_dict(), status=status.HTTP_429_TOO_MANY_REQUESTS)
             raise ValidationError({"file": [str(e)]}) from None
         return Response(s.DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
 
@@ -218,6 +221,8 @@ class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
             run = launch.submit_run(team, request.user, data, cloned_from=source)
         except launch.LaunchError as e:
             raise ValidationError({("non_field_errors" if k == "__all__" else k): v for k, v in e.errors.items()}) from None
+        except QuotaExceeded as e:
+            return Response(e.as_dict(), status=status.HTTP_429_TOO_MANY_REQUESTS)
         return Response(s.RunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: s.RunDetailSerializer, 409: OpenApiResponse(
@@ -244,6 +249,8 @@ class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
             run = launch.resume_run(run, request.user)
         except services.TransitionError as e:
             return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
+        except QuotaExceeded as e:
+            return Response(e.as_dict(), status=status.HTTP_429_TOO_MANY_REQUESTS)
         return Response(s.RunDetailSerializer(run).data)
 
     @extend_schema(

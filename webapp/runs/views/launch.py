@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect, render
 
+from webapp.accounts.quotas import QuotaExceeded
 from webapp.accounts.scoping import get_scoped, require_writer
 
 from ..launch import LaunchError, clone_initial, resume_run, submit_run
@@ -46,6 +47,8 @@ def launch(request: HttpRequest) -> HttpResponse:
                 for field, errs in e.errors.items():
                     for message in errs:
                         form.add_error(field if field in form.fields else None, message)
+            except QuotaExceeded as e:
+                form.add_error(None, str(e))
             else:
                 messages.success(request, f"Run #{run.pk} is queued.")
                 return redirect(run)
@@ -99,7 +102,7 @@ def _action(fn):
             return HttpResponseNotAllowed(["POST"])
         try:
             fn(request, run)
-        except services.TransitionError as e:
+        except (services.TransitionError, QuotaExceeded) as e:
             messages.error(request, str(e))
         return redirect(run)
 
