@@ -152,3 +152,11 @@ def test_a_full_storage_refuses_new_runs(api_client, team, user, launch_inputs, 
     assert Run.objects.count() == 1
     settings.TEAM_MAX_STORAGE_BYTES = 0
     assert api_client.post("/api/runs/", launch_inputs, format="json").status_code == 201
+
+
+def test_the_team_api_shows_the_quotas_and_their_use(api_client, team, user, launch_inputs, settings):
+    settings.TEAM_MAX_ACTIVE_RUNS, settings.TEAM_MAX_STORAGE_BYTES = 5, 0
+    launch.submit_run(team, user, launch_inputs)
+    quota = api_client.get(f"/api/teams/{team.pk}/").json()["quota"]
+    assert quota == {"active_runs": 1, "max_active_runs": 5, "storage_bytes": quotas.storage_bytes(team),
+                     "max_storage_bytes": 0}
