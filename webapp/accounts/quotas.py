@@ -91,7 +91,7 @@ def check_run_start(team: Team) -> None:
     commits, so concurrent launches of one team are counted one after the other."""
     limit = int(settings.TEAM_MAX_ACTIVE_RUNS)
     if limit > 0:
-        Team.objects.select_for_update().filter(pk=team.pk).exists()
+        Team.objects.select_for_update().values_list("pk", flat=True).get(pk=team.pk)  # the lock
         used = active_runs(team)
         if used >= limit:
             raise QuotaExceeded(
