@@ -222,10 +222,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     rows: list[tuple[str, int, float, float]] = []
     lo, last = 0, max(run["step"], run["total_steps"] or 0)
     while lo <= last:
-        page = client.get(f"runs/{args.id}/metrics/", keys=args.keys, step_min=lo, step_max=lo + EXPORT_WINDOW - 1,
-                          max_points=EXPORT_WINDOW)
-        for key, series in sorted(page["metrics"].items()):
-            rows += zip([key] * len(series["step"]), series["step"], series["value"], series["wall_time"])
+        keys = args.keys
+        while True:  # a response holds a bounded number of points: the keys it left out come next
+            page = client.get(f"runs/{args.id}/metrics/", keys=keys, step_min=lo, step_max=lo + EXPORT_WINDOW - 1,
+                              max_points=EXPORT_WINDOW)
+            for key, series in sorted(page["metrics"].items()):
+                rows += zip([key] * len(series["step"]), series["step"], series["value"], series["wall_time"])
+            if not page.get("more_keys"):
+                break
+            keys = ",".join(page["more_keys"])
         lo += EXPORT_WINDOW
     rows.sort(key=lambda r: (r[0], r[1]))
     out = Path(args.output or f"run-{args.id}-metrics.{args.format}")

@@ -96,6 +96,10 @@ DEFAULT_QUEUE = os.environ.get("DEFAULT_QUEUE", "default")
 # An open live stream (SSE) checks this often that its user is still logged in and in the team.
 SSE_RECHECK_S = float(os.environ.get("SSE_RECHECK_S", "5"))
 MAX_GPUS_PER_RUN = int(os.environ.get("MAX_GPUS_PER_RUN", "8"))  # the launch form's and API's bound on num_gpus
+# Per-team quotas (webapp/accounts/quotas.py), 0 = unlimited: runs queued + running at once, and
+# bytes stored (dataset files + the run artifacts the workers recorded: checkpoints, final models).
+TEAM_MAX_ACTIVE_RUNS = int(os.environ.get("TEAM_MAX_ACTIVE_RUNS", "20"))
+TEAM_MAX_STORAGE_BYTES = int(os.environ.get("TEAM_MAX_STORAGE_BYTES", str(500 * 1024**3)))
 
 INSTALLED_APPS = [
     "django.contrib.admin",

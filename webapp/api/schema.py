@@ -34,7 +34,9 @@ ERROR_RESPONSES = {
     "403": ("not allowed: your role in the team, or a read-only token on a write", _DETAIL, "all"),
     "404": ("no such object in your teams (another team's objects are not found either)", _DETAIL, "object"),
     "415": ("a request body of a content type this operation does not read", _DETAIL, "body"),
-    "429": ("too many requests: wait Retry-After seconds", _DETAIL, "all"),
+    "429": ("too many requests: wait Retry-After seconds; or a team quota is reached (launch, resume, "
+            "upload: TEAM_MAX_ACTIVE_RUNS, TEAM_MAX_STORAGE_BYTES), the body names it: "
+            '{"detail", "quota", "limit", "used"}', _DETAIL, "all"),
 }
 
 

@@ -1,9 +1,11 @@
 """REST representations. Creation goes through the apps' service functions (see views.py)."""
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from gft_core.config import FIELDS, LAUNCH_FIELDS
+from webapp.accounts import quotas
 from webapp.accounts.models import Membership, Team
 from webapp.datasets.models import Dataset
 from webapp.rewards.models import RewardConfig
@@ -14,16 +16,28 @@ from webapp.runs.models import Artifact, Run
 from .parsers import LimitedJSONField
 
 
+class QuotaUsageSerializer(serializers.Serializer):
+    active_runs = serializers.IntegerField(help_text="Runs queued or running")
+    max_active_runs = serializers.IntegerField(help_text="TEAM_MAX_ACTIVE_RUNS (0 = unlimited)")
+    storage_bytes = serializers.IntegerField(help_text="Dataset files + run checkpoints and final models")
+    max_storage_bytes = serializers.IntegerField(help_text="TEAM_MAX_STORAGE_BYTES (0 = unlimited)")
+
+
 class TeamSerializer(serializers.ModelSerializer):
     role = serializers.SerializerMethodField()
+    quota = serializers.SerializerMethodField(help_text="The team's quotas and what it uses of them")
 
     class Meta:
         model = Team
-        fields = ["id", "name", "slug", "role", "created_at"]
+        fields = ["id", "name", "slug", "role", "quota", "created_at"]
 
     def get_role(self, team: Team) -> str | None:
         m = Membership.objects.filter(team=team, user=self.context["request"].user).first()
         return m.role if m else None
+
+    @extend_schema_field(QuotaUsageSerializer)
+    def get_quota(self, team: Team) -> dict:
+        return quotas.usage(team)
 
 
 class DatasetSerializer(serializers.ModelSerializer):

@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from webapp.accounts.quotas import QuotaExceeded
 from webapp.accounts.scoping import in_team, require_writer, scoped, user_teams
 from webapp.datasets import services as datasets
 from webapp.datasets.models import Dataset
@@ -28,6 +29,12 @@ from webapp.runs.models import Run
 
 from . import schema  # noqa: F401  (registers the token auth scheme)
 from . import serializers as s
+
+
+# Bounds of GET /api/runs/<id>/metrics/ (its schema says so; the fuzz test holds it to that).
+METRICS_MAX_POINTS_PER_KEY = 100_000
+METRICS_MAX_POINTS_PER_RESPONSE = 200_000
+METRICS_KEYS_MAX_CHARS = 20_000
 
 
 def _team_for_write(request: Request, team_id: int | None):
@@ -135,6 +142,8 @@ class DatasetViewSet(VersionedResourceMixin, ScopedMixin, mixins.CreateModelMixi
                 eval_split=d["eval_split"], eval_fraction=d.get("eval_fraction"), eval_seed=d["eval_seed"],
                 eval_fileobj=eval_file, eval_filename=eval_file.name if eval_file else "")
         except datasets.UploadError as e:
+            if isinstance(e.__cause__, QuotaExceeded):  # the team's storage quota
+                return Response(e.__cause__.as_dict(), status=status.HTTP_429_TOO_MANY_REQUESTS)
             raise ValidationError({"file": [str(e)]}) from None
         return Response(s.DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
 
@@ -218,6 +227,8 @@ class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
             run = launch.submit_run(team, request.user, data, cloned_from=source)
         except launch.LaunchError as e:
             raise ValidationError({("non_field_errors" if k == "__all__" else k): v for k, v in e.errors.items()}) from None
+        except QuotaExceeded as e:
+            return Response(e.as_dict(), status=status.HTTP_429_TOO_MANY_REQUESTS)
         return Response(s.RunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: s.RunDetailSerializer, 409: OpenApiResponse(
@@ -244,30 +255,58 @@ class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
             run = launch.resume_run(run, request.user)
         except services.TransitionError as e:
             return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
+        except QuotaExceeded as e:
+            return Response(e.as_dict(), status=status.HTTP_429_TOO_MANY_REQUESTS)
         return Response(s.RunDetailSerializer(run).data)
 
     @extend_schema(
-        parameters=[OpenApiParameter("keys", str, description="Comma-separated metric names; default: all logged"),
-                    OpenApiParameter("step_min", int), OpenApiParameter("step_max", int),
-                    OpenApiParameter("max_points", int, description="Downsampled to about this many per key "
-                                     "(min and max of each step bucket kept); default 1000, at most 100000")],
-        responses={200: dict})
+        parameters=[
+            OpenApiParameter("keys", {"type": "string", "maxLength": METRICS_KEYS_MAX_CHARS},
+                             description="Comma-separated metric names; default: all logged"),
+            OpenApiParameter("step_min", int), OpenApiParameter("step_max", int),
+            OpenApiParameter("max_points", {"type": "integer", "minimum": 2, "maximum": METRICS_MAX_POINTS_PER_KEY},
+                             description="Per key: downsampled to about this many points (min and max of each "
+                             f"step bucket kept); a step range of at most max_points steps comes back at full "
+                             f"resolution. Default 1000, at most {METRICS_MAX_POINTS_PER_KEY} (400 above)")],
+        responses={200: OpenApiResponse(response=dict, description=(
+            f"A response holds at most {METRICS_MAX_POINTS_PER_RESPONSE} points: keys are added in name order "
+            "until the next one would pass that; the keys left out are listed in `more_keys` (ask again with "
+            "keys=those). Every point at full resolution: page through step_min/step_max windows of "
+            "max_points steps, or download the CSV export (/runs/series.csv)."))})
     @action(detail=True, methods=["get"])
     def metrics(self, request: Request, pk=None) -> Response:
-        """{"run": id, "metrics": {key: {"step": [...], "value": [...], "wall_time": [...]}}}."""
+        """{"run": id, "metrics": {key: {"step": [...], "value": [...], "wall_time": [...]}}, "more_keys": [...]}."""
         from webapp.runs.models import MetricKey, MetricPoint
         from webapp.runs.series import load_series
 
         run = self.get_object()
         p = request.query_params
-        keys = [k for k in p.get("keys", "").split(",") if k]
+        if len(p.get("keys", "")) > METRICS_KEYS_MAX_CHARS:
+            raise ValidationError({"keys": [f"At most {METRICS_KEYS_MAX_CHARS} characters."]})
+        keys = sorted({k for k in p.get("keys", "").split(",") if k})
         if not keys:
             ids = MetricPoint.objects.filter(run_id=run.pk).values("key_id").distinct()
             keys = sorted(MetricKey.objects.filter(pk__in=ids).values_list("name", flat=True))
-        max_points = min(100_000, max(2, _int(p.get("max_points", 1000), "max_points")))
-        series = load_series([run.pk], keys, step_min=_opt_int(p.get("step_min"), "step_min"),
-                             step_max=_opt_int(p.get("step_max"), "step_max"), max_points=max_points)
-        return Response({"run": run.pk, "status": run.status, "step": run.step, "metrics": series.get(run.pk, {})})
+        max_points = _int(p.get("max_points", 1000), "max_points")
+        if not 2 <= max_points <= METRICS_MAX_POINTS_PER_KEY:
+            raise ValidationError({"max_points": [f"Must be at least 2 and at most {METRICS_MAX_POINTS_PER_KEY}."]})
+        step_min, step_max = _opt_int(p.get("step_min"), "step_min"), _opt_int(p.get("step_max"), "step_max")
+        metrics: dict[str, dict] = {}
+        total = 0
+        for i, key in enumerate(keys):  # key by key, so the response stays within its point budget
+            one = load_series([run.pk], [key], step_min=step_min, step_max=step_max,
+                              max_points=max_points).get(run.pk, {}).get(key)
+            n = len(one["step"]) if one else 0
+            if metrics and total + n > METRICS_MAX_POINTS_PER_RESPONSE:
+                more = keys[i:]
+                break
+            if one is not None:
+                metrics[key] = one
+            total += n
+        else:
+            more = []
+        return Response({"run": run.pk, "status": run.status, "step": run.step, "metrics": metrics,
+                         "more_keys": more})
 
 
 class NotFoundView(APIView):

@@ -17,6 +17,7 @@ from django.db.models import Q
 
 from gft_core.data import PRESETS, ColumnMapping, DataError, load_examples
 from webapp import dispatch
+from webapp.accounts import quotas
 from webapp.resources import services as resources
 from webapp.resources.services import InUseError, archive, used_by, versions
 
@@ -157,6 +158,13 @@ def _eval_fields(eval_split: str, eval_fraction: float | None, eval_seed: int, h
 def _create(team, user, *, name: str, version: int, previous: Dataset | None, fields: dict,
             uploads: list[tuple[str, StoredUpload]], tokenizer: str) -> Dataset:
     """Place the checked files and insert the row, all or nothing."""
+    if uploads:  # the team's storage quota (webapp.accounts.quotas): refused before anything is placed
+        try:
+            quotas.check_storage(team, sum(stored.size_bytes for _, stored in uploads))
+        except quotas.QuotaExceeded as e:
+            for _, stored in uploads:
+                stored.discard()
+            raise UploadError(str(e)) from e
     placed = _PlacedUploads()
     try:
         for role, stored in uploads:

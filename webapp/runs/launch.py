@@ -6,6 +6,8 @@ Used by the launch form, the REST API and the `gft` client (through the API) ali
   only what the web knows: the model must sit under settings.MODEL_ROOTS (or be the built-in tiny
   model), the dataset version must have passed validation and belong to the team, so must the
   reward config, and the teacher count must not exceed what the dataset's rows offer.
+- Team quotas (webapp.accounts.quotas) are checked in the transaction that queues a run (launch,
+  clone, resume): QuotaExceeded leaves nothing behind.
 - `submit_run(team, user, plan_or_data)` creates the queued Run from a plan (built once: the form
   builds it in clean()) and sends the train task by name (webapp.dispatch) once the row commits.
 Errors are a LaunchError holding {field: [messages]}, with the launch form's field names.
@@ -24,6 +26,7 @@ from django.utils import timezone
 
 from gft_core.config import LAUNCH_FIELDS, METHODS, ConfigError, GFTConfig, check_field, config_diff
 from webapp import dispatch
+from webapp.accounts import quotas
 
 from . import services
 from .defaults import SMALL_MODEL_EXTRA, defaults, is_small
@@ -225,6 +228,7 @@ def submit_run(team, user, plan: LaunchPlan | dict[str, Any], *, cloned_from: Ru
     config, fields = plan.config, plan.fields
     with transaction.atomic():
         _still_usable(fields)
+        quotas.check_run_start(team)  # QuotaExceeded: nothing is created
         # A new run is born queued (there is no earlier state to transition from): its creation is
         # logged as the first RunEvent, and every later change goes through services.transition.
         run = Run.objects.create(team=team, created_by=user, config=dict(config), cloned_from=cloned_from,
@@ -284,6 +288,7 @@ def resume_run(run: Run, user=None) -> Run:
         status = Run.objects.select_for_update().values_list("status", flat=True).get(pk=run.pk)
         if status not in (RunStatus.FAILED, RunStatus.CANCELLED):  # running -> queued is a stopping worker's
             raise services.TransitionError(f"Run {run.pk} is {status}; only failed or cancelled runs can be resumed.")
+        quotas.check_run_start(run.team)  # QuotaExceeded: the run stays as it was
         services.transition(run, RunStatus.QUEUED, message=f"Resumed{f' by {user}' if user else ''}.")
         send_train_task(run)
     run.refresh_from_db()

@@ -15,7 +15,9 @@ rollup buckets (the edges of a zoom, the tail of a live run) are read from Metri
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
+
+from asgiref.sync import sync_to_async
 
 from django.db import connection, transaction
 
@@ -385,16 +387,46 @@ def load_histograms(run_ids: list[int], key: str, *, step_min: int | None = None
     return result
 
 
-def full_points(run_ids: list[int], keys: list[str]) -> Iterable[tuple[int, str, int, float, float]]:
-    """Every point of the series, (run_id, key, step, value, wall_time), streamed with a server-side
-    cursor: for CSV downloads at full resolution."""
+# Rows per query of a full-resolution export: memory stays at one page however long the series.
+EXPORT_PAGE_ROWS = 2000
+
+
+def points_page(run_ids: list[int], key_ids: list[int], after: tuple[int, int, int] | None,
+                limit: int = EXPORT_PAGE_ROWS) -> list[tuple[int, int, int, float, float]]:
+    """Up to `limit` points (run_id, key_id, step, value, wall_time) in primary-key order, after the
+    point `after` (keyset paging on the primary key: each page is one short index range scan, no
+    cursor or transaction stays open between pages)."""
+    run, key, step = after if after is not None else (-1, -1, -(2**31))
+    with connection.cursor() as cur:
+        cur.execute("SELECT run_id, key_id, step, value, wall_time FROM runs_metricpoint "
+                    "WHERE run_id = ANY(%s) AND key_id = ANY(%s) AND (run_id, key_id, step) > (%s, %s, %s) "
+                    "ORDER BY run_id, key_id, step LIMIT %s",
+                    [list(run_ids), list(key_ids), run, key, step, limit])
+        return cur.fetchall()
+
+
+def full_points(run_ids: list[int], keys: list[str]) -> Iterator[list[tuple[int, str, int, float, float]]]:
+    """Every point of the series at full resolution, (run_id, key, step, value, wall_time), in pages
+    of EXPORT_PAGE_ROWS (for CSV downloads)."""
     ids = key_ids(keys)
     names = {v: k for k, v in ids.items()}
-    if not ids:
-        return
-    with transaction.atomic(), connection.chunked_cursor() as cur:
-        cur.execute("SELECT run_id, key_id, step, value, wall_time FROM runs_metricpoint "
-                    "WHERE run_id = ANY(%s) AND key_id = ANY(%s) ORDER BY run_id, key_id, step",
-                    [list(run_ids), list(ids.values())])
-        for run_id, key_id, step, value, wall in cur:
-            yield run_id, names[key_id], step, value, wall
+    after = None
+    while ids:
+        rows = points_page(run_ids, list(ids.values()), after)
+        if not rows:
+            return
+        after = rows[-1][:3]
+        for i, (r, k, st, v, w) in enumerate(rows):  # in place: one page in memory, not two
+            rows[i] = (r, names[k], st, v, w)
+        yield rows
+
+
+async def afull_points(run_ids: list[int], keys: list[str]) -> AsyncIterator[list[tuple[int, str, int, float, float]]]:
+    """full_points for ASGI: each page is read in a worker thread, so a streamed response sends
+    one page while nothing else of the export is in memory."""
+    pages = await sync_to_async(full_points)(run_ids, keys)  # a generator: nothing read yet
+    while True:
+        page = await sync_to_async(next)(pages, None)
+        if page is None:
+            return
+        yield page

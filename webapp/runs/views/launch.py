@@ -2,11 +2,16 @@
 webapp.runs.launch and services act, templates show."""
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 
+from webapp.accounts.quotas import QuotaExceeded
 from webapp.accounts.scoping import get_scoped, require_writer
 
 from ..launch import LaunchError, clone_initial, resume_run, submit_run
@@ -18,6 +23,23 @@ from ..listing import parse_id
 from ..models import Run
 
 LOG_TAIL_BYTES = 256 * 1024
+LOG_CHUNK_BYTES = 256 * 1024
+
+
+async def file_chunks(path: Path, size: int, chunk: int = LOG_CHUNK_BYTES) -> AsyncIterator[bytes]:
+    """The first `size` bytes of a file in chunks, each read in a worker thread: an async iterator,
+    so under ASGI the response streams instead of being read whole into memory."""
+    f = await asyncio.to_thread(path.open, "rb")
+    try:
+        left = size
+        while left > 0:
+            data = await asyncio.to_thread(f.read, min(chunk, left))
+            if not data:
+                return
+            left -= len(data)
+            yield data
+    finally:
+        await asyncio.to_thread(f.close)
 
 
 @login_required
@@ -46,6 +68,8 @@ def launch(request: HttpRequest) -> HttpResponse:
                 for field, errs in e.errors.items():
                     for message in errs:
                         form.add_error(field if field in form.fields else None, message)
+            except QuotaExceeded as e:
+                form.add_error(None, str(e))
             else:
                 messages.success(request, f"Run #{run.pk} is queued.")
                 return redirect(run)
@@ -99,7 +123,7 @@ def _action(fn):
             return HttpResponseNotAllowed(["POST"])
         try:
             fn(request, run)
-        except services.TransitionError as e:
+        except (services.TransitionError, QuotaExceeded) as e:
             messages.error(request, str(e))
         return redirect(run)
 
@@ -124,14 +148,15 @@ def resume(request: HttpRequest, run: Run) -> None:
 
 @login_required
 def logs(request: HttpRequest, pk: int) -> HttpResponse:
-    """The worker log of a run (the last 256 KiB; ?raw=1 for the whole file as text)."""
+    """The worker log of a run (the last 256 KiB; ?raw=1 for the whole file as text, streamed)."""
     run = get_scoped(request.user, Run.objects.all(), pk=pk)
     path = run.log_path
     text, truncated = "", False
     if path.is_file():
-        if request.GET.get("raw"):
-            return HttpResponse(path.read_bytes(), content_type="text/plain; charset=utf-8")
         size = path.stat().st_size
+        if request.GET.get("raw"):  # the bytes there now, streamed; a live log grows behind them
+            return StreamingHttpResponse(file_chunks(path, size), content_type="text/plain; charset=utf-8",
+                                         headers={"Content-Length": str(size)})
         with path.open("rb") as f:
             f.seek(max(0, size - LOG_TAIL_BYTES))
             text = f.read().decode("utf-8", errors="replace")
