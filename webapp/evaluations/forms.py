@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from django import forms
 
+from gft_core.evaluation import EvalSettings
 from gft_core.rewards import REWARDS
+
+DEFAULTS = EvalSettings()
 
 PICKS = (("best", "best checkpoint"), ("final", "final checkpoint"))
 
@@ -18,13 +21,14 @@ class SuiteForm(forms.Form):
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     benchmarks = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple,
                                            help_text="Benchmark datasets (datasets marked for evaluation)")
-    k = forms.IntegerField(min_value=1, max_value=1024, initial=4, label="k (samples per problem)")
-    temperature = forms.FloatField(min_value=0.0, max_value=10.0, initial=0.6, help_text="0 = greedy")
-    top_p = forms.FloatField(min_value=0.0, max_value=1.0, initial=1.0, label="top-p")
-    max_new_tokens = forms.IntegerField(min_value=1, max_value=131072, initial=1024)
-    use_chat_template = forms.BooleanField(required=False, initial=True, label="Use the chat template")
-    reward = forms.ChoiceField(initial="math_verify", help_text="How an answer is scored against the ground truth")
-    seed = forms.IntegerField(min_value=0, max_value=2**32 - 1, initial=0)
+    k = forms.IntegerField(min_value=1, max_value=1024, initial=DEFAULTS.k, label="k (samples per problem)")
+    temperature = forms.FloatField(min_value=0.0, max_value=10.0, initial=DEFAULTS.temperature, help_text="0 = greedy")
+    top_p = forms.FloatField(min_value=0.0, max_value=1.0, initial=DEFAULTS.top_p, label="top-p")
+    max_new_tokens = forms.IntegerField(min_value=1, max_value=131072, initial=DEFAULTS.max_new_tokens)
+    use_chat_template = forms.BooleanField(required=False, initial=DEFAULTS.use_chat_template,
+                                           label="Use the chat template")
+    reward = forms.ChoiceField(initial=DEFAULTS.reward["name"], help_text="How an answer is scored against the ground truth")
+    seed = forms.IntegerField(min_value=0, max_value=2**32 - 1, initial=DEFAULTS.seed)
 
     SETTINGS = ("k", "temperature", "top_p", "max_new_tokens", "use_chat_template", "seed")
 

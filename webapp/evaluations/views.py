@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -17,10 +16,10 @@ from django.views.decorators.http import require_GET, require_POST
 from webapp.accounts.scoping import get_scoped, in_team, require_writer
 from webapp.datasets.models import Dataset
 from webapp.resources.views import team_write
-from webapp.runs.models import Artifact, Run
+from webapp.runs.models import Run
 from webapp.runs.views.pages import BadParam, _int_param, answers_bad_params
 
-from . import selectors, services
+from . import benchmarks, references, selectors, services
 from .forms import EvaluateForm, LeaderboardForm, ReferenceForm, SuiteForm
 from .models import EvalSuite, Evaluation, ReferenceResult
 
@@ -40,8 +39,10 @@ def _benchmarks(request: HttpRequest, team):
                    team).order_by("name", "-version")
 
 
-def _error_text(exc: Exception) -> str:
-    return "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+def _form_field(form, exc: Exception) -> str | None:
+    """The form field an EvalError is about ("settings.k" -> "k"), None for a form-wide error."""
+    name = str(getattr(exc, "field", "") or "").removeprefix("settings.")
+    return name if name in form.fields else None
 
 
 def _base_evaluations(request: HttpRequest, team) -> list[Evaluation]:
@@ -66,9 +67,8 @@ def suite_list(request: HttpRequest) -> HttpResponse:
             try:
                 suite = services.create_suite(team, request.user, name=d["name"], benchmarks=d["benchmarks"],
                                               settings=form.eval_settings(), description=d["description"])
-            except (ValidationError, ValueError) as exc:
-                form.add_error(getattr(exc, "field", None) if getattr(exc, "field", None) in form.fields else None,
-                               _error_text(exc))
+            except services.EvalError as exc:
+                form.add_error(_form_field(form, exc), str(exc))
             else:
                 messages.success(request, f"Created suite {suite}.")
                 return redirect("evaluations:suites")
@@ -86,23 +86,24 @@ def add_presets(request: HttpRequest) -> HttpResponse:
     team = _team_or_404(request)
     require_writer(request.user, team)
     try:
-        created = services.add_benchmark_presets(team, request.user)
-    except (ValidationError, ValueError, OSError) as exc:
-        messages.error(request, f"Could not add the presets: {_error_text(exc)}")
+        added = benchmarks.add_benchmarks(team, request.user)
+    except benchmarks.BenchmarkError as exc:
+        messages.error(request, f"Could not add the presets: {exc}")
     else:
-        names = ", ".join(str(d) for d in created) or "none (the team has them already)"
-        messages.success(request, f"Benchmarks added: {names}.")
+        names = ", ".join(str(d) for d, created in added if created) or "none (the team has them already)"
+        messages.success(request, f"Benchmarks added: {names}. They are validated in the background.")
     return redirect("evaluations:suites")
 
 
 # ---------------------------------------------------------------------------------------- evaluate
 def _checkpoint_steps(run: Run) -> list[tuple[int, str]]:
-    """The run's checkpoints, newest first, as (step, label); the final model last-step first."""
+    """What the run's "Evaluate…" form offers, as (step, label): its checkpoints on disk, newest
+    first, then 0 = the base model it started from."""
     steps: dict[int, str] = {}
-    for a in run.artifacts.filter(kind__in=[Artifact.Kind.CHECKPOINT, Artifact.Kind.FINAL_MODEL]).order_by("-step"):
-        final = a.kind == Artifact.Kind.FINAL_MODEL
-        steps.setdefault(a.step, f"step {a.step}" + (" (final model)" if final else ""))
-    return sorted(steps.items(), reverse=True)
+    for step, kind, _path in reversed(services.run_checkpoints(run)):
+        steps.setdefault(step, f"step {step}" + (" (final model)" if kind == "final_model" else ""))
+    steps[0] = "step 0 (the base model)"
+    return list(steps.items())
 
 
 @team_write(Run)
@@ -116,10 +117,11 @@ def evaluate_run(request: HttpRequest, run: Run) -> HttpResponse:
     suite = get_scoped(request.user, EvalSuite.objects.all(), pk=form.cleaned_data["suite"])
     try:
         ev = services.submit_evaluation(run.team, request.user, suite=suite, run=run, step=form.cleaned_data["step"])
-    except (ValidationError, ValueError) as exc:
-        messages.error(request, f"Evaluate: {_error_text(exc)}")
+    except services.EvalError as exc:
+        messages.error(request, f"Evaluate ({exc.field}): {exc}")
     else:
-        messages.success(request, f"Queued evaluation #{ev.pk} of step {ev.checkpoint_step} with {suite}.")
+        what = "the base model" if ev.checkpoint_step == 0 else f"step {ev.checkpoint_step}"
+        messages.success(request, f"Queued evaluation #{ev.pk} of {what} with {suite}.")
     return redirect(back)
 
 
@@ -139,9 +141,9 @@ def evaluate_model(request: HttpRequest) -> HttpResponse:
         return redirect(back)
     suite = get_scoped(request.user, EvalSuite.objects.all(), pk=form.cleaned_data["suite"])
     try:
-        ev = services.submit_evaluation(team, request.user, suite=suite, model_path=form.cleaned_data["model_path"])
-    except (ValidationError, ValueError) as exc:
-        messages.error(request, f"Evaluate: {_error_text(exc)}")
+        ev = services.submit_evaluation(team, request.user, suite=suite, model=form.cleaned_data["model_path"])
+    except services.EvalError as exc:
+        messages.error(request, f"Evaluate ({exc.field}): {exc}")
     else:
         messages.success(request, f"Queued evaluation #{ev.pk} of the base model {ev.model_path} with {suite}.")
     return redirect(back)
@@ -157,13 +159,9 @@ def reference_list(request: HttpRequest) -> HttpResponse:
         team = _team_or_404(request)
         require_writer(request.user, team)
         if form.is_valid():
-            try:
-                services.add_reference(team, **form.cleaned_data)
-            except (ValidationError, ValueError) as exc:
-                form.add_error(None, _error_text(exc))
-            else:
-                messages.success(request, "Reference row added.")
-                return redirect("evaluations:references")
+            references.add_reference(team, **form.cleaned_data)
+            messages.success(request, "Reference row added.")
+            return redirect("evaluations:references")
     rows = in_team(request.user, ReferenceResult.objects.all(), team) if team else ReferenceResult.objects.none()
     return render(request, "evaluations/references.html", {"rows": rows, "form": form},
                   status=400 if request.method == "POST" else 200)
@@ -175,11 +173,10 @@ def add_paper_table(request: HttpRequest) -> HttpResponse:
     team = _team_or_404(request)
     require_writer(request.user, team)
     try:
-        added = services.add_paper_table(team)
-    except (ValidationError, ValueError, OSError) as exc:
-        messages.error(request, f"Could not add the paper's table: {_error_text(exc)}")
+        n = references.add_paper_table(team)
+    except (OSError, KeyError, ValueError) as exc:  # an unreadable or malformed CSV
+        messages.error(request, f"Could not add the paper's table: {exc}")
     else:
-        n = added if isinstance(added, int) else len(added)
         messages.success(request, f"Added {n} rows reported by the GFT paper (Table 1).")
     return redirect("evaluations:references")
 
@@ -189,7 +186,7 @@ def add_paper_table(request: HttpRequest) -> HttpResponse:
 def delete_reference(request: HttpRequest, pk: int) -> HttpResponse:
     row = get_scoped(request.user, ReferenceResult.objects.select_related("team"), pk=pk)
     require_writer(request.user, row.team)
-    row.delete()
+    references.delete_reference(row)
     messages.success(request, "Reference row deleted.")
     return redirect("evaluations:references")
 
@@ -199,7 +196,6 @@ def run_tab_context(request: HttpRequest, run: Run) -> dict:
     """What the run page's Evaluation tab needs besides its JSON (the "Evaluate…" form)."""
     suites = _suites(request, run.team)
     return {"eval_form": EvaluateForm(suites=suites, steps=_checkpoint_steps(run)), "eval_suites": suites,
-            "eval_base_model": (run.config or {}).get("model", ""),
             "eval_urls": {"evaluation": reverse("evaluations:run_data", args=[run.pk]),
                           "eval_problems": reverse("evaluations:run_problems", args=[run.pk])}}
 
