@@ -74,9 +74,12 @@ def problems(name: str, outcomes: list[list[bool]]) -> list[ProblemResult]:
 def finish_evaluation(ev: Evaluation, benchmarks: dict[str, Dataset], outcomes: dict[str, list[list[bool]]]) -> Evaluation:
     """Run `ev` as the worker does: start, store one result per benchmark, succeed."""
     ev = services.start(ev.pk, ev.celery_task_id, "test-worker")
+    done, total = 0, sum(len(p) for p in outcomes.values())
     for name, per_problem in outcomes.items():
         result = summarize(name, len(per_problem[0]), problems(name, per_problem))
         services.store_result(ev, benchmarks[name], result.to_dict())
+        done += len(per_problem)
+        services.record_progress(ev, done, total, name)
     services.finish(ev, EvalStatus.SUCCEEDED)
     ev.refresh_from_db()
     return ev

@@ -160,10 +160,13 @@ export class EvalTab {
     }
     this.passk.hidden = false;
     title.textContent = `pass@k of ${passk.step === 0 ? "the base model" : `step ${passk.step}`} (latest evaluated checkpoint)`;
+    const maxK = Math.max(...Object.values(passk.benchmarks).map(c => c.k[c.k.length - 1] || 1));
     const traces = Object.entries(passk.benchmarks).map(([n, c], i) => ({ x: c.k, y: c.value, name: n,
       mode: "lines+markers", line: { color: runColor(i), width: 2 }, hovertemplate: `pass@%{x} %{y:.2f}%<extra>${esc(n)}</extra>` }));
     Plotly.react(el, traces, { height: 280, margin: { l: 50, r: 15, t: 10, b: 30 }, hovermode: "closest",
-      xaxis: { title: { text: "k" }, type: "log", automargin: true }, yaxis: { title: { text: "pass@k %" }, automargin: true },
+      // Few k: one tick per k; many: a log axis (pass@k grows roughly with log k).
+      xaxis: maxK >= 16 ? { title: { text: "k" }, type: "log", automargin: true } :
+        { title: { text: "k" }, type: "linear", dtick: 1, automargin: true }, yaxis: { title: { text: "pass@k %" }, automargin: true },
       legend: { orientation: "h", y: -0.25 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff" }, PLOT_CONFIG);
   }
 
