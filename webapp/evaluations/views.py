@@ -6,6 +6,8 @@ team scoping through webapp.accounts.scoping.
 """
 from __future__ import annotations
 
+import functools
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -28,6 +30,18 @@ def _team_or_404(request: HttpRequest):
     if request.team is None:
         raise Http404("You are not a member of any team.")
     return request.team
+
+
+def team_post(view):
+    """A POST action on the current team: `view(request, team)` once the user may write to it."""
+    @login_required
+    @require_POST
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest) -> HttpResponse:
+        team = _team_or_404(request)
+        require_writer(request.user, team)
+        return view(request, team)
+    return wrapper
 
 
 def _suites(request: HttpRequest, team) -> list[EvalSuite]:
@@ -56,9 +70,9 @@ def _base_evaluations(request: HttpRequest, team) -> list[Evaluation]:
 def suite_list(request: HttpRequest) -> HttpResponse:
     """The team's suites, the form that creates one, and "Evaluate a base model"."""
     team = request.team
-    benchmarks = list(_benchmarks(request, team)) if team else []
+    datasets = list(_benchmarks(request, team)) if team else []
     suites = _suites(request, team) if team else []
-    form = SuiteForm(request.POST or None, benchmarks=benchmarks)
+    form = SuiteForm(request.POST or None, benchmarks=datasets)
     if request.method == "POST":
         team = _team_or_404(request)
         require_writer(request.user, team)
@@ -74,17 +88,14 @@ def suite_list(request: HttpRequest) -> HttpResponse:
                 return redirect("evaluations:suites")
     evaluate = EvaluateForm(suites=suites)
     return render(request, "evaluations/suites.html", {
-        "suites": [(s, [b for b in s.benchmark_datasets()]) for s in suites], "form": form, "benchmarks": benchmarks,
+        "suites": [(s, s.benchmark_datasets()) for s in suites], "form": form, "benchmarks": datasets,
         "evaluate_form": evaluate, "base_evaluations": _base_evaluations(request, team),
     }, status=400 if request.method == "POST" else 200)
 
 
-@login_required
-@require_POST
-def add_presets(request: HttpRequest) -> HttpResponse:
+@team_post
+def add_presets(request: HttpRequest, team) -> HttpResponse:
     """Create the benchmark datasets of gft_core's presets (MATH-500, AIME24, ...) for the team."""
-    team = _team_or_404(request)
-    require_writer(request.user, team)
     try:
         added = benchmarks.add_benchmarks(team, request.user)
     except benchmarks.BenchmarkError as exc:
@@ -125,12 +136,9 @@ def evaluate_run(request: HttpRequest, run: Run) -> HttpResponse:
     return redirect(back)
 
 
-@login_required
-@require_POST
-def evaluate_model(request: HttpRequest) -> HttpResponse:
+@team_post
+def evaluate_model(request: HttpRequest, team) -> HttpResponse:
     """POST suite + model_path: evaluate a base model (the leaderboard's "step 0" row)."""
-    team = _team_or_404(request)
-    require_writer(request.user, team)
     form = EvaluateForm(request.POST, suites=_suites(request, team))
     back = request.POST.get("next") or reverse("evaluations:suites")
     if not back.startswith("/") or back.startswith("//"):
@@ -167,11 +175,8 @@ def reference_list(request: HttpRequest) -> HttpResponse:
                   status=400 if request.method == "POST" else 200)
 
 
-@login_required
-@require_POST
-def add_paper_table(request: HttpRequest) -> HttpResponse:
-    team = _team_or_404(request)
-    require_writer(request.user, team)
+@team_post
+def add_paper_table(request: HttpRequest, team) -> HttpResponse:
     try:
         n = references.add_paper_table(team)
     except (OSError, KeyError, ValueError) as exc:  # an unreadable or malformed CSV
@@ -181,11 +186,8 @@ def add_paper_table(request: HttpRequest) -> HttpResponse:
     return redirect("evaluations:references")
 
 
-@login_required
-@require_POST
-def delete_reference(request: HttpRequest, pk: int) -> HttpResponse:
-    row = get_scoped(request.user, ReferenceResult.objects.select_related("team"), pk=pk)
-    require_writer(request.user, row.team)
+@team_write(ReferenceResult)
+def delete_reference(request: HttpRequest, row: ReferenceResult) -> HttpResponse:
     references.delete_reference(row)
     messages.success(request, "Reference row deleted.")
     return redirect("evaluations:references")
@@ -292,7 +294,7 @@ def run_problems(request: HttpRequest, pk: int) -> JsonResponse:
 # ---------------------------------------------------------------------------------------- leaderboard
 def leaderboard_context(request: HttpRequest, runs: list[Run], team, saved: dict | None = None) -> dict:
     """The leaderboard of the compare page / a dashboard: settings from ?lb_* (else the dashboard's
-    saved ones, else the newest suite, best checkpoint, no baseline)."""
+    saved ones, else the suite these runs were evaluated with last, best checkpoint, no baseline)."""
     if team is None:
         return {"leaderboard": None}
     suites = _suites(request, team)
@@ -301,6 +303,9 @@ def leaderboard_context(request: HttpRequest, runs: list[Run], team, saved: dict
     form = LeaderboardForm(params or None, suites=suites, runs=runs)
     chosen = form.settings() if params else {"suite": None, "pick": "best", "baseline": None}
     by_id = {s.pk: s for s in suites}
+    if chosen["suite"] not in by_id:  # the suite these runs were evaluated with last, else the first
+        chosen["suite"] = (Evaluation.objects.filter(run__in=runs, suite__in=suites).order_by("-created_at")
+                           .values_list("suite_id", flat=True).first())
     suite = by_id.get(chosen["suite"]) or (suites[0] if suites else None)
     chosen["suite"] = suite.pk if suite else None
     if suite is None:

@@ -4,15 +4,10 @@
 // Data: GET page.urls.evaluation[?suite=ID] (polled while the tab is open, so results that land
 // show up without a reload) and GET page.urls.eval_problems?suite=&benchmark=&step=.
 import { runColor } from "./charts.js";
+import { esc } from "./groups.js";
 
 const POLL_MS = 4000;
 const REF_COLORS = ["#868e96", "#e8590c", "#5f3dc4", "#2b8a3e", "#c2255c", "#1098ad"];
-
-function esc(s) {
-  return String(s ?? "").replace(/[&<>"']/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-}
-
-function pct(v) { return v === null || v === undefined ? "–" : `${Number(v).toFixed(1)}%`; }
 
 const PLOT_CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
 
