@@ -30,7 +30,7 @@ def reference_name(benchmark: str) -> str:
 
 def presets() -> dict[str, dict]:
     """gft_core's benchmark presets: name -> {"path": relative to BENCHMARK_DATA, "mapping": ...}."""
-    from gft_core.evaluation import BENCHMARK_PRESETS
+    from gft_core.benchmarks import BENCHMARK_PRESETS
 
     return BENCHMARK_PRESETS
 
@@ -81,9 +81,10 @@ def add_benchmark(team, user, name: str) -> tuple[Dataset, bool]:
     if not path.is_file():
         raise BenchmarkError(f"The benchmark file {path} is not there (settings.BENCHMARK_DATA).")
     with transaction.atomic(), path.open("rb") as f:
-        try:
+        try:  # prompt + ground truth only: a benchmark has no expert or teacher answers to read
+            mapping = {**datasets.mapping_from(preset["mapping"]), "expert": None, "teacher": None}
             dataset = datasets.create_dataset_from_upload(team, user, f, name=name, filename=path.name,
-                                                          mapping=preset["mapping"], allow_duplicate=True)
+                                                          mapping=mapping, allow_duplicate=True)
         except datasets.UploadError as exc:
             raise BenchmarkError(f"{name}: {exc}") from None
         Dataset.objects.filter(pk=dataset.pk).update(purpose=Dataset.Purpose.EVALUATION)
@@ -95,4 +96,8 @@ def add_benchmarks(team, user, names: list[str] | None = None) -> list[tuple[Dat
     """add_benchmark for each name (default: every preset whose file is here)."""
     if names is None:
         names = [p["name"] for p in preset_status(team) if p["available"]]
-    return [add_benchmark(team, user, n) for n in names]
+    unknown = [n for n in names if n not in presets()]
+    if unknown:  # checked first: nothing is created when one name is wrong
+        raise BenchmarkError(f"Unknown benchmark preset {unknown[0]!r}; choose one of {', '.join(presets())}.")
+    with transaction.atomic():
+        return [add_benchmark(team, user, n) for n in names]

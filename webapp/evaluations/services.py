@@ -52,8 +52,8 @@ class TransitionError(Exception):
 def check_settings(data: dict | None) -> dict:
     """gft_core EvalSettings from `data` (defaults for what is left out), as a dict; EvalError
     naming `settings.<field>` when a value is out of bounds."""
+    from gft_core.benchmarks import EvalSettings
     from gft_core.errors import ConfigError
-    from gft_core.evaluation import EvalSettings
 
     try:
         return EvalSettings.from_dict(dict(data or {})).to_dict()
