@@ -74,5 +74,9 @@ def test_evaluation_tab_leaderboard_and_references(live_server_url, chromium, te
     # ... and they show on the leaderboard, below the runs.
     page.goto(f"{base}/compare/?runs={b.pk},{a.pk}&lb_suite={suite.pk}")
     assert page.locator("table.leaderboard tbody.lb-fixed tr.from-paper").count() > 5
+    # Suites page: the suite with its benchmarks and settings, the form, "Evaluate a base model".
+    page.goto(f"{base}/evaluations/suites/")
+    assert "math500, gsm8k_test" in page.inner_text(f"#suite-table tr[data-suite='{suite.pk}']")
+    page.screenshot(path=str(SHOTS / "eval-suites.png"), full_page=True)
     assert not errors, errors
     print(f"\nscreenshots in {SHOTS}")
