@@ -220,7 +220,8 @@ class EvaluationViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyM
             raise NotFound(f"No run {run_id} in your teams.")
         return run
 
-    @extend_schema(parameters=EVAL_FILTERS)
+    @extend_schema(parameters=EVAL_FILTERS, responses={200: EvaluationSerializer(many=True), 404: OpenApiResponse(
+        description="the run is not in your teams")})
     def list(self, request: Request, *args, **kwargs) -> Response:
         return super().list(request, *args, **kwargs)
 

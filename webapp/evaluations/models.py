@@ -12,13 +12,11 @@ their results per benchmark, and reference results (e.g. the GFT paper's Table 1
 """
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.conf import settings
 from django.db import models
-from django.db.models.functions import Now
 
 from webapp.resources.models import VersionedTeamResource
+from webapp.runs.models import RunQuerySet, RunStatus
 
 
 class EvalSuite(VersionedTeamResource):
@@ -46,20 +44,8 @@ class EvalSuite(VersionedTeamResource):
         return [by_id[i] for i in self.benchmarks if i in by_id]
 
 
-class EvalStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
-
-
-class EvaluationQuerySet(models.QuerySet):
-    def stale(self, timeout_s: float) -> "EvaluationQuerySet":
-        """Running evaluations whose heartbeat is older than `timeout_s` on the database's clock."""
-        cutoff = models.ExpressionWrapper(Now() - timedelta(seconds=timeout_s), output_field=models.DateTimeField())
-        age = models.ExpressionWrapper(Now() - models.F("heartbeat_at"), output_field=models.DurationField())
-        return self.filter(status=EvalStatus.RUNNING, heartbeat_at__lt=cutoff).annotate(heartbeat_age=age)
+# An evaluation's lifecycle is a run's: queued -> running -> succeeded | failed | cancelled; resume.
+EvalStatus = RunStatus
 
 
 class Evaluation(models.Model):
@@ -92,7 +78,8 @@ class Evaluation(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = EvaluationQuerySet.as_manager()
+    # .stale(timeout_s): running with a heartbeat older than timeout_s, on the database's clock (as runs)
+    objects = RunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

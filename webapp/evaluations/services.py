@@ -19,6 +19,7 @@ from webapp import dispatch
 from webapp.datasets.models import Dataset
 from webapp.resources import services as lifecycle
 from webapp.runs import live
+from webapp.runs import services as runs_services
 from webapp.runs.modelpaths import ModelPathError, resolve_model
 from webapp.runs.models import Artifact, Run
 
@@ -44,8 +45,7 @@ class EvalError(ValueError):
         self.field = field
 
 
-class TransitionError(Exception):
-    """A status change the state machine does not allow."""
+TransitionError = runs_services.TransitionError  # a status change the state machine does not allow
 
 
 # ---------------------------------------------------------------------------- suites
@@ -223,13 +223,7 @@ def send_eval_task(ev: Evaluation) -> None:
 
 
 # ---------------------------------------------------------------------------- lifecycle
-ALLOWED: dict[str, set[str]] = {
-    EvalStatus.QUEUED: {EvalStatus.RUNNING, EvalStatus.CANCELLED, EvalStatus.FAILED},
-    EvalStatus.RUNNING: {EvalStatus.SUCCEEDED, EvalStatus.FAILED, EvalStatus.CANCELLED, EvalStatus.QUEUED},
-    EvalStatus.FAILED: {EvalStatus.QUEUED},
-    EvalStatus.CANCELLED: {EvalStatus.QUEUED},
-    EvalStatus.SUCCEEDED: set(),
-}
+ALLOWED = runs_services.ALLOWED  # the run state machine: an evaluation moves like a run
 
 
 def transition(ev: Evaluation | int, to: str, *, attempt: int | None = None, **fields) -> Evaluation:
