@@ -6,6 +6,10 @@
     gft runs list [--status S] [--method M] [--tag T] [--limit N]
     gft runs cancel ID | gft runs resume ID
     gft runs compare A B                        config diff + final metrics table
+    gft runs leaderboard 12 13 14 --suite math [--pick best|final] [--baseline 12]
+    gft eval submit --run 12 --suite math [--step latest|final|N] [--follow]   (or --model DIR)
+    gft eval results RUN [--suite math]         accuracy per checkpoint and benchmark
+    gft eval cancel ID | gft eval resume ID
     gft metrics export ID --format csv|parquet [--keys a,b] [-o FILE]
 
 GFT_URL and GFT_TOKEN override the stored values. Only the standard library, httpx and
@@ -252,6 +256,126 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- evaluations
+def suite_id(client: Api, suite: str) -> int:
+    """A suite id from an id or a name (its newest version that is not archived)."""
+    if suite.isdigit():
+        return int(suite)
+    versions = [v for v in _results(client.get("eval-suites/", name=suite, limit=1000)) if not v["archived"]]
+    if not versions:
+        raise CliError(f"No eval suite named {suite!r} in your teams.")
+    return max(versions, key=lambda v: v["version"])["id"]
+
+
+def cmd_eval_submit(args: argparse.Namespace) -> int:
+    client = api()
+    payload: dict[str, Any] = {"suite": suite_id(client, args.suite), "step": str(args.step)}
+    if args.model:
+        payload["model"] = args.model
+    else:
+        payload["run"] = args.run
+    ev = client.post("evaluations/", payload)
+    what = f"run #{ev['run']}" if ev["run"] else f"model {ev['model_path']}"
+    print(f"Evaluation #{ev['id']} of {what} step {ev['checkpoint_step']} with suite {ev['suite_name']} is {ev['status']}")
+    if args.follow:
+        return follow_evaluation(client, ev["id"], interval=args.interval)
+    return 0
+
+
+def follow_evaluation(client: Api, ev_id: int, *, interval: float = 2.0, out=None) -> int:
+    """Print progress until the evaluation ends; 0 if it succeeded, 1 otherwise."""
+    out = out or sys.stdout
+    last = ""
+    while True:
+        ev = client.get(f"evaluations/{ev_id}/")
+        line = f"#{ev_id} {ev['status']:<9} {ev['done']}/{ev['total'] or '?'} {ev['current_benchmark']}".rstrip()
+        if line != last:
+            out.write(line + "\n")
+            out.flush()
+            last = line
+        if ev["status"] in FINISHED:
+            if ev["status"] == "failed":
+                out.write(f"Evaluation #{ev_id} failed: {ev['error']}\n")
+            else:
+                out.write(_eval_table([ev], "avg_at_k") + "\n")
+            return 0 if ev["status"] == "succeeded" else 1
+        time.sleep(interval)
+
+
+def _metric(metrics: dict, metric: str) -> float | None:
+    if metric.startswith("pass@"):
+        v = (metrics.get("pass_at_k") or {}).get(metric[5:])
+    else:
+        v = metrics.get(metric)
+    return None if v is None else 100.0 * v
+
+
+def _eval_table(evaluations: list[dict], metric: str) -> str:
+    names: list[str] = []
+    for ev in evaluations:
+        names += [r["benchmark_name"] for r in ev["results"] if r["benchmark_name"] not in names]
+    rows = []
+    for ev in sorted(evaluations, key=lambda e: (e["suite_name"], e["checkpoint_step"], e["id"])):
+        found = {r["benchmark_name"]: _metric(r["metrics"], metric) for r in ev["results"]}
+        vals = [found.get(n) for n in names]
+        present = [v for v in vals if v is not None]
+        rows.append([str(ev["id"]), ev["suite_name"], "base" if ev["run"] is None else str(ev["checkpoint_step"]),
+                     ev["status"], *[_pct(v) for v in vals], _pct(sum(present) / len(present) if present else None)])
+    return _table(["eval", "suite", "step", "status", *names, "average"], rows)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def cmd_eval_results(args: argparse.Namespace) -> int:
+    client = api()
+    params: dict[str, Any] = {"run": args.run, "limit": 1000}
+    if args.suite:
+        params["suite"] = suite_id(client, args.suite)
+    evs = _results(client.get("evaluations/", **params))
+    if not evs:
+        print(f"No evaluations of run #{args.run} yet: `gft eval submit --run {args.run} --suite NAME`.")
+        return 0
+    print(f"Run #{args.run}: {args.metric} in % per checkpoint and benchmark")
+    print(_eval_table(evs, args.metric))
+    return 0
+
+
+def cmd_eval_cancel(args: argparse.Namespace) -> int:
+    ev = api().post(f"evaluations/{args.id}/cancel/")
+    print(f"Evaluation #{ev['id']}: {ev['status']}{' (stopping after the current batch)' if ev['cancel_requested'] else ''}")
+    return 0
+
+
+def cmd_eval_resume(args: argparse.Namespace) -> int:
+    ev = api().post(f"evaluations/{args.id}/resume/")
+    print(f"Evaluation #{ev['id']} is {ev['status']} again; benchmarks already scored are kept.")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    client = api()
+    board = client.get("evaluations/leaderboard/", runs=",".join(map(str, args.runs)), suite=suite_id(client, args.suite),
+                       pick=args.pick, baseline=args.baseline, metric=args.metric)
+    names = board["benchmarks"]
+    header = ["row", "step", *names, "average"] + (["delta avg"] if board["baseline"] else [])
+    rows = []
+    for r in board["rows"]:
+        if r["kind"] == "reference" and not args.references:
+            continue
+        label = r["label"] + (" (reported by the paper)" if r.get("from_paper") else "")
+        row = [label, "-" if r["step"] is None else str(r["step"]), *[_pct(r["values"][n]) for n in names],
+               _pct(r["average"])]
+        if board["baseline"]:
+            d = r["delta_average"]
+            row.append("-" if d is None else f"{d:+.1f}")
+        rows.append(row)
+    print(f"{board['metric']} in %, {board['pick']} checkpoint of each run")
+    print(_table(header, rows))
+    return 0
+
+
 # ---------------------------------------------------------------------------- helpers
 def _results(page: Any) -> list:
     return page["results"] if isinstance(page, dict) and "results" in page else page
@@ -314,6 +438,37 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("a", type=int)
     cmp_.add_argument("b", type=int)
     cmp_.set_defaults(fn=cmd_compare)
+
+    board = runs.add_parser("leaderboard", help="runs x benchmarks of an eval suite, with the base model's row")
+    board.add_argument("runs", type=int, nargs="+")
+    board.add_argument("--suite", required=True, help="suite name (newest version) or id")
+    board.add_argument("--pick", choices=["best", "final"], default="best", help="which checkpoint of each run")
+    board.add_argument("--baseline", type=int, help="a run id: show the average's difference to it")
+    board.add_argument("--metric", default="avg_at_k", help="avg_at_k, maj_at_k or pass@N")
+    board.add_argument("--references", action="store_true", help="also the reference rows (e.g. the paper's)")
+    board.set_defaults(fn=cmd_leaderboard)
+
+    ev = sub.add_parser("eval", help="evaluate run checkpoints on benchmark suites").add_subparsers(
+        dest="eval_command", required=True)
+    esub = ev.add_parser("submit", help="evaluate a run's checkpoint (or a model) with a suite")
+    target = esub.add_mutually_exclusive_group(required=True)
+    target.add_argument("--run", type=int)
+    target.add_argument("--model", help='"tiny" or a model directory under the server\'s MODEL_ROOTS (step 0)')
+    esub.add_argument("--suite", required=True, help="suite name (newest version) or id")
+    esub.add_argument("--step", default="latest", help='"latest", "final" or a checkpoint step (0 = base model)')
+    esub.add_argument("--follow", action="store_true", help="then follow it until it ends")
+    esub.add_argument("--interval", type=float, default=2.0)
+    esub.set_defaults(fn=cmd_eval_submit)
+    eres = ev.add_parser("results", help="a run's evaluations: accuracy per checkpoint and benchmark")
+    eres.add_argument("run", type=int)
+    eres.add_argument("--suite", help="only this suite (name or id)")
+    eres.add_argument("--metric", default="avg_at_k", help="avg_at_k, maj_at_k or pass@N")
+    eres.set_defaults(fn=cmd_eval_results)
+    for name, fn, text in (("cancel", cmd_eval_cancel, "cancel an evaluation"),
+                           ("resume", cmd_eval_resume, "resume a failed or cancelled evaluation")):
+        c = ev.add_parser(name, help=text)
+        c.add_argument("id", type=int)
+        c.set_defaults(fn=fn)
 
     metrics = sub.add_parser("metrics", help="metric data").add_subparsers(dest="metrics_command", required=True)
     exp = metrics.add_parser("export", help="every metric point of a run to CSV or Parquet")

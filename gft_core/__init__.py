@@ -33,6 +33,9 @@ _EXPORTS: dict[str, str] = {
     "shared_prefix_logits": "logprobs",
     "load_policy": "policy", "encode_prompt": "policy", "derive_seed": "policy",
     "evaluate_accuracy": "evaluation", "KLProbe": "evaluation",
+    "pass_at_k": "benchmarks", "EvalSettings": "benchmarks", "ProblemResult": "benchmarks",
+    "BenchmarkResult": "benchmarks", "evaluate_benchmark": "benchmarks", "load_benchmark": "benchmarks",
+    "BENCHMARK_PRESETS": "benchmarks", "EvaluationStopped": "benchmarks",
     "latest_checkpoint": "checkpoints",
     "generate_samples": "rollout",
     # metrics

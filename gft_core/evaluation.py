@@ -1,4 +1,5 @@
-"""Held-out accuracy (eval/accuracy) and the KL to the start model on a probe set (policy/kl_start)."""
+"""Held-out accuracy (eval/accuracy) and the KL to the start model on a probe set (policy/kl_start);
+benchmark evaluation (pass@k, maj@k, ...) lives in gft_core.benchmarks and is re-exported here."""
 
 from __future__ import annotations
 
@@ -7,6 +8,18 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from gft_core.benchmarks import (  # noqa: F401 - issue 17's benchmark evaluation, importable from here
+    BENCHMARK_PRESETS,
+    BenchmarkResult,
+    EvalSettings,
+    EvaluationStopped,
+    ProblemResult,
+    evaluate_benchmark,
+    format_table,
+    load_benchmark,
+    pass_at_k,
+    resolve_benchmark,
+)
 from gft_core.data import Example
 from gft_core.groups import off_policy_responses
 from gft_core.logprobs import TrainSeq, collate

@@ -19,6 +19,7 @@ TRAIN_RUN = "workers.tasks.train_run"
 HOUSEKEEPING = "workers.tasks.housekeeping"
 VALIDATE_DATASET = "workers.data_tasks.validate_dataset"
 TEST_REWARD = "workers.data_tasks.test_reward"
+EVALUATE = "workers.eval_tasks.evaluate"  # on the first training queue (webapp.evaluations.services)
 
 # With a Redis broker an unacknowledged message is delivered again after this timeout: it must
 # exceed any run (see workers/celery.py for why the Run row, not the broker, owns recovery).
@@ -38,7 +39,8 @@ def celery_config() -> dict[str, Any]:
         broker_connection_retry_on_startup=True,
         task_default_queue=settings.DEFAULT_QUEUE,
         task_queues=[Queue(q) for q in (settings.DEFAULT_QUEUE, *settings.TRAINING_QUEUES, HOUSEKEEPING_QUEUE)],
-        task_routes={TRAIN_RUN: {"queue": settings.TRAINING_QUEUES[0]}, HOUSEKEEPING: {"queue": HOUSEKEEPING_QUEUE}},
+        task_routes={TRAIN_RUN: {"queue": settings.TRAINING_QUEUES[0]}, EVALUATE: {"queue": settings.TRAINING_QUEUES[0]},
+                     HOUSEKEEPING: {"queue": HOUSEKEEPING_QUEUE}},
         task_acks_late=True,
         task_reject_on_worker_lost=False,
         task_ignore_result=True,

@@ -95,6 +95,9 @@ TRAINING_QUEUES = tuple(env_list("TRAINING_QUEUES", "gpu"))
 DEFAULT_QUEUE = os.environ.get("DEFAULT_QUEUE", "default")
 # An open live stream (SSE) checks this often that its user is still logged in and in the team.
 SSE_RECHECK_S = float(os.environ.get("SSE_RECHECK_S", "5"))
+# Reference results (the GFT paper's Table 1, gft_paper_table1.csv) and the benchmark files of the presets.
+REFERENCE_DATA = Path(os.environ.get("REFERENCE_DATA", BASE_DIR.parent / "shared" / "data" / "reference"))
+BENCHMARK_DATA = Path(os.environ.get("BENCHMARK_DATA", BASE_DIR.parent / "shared" / "data"))
 MAX_GPUS_PER_RUN = int(os.environ.get("MAX_GPUS_PER_RUN", "8"))  # the launch form's and API's bound on num_gpus
 # Per-team quotas (webapp/accounts/quotas.py), 0 = unlimited: runs queued + running at once, and
 # bytes stored (dataset files + the run artifacts the workers recorded: checkpoints, final models).
@@ -117,6 +120,7 @@ INSTALLED_APPS = [
     "webapp.rewards",
     "webapp.runs",
     "webapp.dashboards",
+    "webapp.evaluations",
     "webapp.api",
 ]
 

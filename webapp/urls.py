@@ -8,5 +8,6 @@ urlpatterns = [
     path("datasets/", include("webapp.datasets.urls")),
     path("rewards/", include("webapp.rewards.urls")),
     path("dashboards/", include("webapp.dashboards.urls")),
+    path("evaluations/", include("webapp.evaluations.urls")),
     path("", include("webapp.runs.urls")),
 ]

@@ -42,8 +42,9 @@ app.conf.update(
     celery_config(),
     beat_schedule={"fail-runs-without-heartbeat": {"task": HOUSEKEEPING, "schedule": 15.0}},
 )
-# Training and housekeeping (workers.tasks); dataset validation and reward tests (workers.data_tasks).
-app.conf.include = ["workers.tasks", "workers.data_tasks"]
+# Training and housekeeping (workers.tasks); dataset validation and reward tests (workers.data_tasks);
+# benchmark evaluations (workers.eval_tasks).
+app.conf.include = ["workers.tasks", "workers.data_tasks", "workers.eval_tasks"]
 
 
 @signals.worker_init.connect

@@ -61,6 +61,10 @@ ACCEPTANCE_NOT_CHECKED = {
     "POST /api/runs/",            # launch validation (helper webruns): ids, bounds per method/model
     "POST /api/datasets/",        # upload validation (helper resources): file contents, mapping
     "POST /api/reward-configs/",  # reward spec validation (helpers resources, gftrewards)
+    "POST /api/eval-suites/",     # benchmark dataset ids of the team; name + benchmarks unless `previous`
+    "POST /api/eval-suites/add-benchmarks/",  # preset names
+    "POST /api/evaluations/",     # suite/run ids of the team, a checkpoint on disk, a model under MODEL_ROOTS
+    "GET /api/evaluations/leaderboard/",  # run ids of the team, pick/metric names
 }
 
 

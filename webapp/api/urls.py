@@ -3,6 +3,8 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from webapp.evaluations import api as evaluations
+
 from . import views
 
 app_name = "api"
@@ -13,6 +15,9 @@ router.register("teams", views.TeamViewSet, basename="team")
 router.register("datasets", views.DatasetViewSet, basename="dataset")
 router.register("reward-configs", views.RewardConfigViewSet, basename="reward-config")
 router.register("runs", views.RunViewSet, basename="run")
+router.register("eval-suites", evaluations.EvalSuiteViewSet, basename="eval-suite")
+router.register("evaluations", evaluations.EvaluationViewSet, basename="evaluation")
+router.register("reference-results", evaluations.ReferenceResultViewSet, basename="reference-result")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from django import forms
 
+from webapp.evaluations.forms import PICKS
 from webapp.runs.charts import CHARTS
 
 from . import services
@@ -14,6 +15,11 @@ class DashboardForm(forms.Form):
     charts = forms.MultipleChoiceField(choices=[(c["id"], c["title"]) for c in CHARTS], required=False,
                                        help_text="Charts to show; none = all")
     smoothing = forms.FloatField(min_value=0.0, max_value=0.999, required=False, initial=0.0)
+    # The leaderboard's settings (webapp.evaluations.forms.LeaderboardForm uses the same names);
+    # a suite that is not the team's is ignored when the dashboard is shown.
+    lb_suite = forms.IntegerField(min_value=1, max_value=2**31 - 1, required=False)
+    lb_pick = forms.ChoiceField(choices=PICKS, required=False)
+    lb_baseline = forms.IntegerField(min_value=1, max_value=2**31 - 1, required=False)
 
     def __init__(self, *args, team, user, instance=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -30,3 +36,10 @@ class DashboardForm(forms.Form):
 
     def clean_smoothing(self) -> float:
         return self.cleaned_data.get("smoothing") or 0.0
+
+    def clean(self) -> dict:
+        data = super().clean()
+        baseline = data.get("lb_baseline")
+        if baseline is not None and baseline not in (data.get("runs") or []):
+            self.add_error("lb_baseline", "The baseline must be one of the dashboard's runs.")
+        return data

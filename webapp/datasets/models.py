@@ -17,6 +17,10 @@ class Dataset(VersionedTeamResource):
         VALID = "valid", "Valid"
         INVALID = "invalid", "Invalid"
 
+    class Purpose(models.TextChoices):
+        TRAIN = "train", "Training"
+        EVALUATION = "evaluation", "Evaluation benchmark"
+
     class EvalSplit(models.TextChoices):
         NONE = "none", "No eval split"
         FILE = "file", "Second file"
@@ -37,6 +41,8 @@ class Dataset(VersionedTeamResource):
     eval_seed = models.IntegerField(default=0)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.UPLOADED)
     report = models.JSONField(default=dict, blank=True)
+    # A benchmark (purpose "evaluation") is scored by webapp.evaluations: prompt + ground truth, no expert needed.
+    purpose = models.CharField(max_length=10, choices=Purpose.choices, default=Purpose.TRAIN, db_index=True)
     tokenizer = models.CharField(
         max_length=500, blank=True, help_text="Tokenizer for the length report: blank = built-in tiny, else a dir under MODEL_ROOTS"
     )
@@ -58,6 +64,10 @@ class Dataset(VersionedTeamResource):
     @property
     def eval_path(self) -> Path | None:
         return Path(settings.ARTIFACT_ROOT) / self.eval_file_path if self.eval_file_path else None
+
+    @property
+    def is_benchmark(self) -> bool:
+        return self.purpose == self.Purpose.EVALUATION
 
     @property
     def usable(self) -> bool:

@@ -129,12 +129,15 @@ def run_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     run = get_scoped(request.user, Run.objects.select_related("dataset", "reward_config", "created_by", "team"), pk=pk)
+    from webapp.evaluations.views import run_tab_context  # that module reuses this one's helpers
+
     state = charts.run_state(run)
+    evaluation = run_tab_context(request, run)
     page = {
         "runs": [{"id": run.pk, "name": run.name, "tau": charts.tau_of(run), "state": state}],
         "charts": charts.charts_for_methods([run.method]),
         "urls": {"series": reverse("runs:series"), "stream": reverse("runs:stream", args=[run.pk]),
-                 "groups": reverse("runs:groups", args=[run.pk])},
+                 "groups": reverse("runs:groups", args=[run.pk]), **evaluation.pop("eval_urls")},
         "mode": "run",
         "group_sample_count": (run.config or {}).get("group_sample_count"),
         "group_sample_interval": (run.config or {}).get("group_sample_interval"),
@@ -146,7 +149,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "group_steps": group_sample_steps(run),
         "cancel_url": reverse("runs:cancel", args=[run.pk]), "resume_url": reverse("runs:resume", args=[run.pk]),
         "logs_url": reverse("runs:logs", args=[run.pk]),
-        "clone_url": f"{reverse('runs:launch')}?clone={run.pk}",
+        "clone_url": f"{reverse('runs:launch')}?clone={run.pk}", **evaluation,
     })
 
 
@@ -174,7 +177,11 @@ def compare_context(request: HttpRequest, runs: list[Run], *, chart_ids: list[st
         "urls": {"series": reverse("runs:series"),
                  "streams": {str(r.pk): reverse("runs:stream", args=[r.pk]) for r in runs}},
     }
-    return {"runs": runs, "run_ids": ",".join(str(r.pk) for r in runs), "diff": charts.config_diff(runs) if runs else [],
+    from webapp.evaluations.views import leaderboard_context  # that module reuses this one's helpers
+
+    team = dashboard.team if dashboard is not None else (runs[0].team if runs else None)
+    board = leaderboard_context(request, runs, team, saved=dashboard.leaderboard if dashboard is not None else None)
+    return {**board, "runs": runs, "run_ids": ",".join(str(r.pk) for r in runs), "diff": charts.config_diff(runs) if runs else [],
             "summary_rows": summary_rows, "page": page, "all_charts": charts.CHARTS,
             "chosen_ids": [c["id"] for c in chosen] if chart_ids else [], "dashboard": dashboard,
             "too_few": len(runs) < 2, "max_compare": MAX_COMPARE}

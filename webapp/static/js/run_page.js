@@ -3,6 +3,7 @@ import { ChartBoard, bindToolbar } from "./charts.js";
 import { followRuns } from "./live.js";
 import { followQueue, liveNote, onEntry, onStatus, readStatesFrom, showState } from "./status.js";
 import { GroupInspector } from "./groups.js";
+import { EvalTab } from "./eval_tab.js";
 
 const page = JSON.parse(document.getElementById("page-data").textContent);
 const board = new ChartBoard(document.getElementById("charts"), page);
@@ -17,8 +18,10 @@ function showTab(name) {
   for (const p of document.querySelectorAll("[data-panel]")) p.hidden = p.dataset.panel !== name;
   if (name === "charts") window.dispatchEvent(new Event("resize"));
   if (name === "groups") inspector.open();
+  if (name === "evaluation") evalTab.open(); else evalTab.close();
 }
 const inspector = new GroupInspector(document.getElementById("groups-panel"), page);
+const evalTab = new EvalTab(document.getElementById("evaluation-panel"), page);
 for (const t of document.querySelectorAll("[data-tab]")) {
   t.addEventListener("click", ev => { ev.preventDefault(); history.replaceState(null, "", `#${t.dataset.tab}`); showTab(t.dataset.tab); });
 }

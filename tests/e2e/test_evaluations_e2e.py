@@ -1,0 +1,70 @@
+"""Evaluations end to end (issue 17): a real Celery worker trains a short run on the small model,
+then evaluates its checkpoint on a small benchmark (8 toy problems, k=2) through gft_core's
+evaluate_benchmark; results and progress land in Postgres; a cancel stops an evaluation between
+two batches."""
+from __future__ import annotations
+
+import pytest
+
+from tests.eval_support import benchmark, make_benchmark, suite  # noqa: F401
+from tests.runs_support import wait_for
+from webapp.evaluations import services
+from webapp.evaluations.models import EvalResult, Evaluation
+from webapp.runs import launch
+from webapp.runs.models import Run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def ev_state(pk: int) -> Evaluation:
+    return Evaluation.objects.get(pk=pk)
+
+
+def trained_run(team, user, launch_inputs, celery_worker) -> Run:
+    run = launch.submit_run(team, user, {**launch_inputs, "max_steps": 2, "checkpoint_interval": 1})
+    wait_for(lambda: Run.objects.get(pk=run.pk).status in Run.FINISHED, timeout=240, what="the run",
+             on_timeout=celery_worker.log)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    return run
+
+
+def test_a_worker_evaluates_a_run_checkpoint(celery_worker, team, user, launch_inputs, suite):  # noqa: F811
+    run = trained_run(team, user, launch_inputs, celery_worker)
+    ev = services.submit_evaluation(team, user, suite=suite, run=run, step="latest")
+    assert ev.checkpoint_step == 2 and ev.total == 8
+    e = wait_for(lambda: ev_state(ev.pk).status in Evaluation.FINISHED and ev_state(ev.pk), timeout=240,
+                 what="the evaluation", on_timeout=celery_worker.log)
+    assert e.status == "succeeded", e.error + celery_worker.log()[-3000:]
+    # progress: every problem counted (the cancel test below sees it move batch by batch)
+    assert (e.done, e.total, e.attempt) == (8, 8, 1) and e.started_at and e.finished_at
+    res = EvalResult.objects.get(evaluation=e)
+    assert res.benchmark_id == suite.benchmarks[0] and res.benchmark_name == "toy_bench"
+    m = res.metrics
+    assert m["n_problems"] == 8 and m["k"] == 2 and 0.0 <= m["avg_at_k"] <= 1.0
+    assert set(m["pass_at_k"]) == {"1", "2"} and "maj_at_k" in m and "truncation_rate" in m
+    assert len(res.problems) == 8 and all(p["k"] == 2 and len(p["responses"]) == 2 for p in res.problems)
+    assert {p["index"] for p in res.problems} == set(range(8))
+
+    # the run's accuracy series has the checkpoint's point
+    from webapp.evaluations.selectors import accuracy_series
+
+    assert [s for s, _ in accuracy_series(run, suite)["toy_bench"]] == [2]
+
+
+def test_cancel_stops_a_running_evaluation(celery_worker, team, user, tiny_assets):
+    big = make_benchmark(team, tiny_assets, name="long_bench", n=2000)
+    s = services.create_suite(team, user, name="long", benchmarks=[big.pk],
+                              settings={"k": 2, "max_new_tokens": 8, "batch_size": 1, "max_prompt_len": 48})
+    ev = services.submit_evaluation(team, user, suite=s, model=str(tiny_assets["model"]))
+    wait_for(lambda: ev_state(ev.pk).done >= 2, timeout=240, what="two batches", on_timeout=celery_worker.log)
+    services.request_cancel(ev_state(ev.pk))
+    e = wait_for(lambda: ev_state(ev.pk).status in Evaluation.FINISHED and ev_state(ev.pk), timeout=120,
+                 what="the cancel", on_timeout=celery_worker.log)
+    assert e.status == "cancelled" and e.done < e.total == 2000 and not e.cancel_requested
+    assert not EvalResult.objects.filter(evaluation=e).exists()
+    resumed = services.resume_evaluation(e)
+    assert resumed.status == "queued" and resumed.done == e.done
+    services.request_cancel(resumed)  # still queued (or just started): ends without finishing
+    wait_for(lambda: ev_state(ev.pk).status == "cancelled", timeout=120, what="the second cancel",
+             on_timeout=celery_worker.log)

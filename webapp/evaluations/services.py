@@ -1,0 +1,364 @@
+"""Writes of the evaluation app: suites (versioned through webapp.resources' lifecycle), submitting,
+cancelling and resuming evaluations, and what the worker (workers/eval_tasks.py) records.
+
+Errors for the user are EvalError(field, message): the API answers 400 {field: [message]}.
+Every status change goes through `transition` (the same state machine as runs).
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+from django.db import transaction
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from webapp import dispatch
+from webapp.datasets.models import Dataset
+from webapp.resources import services as lifecycle
+from webapp.runs import live
+from webapp.runs import services as runs_services
+from webapp.runs.modelpaths import ModelPathError, resolve_model
+from webapp.runs.models import Artifact, Run
+
+from .models import EvalResult, EvalStatus, EvalSuite, Evaluation
+
+log = logging.getLogger(__name__)
+
+MAX_BENCHMARKS = 50  # per suite
+RESPONSES_KEPT = 4  # sampled responses stored per problem (the rest are counted, not kept)
+STEP_CHOICES = ("latest", "final")
+
+# Re-exported: the suite lifecycle is the shared one of every versioned team resource.
+InUseError = lifecycle.InUseError
+archive = lifecycle.archive
+delete = lifecycle.delete
+
+
+class EvalError(ValueError):
+    """Bad input; `field` names the input it is about."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+TransitionError = runs_services.TransitionError  # a status change the state machine does not allow
+
+
+# ---------------------------------------------------------------------------- suites
+def check_settings(data: dict | None) -> dict:
+    """gft_core EvalSettings from `data` (defaults for what is left out), as a dict; EvalError
+    naming `settings.<field>` when a value is out of bounds."""
+    from gft_core.benchmarks import EvalSettings
+    from gft_core.errors import ConfigError
+
+    try:
+        return EvalSettings.from_dict(dict(data or {})).to_dict()
+    except ConfigError as exc:
+        raise EvalError(f"settings.{exc.field}", str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise EvalError("settings", str(exc)) from None
+
+
+def check_benchmarks(team, ids: list) -> list[int]:
+    """The ids of the team's benchmark datasets, checked: known, marked for evaluation, not archived."""
+    if not isinstance(ids, (list, tuple)) or not ids:
+        raise EvalError("benchmarks", "Choose at least one benchmark dataset.")
+    if len(ids) > MAX_BENCHMARKS:
+        raise EvalError("benchmarks", f"At most {MAX_BENCHMARKS} benchmarks per suite.")
+    if len(set(ids)) != len(ids):
+        raise EvalError("benchmarks", "A benchmark is listed twice.")
+    found = Dataset.objects.in_bulk([i for i in ids if isinstance(i, int)])
+    for i in ids:
+        d = found.get(i) if isinstance(i, int) else None
+        if d is None or d.team_id != team.pk:
+            raise EvalError("benchmarks", f"No dataset {i} in team {team}.")
+        if not d.is_benchmark:
+            raise EvalError("benchmarks", f"{d} is a training dataset; mark it for evaluation first.")
+        if d.archived:
+            raise EvalError("benchmarks", f"{d} is archived.")
+    return list(ids)
+
+
+def create_suite(team, user, *, name: str, benchmarks: list[int], settings: dict | None = None,
+                 description: str = "") -> EvalSuite:
+    """Version 1 of a new suite of the team."""
+    name = (name or "").strip()
+    if not name:
+        raise EvalError("name", "Give the suite a name.")
+    if len(name) > EvalSuite._meta.get_field("name").max_length:
+        raise EvalError("name", "The name is too long.")
+    if EvalSuite.objects.filter(team=team, name=name).exists():
+        raise EvalError("name", f"Team {team} already has a suite named {name!r}; make a new version of it.")
+    ids = check_benchmarks(team, benchmarks)
+    cfg = check_settings(settings)
+    return EvalSuite.objects.create(team=team, name=name, version=1, benchmarks=ids, settings=cfg,
+                                    description=description or "", created_by=user)
+
+
+def new_suite_version(suite: EvalSuite, user, *, benchmarks: list[int] | None = None, settings: dict | None = None,
+                      description: str | None = None) -> EvalSuite:
+    """The next version of `suite`'s (team, name): what is not given is taken over."""
+    ids = check_benchmarks(suite.team, benchmarks) if benchmarks is not None else list(suite.benchmarks)
+    cfg = check_settings({**suite.settings, **settings} if settings is not None else suite.settings)
+    with transaction.atomic():
+        version = lifecycle.next_version(EvalSuite, suite.team, suite.name)
+        return EvalSuite.objects.create(team=suite.team, name=suite.name, version=version, previous=suite,
+                                        benchmarks=ids, settings=cfg, created_by=user,
+                                        description=suite.description if description is None else description)
+
+
+# ---------------------------------------------------------------------------- submitting
+def model_dir(path: Path) -> Path | None:
+    """The Hugging Face model directory of a checkpoint (step-N/model) or final model, if complete."""
+    for p in (path / "model", path):
+        if (p / "config.json").is_file():
+            return p
+    return None
+
+
+def run_checkpoints(run: Run) -> list[tuple[int, str, str]]:
+    """(step, kind, model directory) of every checkpoint and final model of `run` still on disk."""
+    out = []
+    for art in run.artifacts.filter(kind__in=(Artifact.Kind.CHECKPOINT, Artifact.Kind.FINAL_MODEL)):
+        d = model_dir(Path(art.path))
+        if d is not None:
+            out.append((art.step, art.kind, str(d)))
+    return sorted(out, key=lambda t: (t[0], t[1] == Artifact.Kind.FINAL_MODEL))
+
+
+def resolve_checkpoint(run: Run, step: str | int) -> tuple[int, str]:
+    """(checkpoint step, model directory) of `step` = "latest" | "final" | a step number (0 = the
+    run's base model); EvalError("step") when there is no such checkpoint on disk."""
+    if isinstance(step, str) and step.isdigit():
+        step = int(step)
+    if step == 0:
+        return 0, base_model_of(run)
+    have = run_checkpoints(run)
+    if step == "final":
+        finals = [c for c in have if c[1] == Artifact.Kind.FINAL_MODEL]
+        if not finals:
+            raise EvalError("step", f"Run #{run.pk} has no final model (it is {run.status}).")
+        return finals[-1][0], finals[-1][2]
+    if step == "latest":
+        if not have:
+            raise EvalError("step", f"Run #{run.pk} has no checkpoint on disk yet.")
+        return have[-1][0], have[-1][2]
+    if isinstance(step, int) and not isinstance(step, bool):
+        found = [c for c in have if c[0] == step]
+        if not found:
+            steps = ", ".join(str(c[0]) for c in have) or "none"
+            raise EvalError("step", f"Run #{run.pk} has no checkpoint of step {step} on disk (steps: {steps}).")
+        return step, found[-1][2]
+    raise EvalError("step", 'Use "latest", "final" or a step number.')
+
+
+def base_model_of(run: Run) -> str:
+    path = str((run.config or {}).get("model_path") or "")
+    if not path or not Path(path).is_dir():
+        raise EvalError("step", f"The base model of run #{run.pk} ({path or 'unknown'}) is not on disk.")
+    return path
+
+
+def submit_evaluation(team, user, *, suite: EvalSuite, run: Run | None = None, step: str | int = "latest",
+                      model: str | None = None) -> Evaluation:
+    """Queue an evaluation of a run's checkpoint (`step`: "latest", "final", N; 0 = its base model)
+    or of a model (`model`: "tiny" or a directory under MODEL_ROOTS, evaluated as step 0)."""
+    if suite.team_id != team.pk:
+        raise EvalError("suite", f"No suite {suite.pk} in team {team}.")
+    if suite.archived:
+        raise EvalError("suite", f"{suite} is archived.")
+    if (run is None) == (model is None):
+        raise EvalError("run", "Give either a run (with a step) or a model.")
+    datasets = suite.benchmark_datasets()
+    if not datasets:
+        raise EvalError("suite", f"{suite} has no benchmark left.")
+    for d in datasets:
+        if not d.usable:
+            raise EvalError("suite", f"Benchmark {d} is {d.status}{' (archived)' if d.archived else ''}; "
+                                     "only validated benchmarks can be evaluated.")
+    if run is not None:
+        if run.team_id != team.pk:
+            raise EvalError("run", f"No run {run.pk} in team {team}.")
+        checkpoint_step, path = resolve_checkpoint(run, step)
+        base_path = base_model_of(run) if checkpoint_step == 0 else str((run.config or {}).get("model_path") or "")
+        fields = dict(run=None if checkpoint_step == 0 else run, model_path=base_path)
+    else:
+        try:
+            path = resolve_model(model or "")
+        except ModelPathError as exc:
+            raise EvalError("model", str(exc)) from None
+        if not (Path(path) / "config.json").is_file():
+            raise EvalError("model", f"{path} is not a model directory (no config.json).")
+        checkpoint_step, fields = 0, dict(run=None, model_path=path)
+    total = sum(int(((d.report or {}).get("train") or {}).get("valid_rows") or 0) for d in datasets)
+    with transaction.atomic():
+        ev = Evaluation.objects.create(team=team, suite=suite, checkpoint_step=checkpoint_step, checkpoint_path=path,
+                                       total=total, created_by=user, queued_at=timezone.now(), **fields)
+        send_eval_task(ev)
+    return ev
+
+
+def send_eval_task(ev: Evaluation) -> None:
+    """Send the evaluate task (first training queue) once the transaction commits, with a new task id
+    stored on the row: the worker starts only the evaluation's current task id."""
+    from django.conf import settings
+
+    task_id = str(uuid.uuid4())
+    Evaluation.objects.filter(pk=ev.pk).update(celery_task_id=task_id)
+    ev.celery_task_id = task_id
+    ev_id = ev.pk
+
+    def broker_unreachable(exc: Exception) -> None:
+        try:
+            transition(ev_id, EvalStatus.FAILED, error=f"Could not queue the evaluation: the task broker is unreachable ({exc}).")
+        except TransitionError:
+            pass
+
+    dispatch.send(dispatch.EVALUATE, [ev_id], queue=settings.TRAINING_QUEUES[0], task_id=task_id,
+                  on_error=broker_unreachable)
+
+
+# ---------------------------------------------------------------------------- lifecycle
+ALLOWED = runs_services.ALLOWED  # the run state machine: an evaluation moves like a run
+
+
+def transition(ev: Evaluation | int, to: str, *, attempt: int | None = None, **fields) -> Evaluation:
+    """Move an evaluation to `to` (row locked; with `attempt`, only while that attempt runs it)."""
+    ev_id = ev if isinstance(ev, int) else ev.pk
+    with transaction.atomic():
+        locked = Evaluation.objects.select_for_update().get(pk=ev_id)
+        if to not in ALLOWED[locked.status]:
+            raise TransitionError(f"Evaluation {ev_id} cannot go from {locked.status} to {to}.")
+        if attempt is not None and (locked.attempt != attempt or locked.status != EvalStatus.RUNNING):
+            raise TransitionError(f"Evaluation {ev_id} is no longer running attempt {attempt}.")
+        now = timezone.now()
+        if to == EvalStatus.QUEUED:
+            locked.queued_at, locked.finished_at, locked.cancel_requested, locked.error = now, None, False, ""
+        elif to == EvalStatus.RUNNING:
+            locked.started_at, locked.heartbeat_at = now, now
+            locked.attempt += 1
+        else:
+            locked.finished_at = now
+        locked.status = to
+        for name, value in fields.items():
+            setattr(locked, name, value)
+        locked.save()
+    if not isinstance(ev, int):
+        ev.refresh_from_db()
+        return ev
+    return locked
+
+
+def cancel_key(ev_id: int) -> str:
+    return f"eval:{ev_id}:cancel"
+
+
+def request_cancel(ev: Evaluation) -> Evaluation:
+    """A queued evaluation is cancelled now; a running one stops after its current batch."""
+    if ev.status == EvalStatus.QUEUED:
+        try:
+            return transition(ev, EvalStatus.CANCELLED, error="")
+        except TransitionError:
+            ev.refresh_from_db()  # started meanwhile: ask it to stop below
+    if ev.status != EvalStatus.RUNNING:
+        raise TransitionError(f"Evaluation {ev.pk} is {ev.status}; only queued or running ones can be cancelled.")
+    Evaluation.objects.filter(pk=ev.pk).update(cancel_requested=True)
+    try:
+        live.client().set(cancel_key(ev.pk), "1", ex=7 * 24 * 3600)
+    except Exception as exc:  # noqa: BLE001 - the database flag is read too
+        log.warning("evaluation %s: cancel flag not set in Redis: %s", ev.pk, exc)
+    ev.refresh_from_db()
+    return ev
+
+
+def resume_evaluation(ev: Evaluation) -> Evaluation:
+    """Queue a failed or cancelled evaluation again; benchmarks already scored are kept."""
+    if ev.checkpoint_path and not Path(ev.checkpoint_path).is_dir():
+        raise TransitionError(f"{ev.checkpoint_path} is gone (pruned?): submit a new evaluation instead.")
+    with transaction.atomic():
+        ev = transition(ev, EvalStatus.QUEUED)
+        send_eval_task(ev)
+    return ev
+
+
+def cancel_requested(ev_id: int) -> bool:
+    """The worker's stop check: the Redis flag, else the database flag."""
+    try:
+        if live.client().exists(cancel_key(ev_id)):
+            return True
+    except Exception:  # noqa: BLE001 - Redis down: the database still says it
+        pass
+    return Evaluation.objects.filter(pk=ev_id, cancel_requested=True).exists()
+
+
+# ---------------------------------------------------------------------------- what the worker records
+def start(ev_id: int, task_id: str, hostname: str) -> Evaluation | None:
+    """Move a queued evaluation whose current task is `task_id` to running (None: nothing to do)."""
+    ev = Evaluation.objects.filter(pk=ev_id).first()
+    if ev is None or ev.status != EvalStatus.QUEUED or (ev.celery_task_id and task_id and ev.celery_task_id != task_id):
+        return None
+    try:
+        live.client().delete(cancel_key(ev_id))
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        return transition(ev, EvalStatus.RUNNING, worker=hostname)
+    except TransitionError:
+        return None
+
+
+def heartbeat(ev: Evaluation, **fields: Any) -> bool:
+    """heartbeat_at = now() (and `fields`) while this attempt runs the evaluation; False once superseded."""
+    return Evaluation.objects.filter(pk=ev.pk, attempt=ev.attempt, status=EvalStatus.RUNNING).update(
+        heartbeat_at=Now(), **fields) == 1
+
+
+def record_progress(ev: Evaluation, done: int, total: int, benchmark: str) -> bool:
+    """Progress after a batch (`done` problems scored of `total`, over all benchmarks)."""
+    return heartbeat(ev, done=done, total=total, current_benchmark=benchmark[:120])
+
+
+def problem_record(p: dict) -> dict:
+    """What is kept of one gft_core ProblemResult: counts, the first RESPONSES_KEPT responses."""
+    correct = list(p.get("correct") or [])
+    keep = RESPONSES_KEPT
+    return {"index": p["index"], "prompt": p.get("prompt", ""), "ground_truth": p.get("ground_truth"),
+            "k": len(correct), "correct": sum(bool(c) for c in correct),
+            "responses": list(p.get("responses") or [])[:keep], "response_correct": correct[:keep],
+            "extracted": list(p.get("extracted") or [])[:keep],
+            "truncated": sum(bool(t) for t in p.get("truncated") or []),
+            "mean_length": (sum(p.get("lengths") or []) / len(p["lengths"])) if p.get("lengths") else 0.0,
+            "disagree": sum(bool(d) for d in p.get("disagree") or [])}
+
+
+def store_result(ev: Evaluation, dataset: Dataset, result: dict) -> EvalResult | None:
+    """Store gft_core's BenchmarkResult.to_dict() for (evaluation, benchmark), fenced by the attempt."""
+    problems = [problem_record(p) for p in result.get("problems") or []]
+    metrics = {k: v for k, v in result.items() if k != "problems"}
+    with transaction.atomic():
+        if not Evaluation.objects.select_for_update().filter(pk=ev.pk, attempt=ev.attempt,
+                                                             status=EvalStatus.RUNNING).exists():
+            return None
+        res, _ = EvalResult.objects.update_or_create(
+            evaluation=ev, benchmark=dataset,
+            defaults={"benchmark_name": dataset.name, "metrics": metrics, "problems": problems})
+    return res
+
+
+def finish(ev: Evaluation, status: str, error: str = "") -> bool:
+    """End this attempt (succeeded | cancelled | failed); False when it was superseded meanwhile."""
+    try:
+        transition(ev.pk, status, attempt=ev.attempt, error=error, cancel_requested=False)
+    except TransitionError as exc:
+        log.warning("evaluation %s: %s", ev.pk, exc)
+        return False
+    return True
+
+
+def evaluated_benchmarks(ev: Evaluation) -> set[int]:
+    """Benchmark dataset ids already scored (a resumed evaluation skips them)."""
+    return set(ev.results.values_list("benchmark_id", flat=True))
