@@ -256,3 +256,16 @@ def test_add_benchmarks_api(api_client, team):
     assert r.status_code == 200, r.json()
     assert r.json()["benchmarks"][0]["name"] == "amc23" and r.json()["benchmarks"][0]["created"]
     assert api_client.post("/api/eval-suites/add-benchmarks/", {"presets": ["x"]}, format="json").status_code == 400
+
+
+def test_every_preset_makes_a_valid_benchmark(team):
+    from workers.data_tasks import validate_dataset
+
+    call_command("add_benchmarks", "alpha")  # by slug; every preset whose file is there
+    made = {d.name: d for d in Dataset.objects.filter(team=team)}
+    assert set(made) == {"math500", "aime24", "amc23", "minerva_math", "gsm8k_test"}
+    for d in made.values():
+        validate_dataset(d.pk)
+        d.refresh_from_db()
+        assert d.status == "valid" and d.is_benchmark, (d.name, d.report.get("fatal"), d.report.get("train", {}).get("errors"))
+    assert made["math500"].report["train"]["valid_rows"] == 500
