@@ -283,7 +283,7 @@ def evaluate_benchmark(model: Any, tokenizer: Any, examples: Sequence[Example], 
     Sampling is seeded by settings.seed (the global RNG is left alone)."""
     import torch
 
-    from gft_core.hf_checker import CORRECT, NO_VERDICT, HFChecker
+    from gft_core.hf_checker import HFChecker
     from gft_core.policy import derive_seed, encode_prompt
     from gft_core.rewards import DEFAULT_BUDGET_S, build_reward
     from gft_core.rollout import generate_samples
@@ -316,8 +316,7 @@ def evaluate_benchmark(model: Any, tokenizer: Any, examples: Sequence[Example], 
             texts = [x.text for ss in samples for x in ss]
             truths = [e.ground_truth for e in chunk for _ in range(s.k)]
             prompts = [e.prompt for e in chunk for _ in range(s.k)]
-            ours = [r >= 1.0 for r in reward(texts, truths, prompts)]
-            theirs = checker(texts, truths, prompts)
+            ours, disagree = check(reward, checker, texts, truths, prompts)
             score_s += time.perf_counter() - t1
             gen_s += t1 - t0
             for i, (e, ss) in enumerate(zip(chunk, samples)):
@@ -328,7 +327,7 @@ def evaluate_benchmark(model: Any, tokenizer: Any, examples: Sequence[Example], 
                     responses=[x.text for x in ss], correct=correct,
                     extracted=[extract(x.text) for x in ss], truncated=[x.truncated for x in ss],
                     lengths=[len(x.token_ids) for x in ss],
-                    disagree=[v != NO_VERDICT and (v == CORRECT) != c for v, c in zip(theirs[lo:lo + s.k], correct)]))
+                    disagree=disagree[lo:lo + s.k]))
             if progress is not None:
                 progress(start + len(chunk), len(examples))
     finally:
@@ -338,6 +337,17 @@ def evaluate_benchmark(model: Any, tokenizer: Any, examples: Sequence[Example], 
             scorer.close()
     return summarize(name, s.k, problems, reward_timeouts=reward.timeouts - timeouts_before,
                      checker_timeouts=checker.timeouts, generation_s=gen_s, scoring_s=score_s)
+
+
+def check(reward: Callable, checker: Callable, responses: list[str], ground_truths: list[str | None],
+          prompts: list[str]) -> tuple[list[bool], list[bool]]:
+    """(correct by our reward: score >= 1, whether the second checker's verdict differs). A
+    response the second checker gave no verdict on (over its budget) is not a disagreement."""
+    from gft_core.hf_checker import CORRECT, NO_VERDICT
+
+    ours = [r >= 1.0 for r in reward(responses, ground_truths, prompts)]
+    theirs = checker(responses, ground_truths, prompts)
+    return ours, [v != NO_VERDICT and (v == CORRECT) != c for v, c in zip(theirs, ours)]
 
 
 def format_table(results: Sequence[BenchmarkResult]) -> str:
