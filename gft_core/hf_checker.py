@@ -20,8 +20,9 @@ CORRECT, WRONG, NO_VERDICT = 1.0, -1.0, 0.0
 
 @functools.cache
 def _math_verify() -> Any:
-    """The library, imported once in the caller (sympy and the ANTLR parser take ~1 s) before the
-    scoring child is forked, so no response's budget pays for it."""
+    """The library, imported and warmed up once in the caller before a scoring child is forked
+    (the import and its first parse, which builds the ANTLR/regex machinery, take ~1 s): every
+    child inherits it ready, so no response's budget, nor each evaluation, pays for it."""
     import logging
 
     import math_verify
@@ -29,6 +30,8 @@ def _math_verify() -> Any:
     # It warns on every call that its own timeouts are off: they are, on purpose (see above).
     for module in ("grader", "parser"):
         logging.getLogger(f"math_verify.{module}").setLevel(logging.ERROR)
+    gold = math_verify.parse("\\boxed{\\frac{1}{2}}", parsing_timeout=None)
+    math_verify.verify(gold, math_verify.parse("so $x = 0.5$", parsing_timeout=None), timeout_seconds=None)
     return math_verify
 
 

@@ -209,8 +209,9 @@ def test_evaluate_benchmark_per_problem_results_and_truncation(tiny):
 def test_evaluate_benchmark_honours_stop(tiny):
     model, tokenizer = tiny
     done = []
-    with pytest.raises(EvaluationStopped, match="after 2 of 6"):
-        evaluate_benchmark(model, tokenizer, toy_examples(6), {"k": 2, "max_new_tokens": 4, "batch_size": 2},
+    # a batch's scores land while the next one generates: stop() is seen before the third batch
+    with pytest.raises(EvaluationStopped, match="after 4 of 8"):
+        evaluate_benchmark(model, tokenizer, toy_examples(8), {"k": 2, "max_new_tokens": 4, "batch_size": 2},
                            name="toy", progress=lambda d, t: done.append(d), stop=lambda: bool(done))
     assert done == [2]
 
@@ -218,7 +219,7 @@ def test_evaluate_benchmark_honours_stop(tiny):
 # --- the second checker -----------------------------------------------------------------------
 
 def test_disagreements_with_math_verify_are_counted_with_examples():
-    from gft_core.benchmarks import check, summarize
+    from gft_core.benchmarks import compare, summarize
     from gft_core.hf_checker import CORRECT, WRONG, HFChecker, hf_verdict
     from gft_core.rewards import build_reward
 
@@ -229,8 +230,8 @@ def test_disagreements_with_math_verify_are_counted_with_examples():
     assert hf_verdict(responses[3], truths[3], "") == CORRECT
     checker = HFChecker(budget_s=10.0)
     try:
-        correct, disagree = check(build_reward({"name": "math_verify", "params": {}}), checker,
-                                  responses, truths, [""] * 4)
+        ours = build_reward({"name": "math_verify", "params": {}})(responses, truths, [""] * 4)
+        correct, disagree = compare(ours, checker(responses, truths, [""] * 4))
     finally:
         checker.close()
     assert correct == [True, True, False, True]
