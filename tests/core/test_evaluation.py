@@ -267,3 +267,32 @@ def test_thousands_separators_in_extraction_and_gsm8k():
     assert extract_answer("about 2{,}000{,}000 people") == "2000000"
     assert gsm8k_number("1{,}000") == 1000.0
     assert gsm8k_number("$1,080.00") == 1080.0
+
+
+# --- the command line -------------------------------------------------------------------------
+
+def test_cli_eval_prints_a_table_and_writes_json(tmp_path, tiny_model_dir):
+    from gft_core.cli import main
+
+    bench = tmp_path / "mini.jsonl"
+    bench.write_text("".join(json.dumps({"problem": f"{i}+{i}=", "answer": str(2 * i)}) + "\n" for i in range(3)))
+    out = tmp_path / "r.json"
+    assert main(["eval", "--model", str(tiny_model_dir), "--benchmark", str(bench), "--k", "2",
+                 "--max-new-tokens", "4", "--temperature", "0.7", "--top-p", "0.9", "--json", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["settings"]["k"] == 2 and saved["settings"]["top_p"] == 0.9
+    [result] = saved["results"]
+    assert result["benchmark"] == "mini" and result["n_problems"] == 3 and set(result["pass_at_k"]) == {"1", "2"}
+    assert len(result["problems"]) == 3 and all(len(p["responses"]) == 2 for p in result["problems"])
+
+
+def test_cli_eval_bad_input_is_one_line_and_exit_2(tiny_model_dir, capsys):
+    from gft_core.cli import main
+
+    assert main(["eval", "--model", str(tiny_model_dir), "--benchmark", "math500"]) == 2
+    assert "data_root" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tiny_model_dir), "--benchmark", "nope.jsonl"]) == 2
+    assert "benchmark" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tiny_model_dir), "--benchmark", "math500", "--data-root", "/x",
+                 "--k", "0"]) == 2
+    assert "k: must be in 1..1024" in capsys.readouterr().err
