@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=16, help="prompts per batch of ours (x k sequences)")
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=int, default=2)
     p.add_argument("--data", default=str(MATH500))
     p.add_argument("--quick", action="store_true", help="tiny sizes, nothing recorded")
     a = p.parse_args(argv)
