@@ -350,47 +350,53 @@ def evaluate_benchmark(model: Any, tokenizer: Any, examples: Sequence[Example], 
     gen_s = wait_s = work_s = 0.0
     timeouts_before, checker_before = reward.timeouts, checker.timeouts
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="eval-scoring")
-    pending: tuple | None = None  # (start, chunk, samples, our future, their future) of the last batch
+    # Prompts of similar length share a batch (shortest first): left padding then costs little in
+    # the prefill and in every decode step's attention. Results keep the examples' order.
+    ids = [encode_prompt(tokenizer, e.prompt, max_len=s.max_prompt_len, chat_template=s.use_chat_template)
+           for e in examples]
+    order = sorted(range(len(examples)), key=lambda i: len(ids[i]))
+    pending: tuple | None = None  # (done before, indices, samples, our future, their future) of the last batch
 
     def collect() -> None:
         nonlocal wait_s, work_s
-        start, chunk, samples, ours_f, theirs_f = pending
+        before, batch_idx, samples, ours_f, theirs_f = pending
         t = time.perf_counter()
         (ours, ours_s), (theirs, theirs_s) = ours_f.result(), theirs_f.result()
         wait_s += time.perf_counter() - t
         work_s += max(ours_s, theirs_s)
         correct, disagree = compare(ours, theirs)
-        for i, (e, ss) in enumerate(zip(chunk, samples)):
-            lo = i * s.k
+        for i, (j, ss) in enumerate(zip(batch_idx, samples)):
+            lo, e = i * s.k, examples[j]
             problems.append(ProblemResult(
-                index=start + i, prompt=e.prompt, ground_truth=e.ground_truth, responses=[x.text for x in ss],
+                index=j, prompt=e.prompt, ground_truth=e.ground_truth, responses=[x.text for x in ss],
                 correct=correct[lo:lo + s.k], extracted=[extract(x.text) for x in ss],
                 truncated=[x.truncated for x in ss], lengths=[len(x.token_ids) for x in ss],
                 disagree=disagree[lo:lo + s.k]))
         if progress is not None:
-            progress(start + len(chunk), len(examples))
+            progress(before + len(batch_idx), len(examples))
 
     try:
         for start in range(0, len(examples), s.batch_size):
             if stop is not None and stop():
                 raise EvaluationStopped(f"{name}: stopped after {start} of {len(examples)} problems")
-            chunk = examples[start:start + s.batch_size]
+            batch_idx = order[start:start + s.batch_size]
             t0 = time.perf_counter()
-            ids = [encode_prompt(tokenizer, e.prompt, max_len=s.max_prompt_len, chat_template=s.use_chat_template)
-                   for e in chunk]
-            samples = generate_samples(model, tokenizer, ids, n=s.k, max_new_tokens=s.max_new_tokens,
-                                       temperature=s.temperature, top_p=s.top_p, batch_size=len(chunk) * s.k,
-                                       generator=generator)
+            samples = generate_samples(model, tokenizer, [ids[j] for j in batch_idx], n=s.k,
+                                       max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
+                                       batch_size=len(batch_idx) * s.k, generator=generator)
             gen_s += time.perf_counter() - t0
             if pending is not None:
                 collect()
-            batch = ([x.text for ss in samples for x in ss], [e.ground_truth for e in chunk for _ in range(s.k)],
-                     [e.prompt for e in chunk for _ in range(s.k)])
-            pending = (start, chunk, samples, pool.submit(_timed, reward, batch), pool.submit(_timed, checker, batch))
+            texts = [x.text for ss in samples for x in ss]
+            truths = [examples[j].ground_truth for j in batch_idx for _ in range(s.k)]
+            prompts = [examples[j].prompt for j in batch_idx for _ in range(s.k)]
+            pending = (start, batch_idx, samples, pool.submit(_timed, reward, (texts, truths, prompts)),
+                       pool.submit(_timed, checker, (texts, truths, prompts)))
         if pending is not None:
             collect()
     finally:
         pool.shutdown(wait=True)  # a stopped evaluation lets the batch being scored finish (bounded by budgets)
+    problems.sort(key=lambda p: p.index)
     return summarize(name, s.k, problems, reward_timeouts=reward.timeouts - timeouts_before,
                      checker_timeouts=checker.timeouts - checker_before, generation_s=gen_s, scoring_s=wait_s,
                      scoring_work_s=work_s)
