@@ -10,10 +10,11 @@ in a loop, on MATH-500 prompts with k samples each, on the tiny model.
   temperature, top-p, max new tokens and stop tokens; generation only (no scoring at all).
 Model: gft_core.tiny.make_tiny_model (random weights, 192 hidden, 4 layers; positions up to 2048
 so that a long MATH prompt fits), into a temporary directory. Prompts keep their last
---max-prompt-len tokens. The two sides alternate in each repetition; one small warm-up of each is
-excluded. Goals: ours >= 1.3x generate, scoring < 5% of ours.
-The default --problems (40) runs in ~1-2 min on 2 loaded cores; `--problems 500` is the whole
-MATH-500 (~15-20 min on 1 CPU thread).
+--max-prompt-len tokens. One small warm-up of each side is excluded. The two sides alternate on
+slices of --slice problems (80), so that a change of load on a shared machine hits both.
+Goals: ours >= 1.3x generate, scoring < 5% of ours.
+The default (--problems 40, --reps 2) runs in ~2 min on 2 loaded cores; `--problems 500 --reps 1`
+is the whole MATH-500 (~8 min on 1 CPU thread).
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=16, help="prompts per batch of ours (x k sequences)")
     p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--slice", type=int, default=80, help="problems per slice; the two sides alternate per slice")
     p.add_argument("--data", default=str(MATH500))
     p.add_argument("--quick", action="store_true", help="tiny sizes, nothing recorded")
     a = p.parse_args(argv)
@@ -97,21 +99,29 @@ def main(argv: list[str] | None = None) -> int:
 
     ours(examples[:2])  # warm-up: imports, the scoring children's first fork, kernels
     theirs(prompt_ids[:2])
+    # The sides alternate on slices of --slice problems (so a change in the machine's load hits
+    # both alike); within a repetition their times are summed over the slices.
+    slices = [range(i, min(i + a.slice, len(examples))) for i in range(0, len(examples), a.slice)]
     our_s, gen_s, their_s, ratios, shares, work, tokens = [], [], [], [], [], [], []
-    result = None
+    results = []
     for rep in range(a.reps):
-        sides = [("ours", ours), ("generate", theirs)]
-        for name, _ in (sides if rep % 2 == 0 else sides[::-1]):
-            if name == "ours":
-                dt, result = ours(examples)
-                our_s.append(dt)
-                gen_s.append(result.generation_s)
-                shares.append(result.scoring_s / dt)
-                work.append(result.scoring_work_s / dt)
-                tokens.append(sum(n for pr in result.problems for n in pr.lengths))
-            else:
-                their_s.append(theirs(prompt_ids)[0])
-        ratios.append(their_s[-1] / our_s[-1])
+        o_t = g_t = wait_t = work_t = th_t = 0.0
+        results = []
+        for n, sl in enumerate(slices):
+            for side in (("ours", "generate") if (rep + n) % 2 == 0 else ("generate", "ours")):
+                if side == "ours":
+                    dt, res = ours([examples[i] for i in sl])
+                    o_t, g_t, wait_t, work_t = o_t + dt, g_t + res.generation_s, wait_t + res.scoring_s, work_t + res.scoring_work_s
+                    results.append(res)
+                else:
+                    th_t += theirs([prompt_ids[i] for i in sl])[0]
+        our_s.append(o_t)
+        their_s.append(th_t)
+        gen_s.append(g_t)
+        shares.append(wait_t / o_t)
+        work.append(work_t / o_t)
+        tokens.append(sum(n for res in results for pr in res.problems for n in pr.lengths))
+        ratios.append(th_t / o_t)
     o, t, r, s, g, w = (Stat.of(x) for x in (our_s, their_s, ratios, shares, gen_s, work))
     n_seq = len(examples) * a.k
     size = (f"{len(examples)} MATH-500 problems x k={a.k}, {a.max_new_tokens} new tokens, T={a.temperature}, "
@@ -123,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         ("transformers generate loop", t.fmt(), f"{n_seq / t.median:.1f}", "generation only, one call per prompt"),
         ("generate / ours", r.fmt(digits=2, unit="x"), "", f"goal >= {GOAL_RATIO}x"),
     ])
-    print(f"ours: {sum(tokens) / max(len(tokens), 1):.0f} tokens per evaluation, avg@k {result.avg_at_k:.3f}, "
-          f"truncated {result.truncation_rate:.0%}, disagreements {result.disagreements}")
+    n_resp = sum(res.n_problems * res.k for res in results)
+    print(f"ours: {sum(tokens) / max(len(tokens), 1):.0f} tokens per evaluation, "
+          f"avg@k {sum(res.avg_at_k * res.n_problems * res.k for res in results) / n_resp:.3f}, "
+          f"truncated {sum(res.truncation_rate * res.n_problems * res.k for res in results) / n_resp:.0%}, "
+          f"Math-Verify disagreements {sum(res.disagreements for res in results)} of {n_resp} responses")
     record("evaluation", [
         (f"evaluation vs generate loop ({size})", f"{r.fmt(digits=2, unit='x')} (ours {o.fmt()} s, generate {t.fmt()} s)",
          f">= {GOAL_RATIO}x", verdict(r.median >= GOAL_RATIO)),
