@@ -190,13 +190,13 @@ def latex_to_sympy(s: str) -> str | None:
             if body is None:
                 return None
             out.append(f"({body})")
-        elif c.isalpha():
+        elif c.isascii() and c.isalpha():
             word = re.match(r"[a-zA-Z]+", s[i:]).group(0)
             if len(word) > 1 and word not in _SYMPY_NAMES:
                 return None  # multi-letter words ("Evelyn") are text, not algebra
             out.append(" I " if word == "i" else f" {word} ")
             i += len(word)
-        elif c.isdigit() or c in "+-*/(). ":
+        elif c in "0123456789+-*/(). ":  # ASCII digits only: sympy's parser refuses "۰" (U+06F0)
             out.append(c)
             i += 1
         else:  # "}", "=", ",", "<", "_", "!", ... : not a single expression we handle
@@ -303,7 +303,10 @@ def _atoms_equal(p: str, t: str, rel_tol: float, percent: bool) -> bool:
     ps, ts = latex_to_sympy(p), latex_to_sympy(t)
     if ps is None or ts is None:
         return False
-    return _sympy_equal(ps, ts, rel_tol)
+    try:
+        return _sympy_equal(ps, ts, rel_tol)
+    except Exception:  # noqa: BLE001 - "1+", "(1": text sympy cannot parse or compare is not equal
+        return False
 
 
 # --- GSM8K -----------------------------------------------------------------------------------

@@ -296,3 +296,10 @@ def test_cli_eval_bad_input_is_one_line_and_exit_2(tiny_model_dir, capsys):
     assert main(["eval", "--model", str(tiny_model_dir), "--benchmark", "math500", "--data-root", "/x",
                  "--k", "0"]) == 2
     assert "k: must be in 1..1024" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pred", ["(1", "1+", "x**", "é", "2۰", "\\sqrt{}"])
+def test_an_answer_sympy_cannot_read_is_wrong_not_an_error(pred):
+    """Found by the MATH-500 benchmark: a response ending in "۰" (U+06F0) raised SyntaxError in the
+    math_verify reward, which stopped the whole evaluation (and would stop a training run)."""
+    assert answers_equal(pred, "2") is False
