@@ -37,15 +37,18 @@ def _math_verify() -> Any:
 
 def hf_verdict(response: str, ground_truth: str | None, prompt: str) -> float:
     """CORRECT or WRONG by Math-Verify: the ground truth is parsed as if boxed, the response with the
-    library's default extraction (LaTeX and plain expressions)."""
+    library's default extraction (LaTeX and plain expressions); NO_VERDICT if it cannot tell."""
     if ground_truth is None:
         return NO_VERDICT
     mv = _math_verify()
-    gold = mv.parse("\\boxed{" + ground_truth + "}", parsing_timeout=None)
-    pred = mv.parse(response, parsing_timeout=None)
-    if not gold:
+    try:
+        gold = mv.parse("\\boxed{" + ground_truth + "}", parsing_timeout=None)
+        pred = mv.parse(response, parsing_timeout=None)
+        if not gold:
+            return NO_VERDICT
+        return CORRECT if pred and mv.verify(gold, pred, timeout_seconds=None) else WRONG
+    except Exception:  # noqa: BLE001 - the second opinion never stops an evaluation
         return NO_VERDICT
-    return CORRECT if pred and mv.verify(gold, pred, timeout_seconds=None) else WRONG
 
 
 class HFChecker:
