@@ -40,6 +40,14 @@ def last_boxed(text: str) -> str | None:
 
 
 NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?|-?\.\d+")
+# A thousands separator written in LaTeX between digit groups: "1{,}000" (the MATH dataset's own
+# spelling), "1\\,000" (a thin space), "1\\!000"; each becomes a plain "," ("1,000").
+_LATEX_THOUSANDS = re.compile(r"(?<=\d)(?:\{,\}|\\[,!]|\\ )(?=\d{3}(?!\d))")
+
+
+def plain_thousands(text: str) -> str:
+    """Spell LaTeX thousands separators as plain commas: "1{,}000{,}000" -> "1,000,000"."""
+    return _LATEX_THOUSANDS.sub(",", text) if "\\" in text or "{,}" in text else text
 
 
 def extract_answer(text: str) -> str | None:
@@ -53,7 +61,7 @@ def extract_answer(text: str) -> str | None:
         inline = re.match(r"\$+([^$]+)\$", rest)  # "the answer is $12$ because ..." -> "12"
         if inline or rest:
             return inline.group(1).strip() if inline else rest
-    numbers = NUMBER.findall(text)
+    numbers = NUMBER.findall(plain_thousands(text))
     return numbers[-1].replace(",", "") if numbers else None
 
 
@@ -64,7 +72,7 @@ _TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf
 
 def normalize_answer(s: str) -> str:
     """Canonical string form of a LaTeX answer (in the spirit of the MATH grader's strip_string)."""
-    s = s.strip().replace("\n", "")
+    s = plain_thousands(s.strip().replace("\n", ""))
     for unit_cmd in ("\\text{ ", "\\mbox{ "):  # "5 \text{ cm}": a unit after the value
         if unit_cmd in s and s.split(unit_cmd)[0].strip():
             s = s.split(unit_cmd)[0]
@@ -182,13 +190,13 @@ def latex_to_sympy(s: str) -> str | None:
             if body is None:
                 return None
             out.append(f"({body})")
-        elif c.isalpha():
+        elif c.isascii() and c.isalpha():
             word = re.match(r"[a-zA-Z]+", s[i:]).group(0)
             if len(word) > 1 and word not in _SYMPY_NAMES:
                 return None  # multi-letter words ("Evelyn") are text, not algebra
             out.append(" I " if word == "i" else f" {word} ")
             i += len(word)
-        elif c.isdigit() or c in "+-*/(). ":
+        elif c in "0123456789+-*/(). ":  # ASCII digits only: sympy's parser refuses "۰" (U+06F0)
             out.append(c)
             i += 1
         else:  # "}", "=", ",", "<", "_", "!", ... : not a single expression we handle
@@ -295,14 +303,17 @@ def _atoms_equal(p: str, t: str, rel_tol: float, percent: bool) -> bool:
     ps, ts = latex_to_sympy(p), latex_to_sympy(t)
     if ps is None or ts is None:
         return False
-    return _sympy_equal(ps, ts, rel_tol)
+    try:
+        return _sympy_equal(ps, ts, rel_tol)
+    except Exception:  # noqa: BLE001 - "1+", "(1": text sympy cannot parse or compare is not equal
+        return False
 
 
 # --- GSM8K -----------------------------------------------------------------------------------
 
 def gsm8k_number(text: str) -> float | None:
     """A GSM8K answer as a number: "$1,080.00" -> 1080.0; None if there is no number."""
-    s = normalize_answer(text.replace(",", ""))
+    s = normalize_answer(plain_thousands(text).replace(",", ""))
     value = to_float(s)
     if value is None:
         m = NUMBER.search(s)

@@ -10,7 +10,10 @@ at the next batch and a pathological answer cannot hang an evaluation.
 from __future__ import annotations
 
 import dataclasses
+import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,7 +185,8 @@ class BenchmarkResult:
     problems: list[ProblemResult]
     checker_timeouts: int = 0  # responses Math-Verify gave no verdict on within the budget
     generation_s: float = 0.0
-    scoring_s: float = 0.0  # both checkers
+    scoring_s: float = 0.0  # time the evaluation waited for scores (scoring overlaps generation)
+    scoring_work_s: float = 0.0  # time the scoring took, overlapped or not (the slower checker per batch)
 
     def summary(self) -> dict:
         """Everything but the problems, JSON-safe (pass_at_k keys as strings)."""
@@ -196,7 +200,8 @@ class BenchmarkResult:
 
 
 def summarize(name: str, k: int, problems: list[ProblemResult], *, reward_timeouts: int = 0,
-              checker_timeouts: int = 0, generation_s: float = 0.0, scoring_s: float = 0.0) -> BenchmarkResult:
+              checker_timeouts: int = 0, generation_s: float = 0.0, scoring_s: float = 0.0,
+              scoring_work_s: float = 0.0) -> BenchmarkResult:
     """The benchmark's metrics from its per-problem results."""
     n_problems = len(problems)
     responses = [r for p in problems for r in p.responses]
@@ -219,6 +224,7 @@ def summarize(name: str, k: int, problems: list[ProblemResult], *, reward_timeou
         disagreements=sum(d for p in problems for d in p.disagree),
         disagreement_examples=examples, reward_timeouts=reward_timeouts, problems=problems,
         checker_timeouts=checker_timeouts, generation_s=generation_s, scoring_s=scoring_s,
+        scoring_work_s=scoring_work_s,
     )
 
 
@@ -274,70 +280,140 @@ def resolve_benchmark(source: str, data_root: str | Path | None = None,
 
 # --- the evaluation ---------------------------------------------------------------------------
 
+# Built rewards and second checkers, kept per process: each holds a forked scoring child that is
+# warm after its first batch (a fresh child's first scores cost ~0.5 s on a loaded 2-core VM:
+# fork, copy-on-write faults, sympy's and Math-Verify's first-use work), so evaluating several
+# benchmarks or checkpoints in one worker pays for it once. At most _MAX_CACHED of each.
+_MAX_CACHED = 4
+_cache: dict[tuple[str, str], Any] = {}
+_cache_lock = threading.Lock()
+
+
+def _cached(kind: str, key: str, make: Callable[[], Any]) -> Any:
+    with _cache_lock:
+        if (kind, key) not in _cache:
+            same = [k for k in _cache if k[0] == kind]
+            if len(same) >= _MAX_CACHED:
+                _close(_cache.pop(same[0]))
+            _cache[(kind, key)] = make()
+        return _cache[(kind, key)]
+
+
+def _close(scorer_owner: Any) -> None:
+    for part in [scorer_owner] + [fn for _, fn in getattr(scorer_owner, "parts", [])]:
+        scorer = getattr(part, "scorer", None)
+        if scorer is not None:
+            scorer.close()
+
+
+def _scorers(spec: dict, budget_s: float) -> tuple[Any, Any]:
+    """(our reward, the Math-Verify checker) for this spec, their children forked here (in the
+    calling thread) by a first one-response batch."""
+    from gft_core.hf_checker import HFChecker
+    from gft_core.rewards import build_reward
+
+    def warm(fn: Any) -> Any:
+        fn(["\\boxed{1}"], ["1"], [""])
+        return fn
+
+    reward = _cached("reward", json.dumps(spec, sort_keys=True), lambda: warm(build_reward(spec)))
+    checker = _cached("checker", repr(budget_s), lambda: warm(HFChecker(budget_s)))
+    return reward, checker
+
+
 def evaluate_benchmark(model: Any, tokenizer: Any, examples: Sequence[Example], settings: EvalSettings | dict, *,
                        name: str, progress: Callable[[int, int], Any] | None = None,
                        stop: Callable[[], bool] | None = None) -> BenchmarkResult:
     """k samples per problem from the batched rollout engine, scored by settings.reward (a sample
     is correct when it scores >= 1) and checked again by Math-Verify. `progress(done, total)`
     after each batch of problems; `stop()` before each batch (EvaluationStopped when true).
-    Sampling is seeded by settings.seed (the global RNG is left alone)."""
+    Sampling is seeded by settings.seed (the global RNG is left alone).
+
+    Scoring overlaps generation: a batch's responses go to the two scoring children (forked
+    processes, each under its per-response budget) from two threads that only wait on them, while
+    the next batch generates; `scoring_s` is the time the evaluation waited for scores."""
     import torch
 
-    from gft_core.hf_checker import CORRECT, NO_VERDICT, HFChecker
     from gft_core.policy import derive_seed, encode_prompt
-    from gft_core.rewards import DEFAULT_BUDGET_S, build_reward
+    from gft_core.rewards import DEFAULT_BUDGET_S
     from gft_core.rollout import generate_samples
 
     s = settings if isinstance(settings, EvalSettings) else EvalSettings.from_dict(settings)
     s.validate()
     examples = list(examples)
-    reward = build_reward(s.reward)
     extract = gsm8k_response_answer if s.reward.get("name") == "gsm8k" else extract_answer
-    budget = float((s.reward.get("params") or {}).get("timeout_s", DEFAULT_BUDGET_S))
-    checker = HFChecker(budget)
+    reward, checker = _scorers(s.reward, float((s.reward.get("params") or {}).get("timeout_s", DEFAULT_BUDGET_S)))
     device = next(model.parameters()).device
     generator = torch.Generator(device=device)
     generator.manual_seed(derive_seed(s.seed, "benchmark"))
     problems: list[ProblemResult] = []
-    gen_s = score_s = 0.0
-    timeouts_before = reward.timeouts
+    gen_s = wait_s = work_s = 0.0
+    timeouts_before, checker_before = reward.timeouts, checker.timeouts
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="eval-scoring")
+    # Prompts of similar length share a batch (shortest first): left padding then costs little in
+    # the prefill and in every decode step's attention. Results keep the examples' order.
+    ids = [encode_prompt(tokenizer, e.prompt, max_len=s.max_prompt_len, chat_template=s.use_chat_template)
+           for e in examples]
+    order = sorted(range(len(examples)), key=lambda i: len(ids[i]))
+    pending: tuple | None = None  # (done before, indices, samples, our future, their future) of the last batch
+
+    def collect() -> None:
+        nonlocal wait_s, work_s
+        before, batch_idx, samples, ours_f, theirs_f = pending
+        t = time.perf_counter()
+        (ours, ours_s), (theirs, theirs_s) = ours_f.result(), theirs_f.result()
+        wait_s += time.perf_counter() - t
+        work_s += max(ours_s, theirs_s)
+        correct, disagree = compare(ours, theirs)
+        for i, (j, ss) in enumerate(zip(batch_idx, samples)):
+            lo, e = i * s.k, examples[j]
+            problems.append(ProblemResult(
+                index=j, prompt=e.prompt, ground_truth=e.ground_truth, responses=[x.text for x in ss],
+                correct=correct[lo:lo + s.k], extracted=[extract(x.text) for x in ss],
+                truncated=[x.truncated for x in ss], lengths=[len(x.token_ids) for x in ss],
+                disagree=disagree[lo:lo + s.k]))
+        if progress is not None:
+            progress(before + len(batch_idx), len(examples))
+
     try:
         for start in range(0, len(examples), s.batch_size):
             if stop is not None and stop():
                 raise EvaluationStopped(f"{name}: stopped after {start} of {len(examples)} problems")
-            chunk = examples[start:start + s.batch_size]
+            batch_idx = order[start:start + s.batch_size]
             t0 = time.perf_counter()
-            ids = [encode_prompt(tokenizer, e.prompt, max_len=s.max_prompt_len, chat_template=s.use_chat_template)
-                   for e in chunk]
-            samples = generate_samples(model, tokenizer, ids, n=s.k, max_new_tokens=s.max_new_tokens,
-                                       temperature=s.temperature, top_p=s.top_p, batch_size=len(chunk) * s.k,
-                                       generator=generator)
-            t1 = time.perf_counter()
+            samples = generate_samples(model, tokenizer, [ids[j] for j in batch_idx], n=s.k,
+                                       max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
+                                       batch_size=len(batch_idx) * s.k, generator=generator)
+            gen_s += time.perf_counter() - t0
+            if pending is not None:
+                collect()
             texts = [x.text for ss in samples for x in ss]
-            truths = [e.ground_truth for e in chunk for _ in range(s.k)]
-            prompts = [e.prompt for e in chunk for _ in range(s.k)]
-            ours = [r >= 1.0 for r in reward(texts, truths, prompts)]
-            theirs = checker(texts, truths, prompts)
-            score_s += time.perf_counter() - t1
-            gen_s += t1 - t0
-            for i, (e, ss) in enumerate(zip(chunk, samples)):
-                lo = i * s.k
-                correct = ours[lo:lo + s.k]
-                problems.append(ProblemResult(
-                    index=start + i, prompt=e.prompt, ground_truth=e.ground_truth,
-                    responses=[x.text for x in ss], correct=correct,
-                    extracted=[extract(x.text) for x in ss], truncated=[x.truncated for x in ss],
-                    lengths=[len(x.token_ids) for x in ss],
-                    disagree=[v != NO_VERDICT and (v == CORRECT) != c for v, c in zip(theirs[lo:lo + s.k], correct)]))
-            if progress is not None:
-                progress(start + len(chunk), len(examples))
+            truths = [examples[j].ground_truth for j in batch_idx for _ in range(s.k)]
+            prompts = [examples[j].prompt for j in batch_idx for _ in range(s.k)]
+            pending = (start, batch_idx, samples, pool.submit(_timed, reward, (texts, truths, prompts)),
+                       pool.submit(_timed, checker, (texts, truths, prompts)))
+        if pending is not None:
+            collect()
     finally:
-        checker.close()
-        scorer = getattr(reward, "scorer", None)
-        if scorer is not None:
-            scorer.close()
+        pool.shutdown(wait=True)  # a stopped evaluation lets the batch being scored finish (bounded by budgets)
+    problems.sort(key=lambda p: p.index)
     return summarize(name, s.k, problems, reward_timeouts=reward.timeouts - timeouts_before,
-                     checker_timeouts=checker.timeouts, generation_s=gen_s, scoring_s=score_s)
+                     checker_timeouts=checker.timeouts - checker_before, generation_s=gen_s, scoring_s=wait_s,
+                     scoring_work_s=work_s)
+
+
+def _timed(fn: Callable, args: tuple) -> tuple[Any, float]:
+    t = time.perf_counter()
+    return fn(*args), time.perf_counter() - t
+
+
+def compare(ours: list[float], theirs: list[float]) -> tuple[list[bool], list[bool]]:
+    """(correct by our reward: score >= 1, whether the second checker's verdict differs). A
+    response the second checker gave no verdict on (over its budget) is not a disagreement."""
+    from gft_core.hf_checker import CORRECT, NO_VERDICT
+
+    correct = [r >= 1.0 for r in ours]
+    return correct, [v != NO_VERDICT and (v == CORRECT) != c for v, c in zip(theirs, correct)]
 
 
 def format_table(results: Sequence[BenchmarkResult]) -> str:

@@ -61,28 +61,43 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from gft_core.benchmarks import (EvalSettings, evaluate_benchmark, format_table, load_benchmark,
+                                     resolve_benchmark)
     from gft_core.config import ConfigError, _check_model_dir, resolve_mapping
-    from gft_core.data import load_examples
-    from gft_core.rewards import RewardSpecError, build_reward
-    from gft_core.evaluation import evaluate_accuracy
     from gft_core.policy import load_policy
 
     _check_model_dir(args.model)
-    mapping = resolve_mapping(args.mapping, "mapping")
-    spec = {"name": args.reward, "params": json.loads(args.reward_params) if args.reward_params else {}}
+    if not args.benchmark and not args.data:
+        raise ConfigError("benchmark", None, "give --benchmark PATH_OR_PRESET (repeatable) or --data FILE")
     try:
-        reward_fn = build_reward(spec)
-    except RewardSpecError as e:
-        raise ConfigError(e.field, e.value, str(e).removeprefix(f"{e.field}={e.value!r}: ")) from None
-    examples = load_examples(args.data, mapping, limit=args.max_prompts)
+        params = json.loads(args.reward_params) if args.reward_params else {}
+    except json.JSONDecodeError as e:
+        raise ConfigError("reward_params", args.reward_params, f"not JSON: {e.msg}") from None
+    settings = EvalSettings(
+        k=args.k, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+        use_chat_template=args.chat_template, reward={"name": args.reward, "params": params}, seed=args.seed,
+        batch_size=max(1, args.batch_size // max(args.k, 1)), max_prompt_len=args.max_prompt_len)
+    sources = [resolve_benchmark(b, args.data_root, args.mapping) for b in args.benchmark]
+    if args.data:
+        sources.append(resolve_benchmark(args.data, None, args.mapping or "toy"))
+    loaded = [(name, load_benchmark(path, resolve_mapping(mapping, "mapping"), limit=args.max_prompts))
+              for name, path, mapping in sources]
     model, tokenizer = load_policy(args.model)
-    acc, records = evaluate_accuracy(
-        model, tokenizer, examples, reward_fn, k=args.k, temperature=args.temperature,
-        max_prompt_len=args.max_prompt_len, max_response_len=args.max_response_len,
-        chat_template=args.chat_template, batch_size=args.batch_size, seed=args.seed)
-    if args.output:
-        Path(args.output).write_text(json.dumps({"accuracy": acc, "records": records}, indent=1))
-    print(json.dumps({"accuracy": acc, "prompts": len(examples), "k": args.k, "temperature": args.temperature}))
+    results = []
+    for name, examples in loaded:
+        results.append(evaluate_benchmark(model, tokenizer, examples, settings, name=name))
+    print(format_table(results))
+    for r in results:
+        if r.disagreements:
+            print(f"{r.benchmark}: Math-Verify disagrees with our checker on {r.disagreements} of "
+                  f"{r.n_problems * r.k} responses (examples in --json)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"settings": settings.to_dict(),
+                                               "results": [r.to_dict() for r in results]}, indent=1))
+    for r in results:  # one machine-readable line per benchmark, last
+        print(json.dumps({"benchmark": r.benchmark, "accuracy": r.avg_at_k, "prompts": r.n_problems, "k": r.k,
+                          "temperature": settings.temperature, f"pass@{r.k}": r.pass_at_k[r.k],
+                          "maj@k": r.maj_at_k}))
     return 0
 
 
@@ -119,21 +134,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="held-out mean accuracy of a model over k samples per prompt")
+    e = sub.add_parser("eval", help="benchmark a model: avg@k, pass@k, maj@k, lengths, truncation, checker disagreements")
     e.add_argument("--model", required=True, help="Hugging Face model directory")
-    e.add_argument("--data", required=True, help="JSONL / Parquet / CSV file")
-    e.add_argument("--mapping", default="toy", help="column preset (toy, gsm8k, math)")
-    e.add_argument("--k", type=int, default=16, help="samples per prompt")
-    e.add_argument("--temperature", type=float, default=0.5)
-    e.add_argument("--max-prompts", type=int, default=None)
+    e.add_argument("--benchmark", action="append", default=[], metavar="PATH_OR_PRESET",
+                   help="benchmark file, or a preset (math500, aime24, amc23, minerva_math, gsm8k_test) under "
+                        "--data-root; repeatable")
+    e.add_argument("--data-root", default=None, help="directory the presets' paths are relative to (../shared/data)")
+    e.add_argument("--data", default=None, help="one more benchmark file, read with --mapping (default toy)")
+    e.add_argument("--mapping", default=None, help="column preset (toy, gsm8k, math); default: the preset's, else math")
+    e.add_argument("--k", type=int, default=16, help="samples per problem")
+    e.add_argument("--temperature", type=float, default=0.5, help="0 = greedy")
+    e.add_argument("--top-p", type=float, default=1.0)
+    e.add_argument("--max-new-tokens", "--max-response-len", dest="max_new_tokens", type=int, default=256)
+    e.add_argument("--max-prompts", type=int, default=None, help="the first N problems of each benchmark")
     e.add_argument("--max-prompt-len", type=int, default=512)
-    e.add_argument("--max-response-len", type=int, default=256)
-    e.add_argument("--batch-size", type=int, default=64, help="sequences per generate call")
+    e.add_argument("--batch-size", type=int, default=64, help="sequences per generation batch (prompts x k)")
     e.add_argument("--reward", default="math_verify")
     e.add_argument("--reward-params", default=None, help="JSON object of reward parameters")
     e.add_argument("--chat-template", action="store_true")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--output", help="write samples and per-prompt correctness to this JSON file")
+    e.add_argument("--json", "--output", dest="json", metavar="FILE",
+                   help="write settings and every result (metrics, per-problem samples) to this JSON file")
     e.set_defaults(func=cmd_eval)
 
     m = sub.add_parser("make-tiny", help="build the tiny model (+ optional warm-up SFT on the toy task)")

@@ -20,8 +20,9 @@ CORRECT, WRONG, NO_VERDICT = 1.0, -1.0, 0.0
 
 @functools.cache
 def _math_verify() -> Any:
-    """The library, imported once in the caller (sympy and the ANTLR parser take ~1 s) before the
-    scoring child is forked, so no response's budget pays for it."""
+    """The library, imported and warmed up once in the caller before a scoring child is forked
+    (the import and its first parse, which builds the ANTLR/regex machinery, take ~1 s): every
+    child inherits it ready, so no response's budget, nor each evaluation, pays for it."""
     import logging
 
     import math_verify
@@ -29,20 +30,25 @@ def _math_verify() -> Any:
     # It warns on every call that its own timeouts are off: they are, on purpose (see above).
     for module in ("grader", "parser"):
         logging.getLogger(f"math_verify.{module}").setLevel(logging.ERROR)
+    gold = math_verify.parse("\\boxed{\\frac{1}{2}}", parsing_timeout=None)
+    math_verify.verify(gold, math_verify.parse("so $x = 0.5$", parsing_timeout=None), timeout_seconds=None)
     return math_verify
 
 
 def hf_verdict(response: str, ground_truth: str | None, prompt: str) -> float:
     """CORRECT or WRONG by Math-Verify: the ground truth is parsed as if boxed, the response with the
-    library's default extraction (LaTeX and plain expressions)."""
+    library's default extraction (LaTeX and plain expressions); NO_VERDICT if it cannot tell."""
     if ground_truth is None:
         return NO_VERDICT
     mv = _math_verify()
-    gold = mv.parse("\\boxed{" + ground_truth + "}", parsing_timeout=None)
-    pred = mv.parse(response, parsing_timeout=None)
-    if not gold:
+    try:
+        gold = mv.parse("\\boxed{" + ground_truth + "}", parsing_timeout=None)
+        pred = mv.parse(response, parsing_timeout=None)
+        if not gold:
+            return NO_VERDICT
+        return CORRECT if pred and mv.verify(gold, pred, timeout_seconds=None) else WRONG
+    except Exception:  # noqa: BLE001 - the second opinion never stops an evaluation
         return NO_VERDICT
-    return CORRECT if pred and mv.verify(gold, pred, timeout_seconds=None) else WRONG
 
 
 class HFChecker:

@@ -78,3 +78,8 @@ def test_gpu_code_path_on_cpu():
 def test_dataread_memory():
     out = run_bench("dataread")
     assert "Reading datasets" in out and "old gft_core.data" in out and "line 3: longer than 16 MiB" in out
+
+
+def test_evaluation_vs_generate_loop():
+    out = run_bench("evaluation")
+    assert "ours (evaluate_benchmark)" in out and "transformers generate loop" in out and "generate / ours" in out
