@@ -359,6 +359,62 @@ def finish(ev: Evaluation, status: str, error: str = "") -> bool:
     return True
 
 
+# ---------------------------------------------------------------------------- evaluations during training
+def suite_config(suite: EvalSuite) -> dict:
+    """The suite as gft_core's GFTConfig.eval_suite (plain data the trainer reads: benchmark files,
+    mappings, EvalSettings); EvalError("eval_suite", ...) when a benchmark cannot be evaluated."""
+    datasets = suite.benchmark_datasets()
+    if not datasets:
+        raise EvalError("eval_suite", f"{suite} has no benchmark left.")
+    for d in datasets:
+        if not d.usable:
+            raise EvalError("eval_suite", f"Benchmark {d} is {d.status}{' (archived)' if d.archived else ''}; "
+                                          "only validated benchmarks can be evaluated.")
+    return {"suite_id": suite.pk, "name": str(suite), "settings": check_settings(suite.settings),
+            "benchmarks": [{"name": d.name, "dataset_id": d.pk, "path": str(d.path), "mapping": d.mapping}
+                           for d in datasets]}
+
+
+def record_run_evaluation(run_id: int, suite_id: int, step: int, benchmark: str, result: dict, *,
+                          attempt: int | None = None) -> EvalResult | None:
+    """Store one benchmark's result of a suite evaluated by the run's own trainer at `step`: one
+    succeeded Evaluation per (run, suite, step) (no task of its own: celery_task_id stays blank),
+    one EvalResult per benchmark; then a live event on the run's stream. Fenced like the run's
+    sink: with `attempt`, None (nothing written) unless the run is running that attempt."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or (attempt is not None and (run.attempt != attempt or run.status != EvalStatus.RUNNING)):
+            return None
+        suite = EvalSuite.objects.filter(pk=suite_id, team_id=run.team_id).first()
+        if suite is None:
+            raise EvalError("eval_suite", f"No suite {suite_id} in the team of run #{run_id}.")
+        dataset = next((d for d in suite.benchmark_datasets() if d.name == benchmark), None)
+        now = timezone.now()
+        ev, _ = Evaluation.objects.get_or_create(
+            run=run, suite=suite, checkpoint_step=step, celery_task_id="", status=EvalStatus.SUCCEEDED,
+            defaults=dict(team_id=run.team_id, model_path=str((run.config or {}).get("model_path") or ""),
+                          checkpoint_path="", created_by_id=run.created_by_id, queued_at=now, started_at=now,
+                          finished_at=now, worker=run.worker))
+        n = int(result.get("n_problems") or 0)
+        ev.done, ev.total, ev.finished_at = ev.done + n, ev.total + n, now
+        ev.save(update_fields=["done", "total", "finished_at"])
+        res, _ = EvalResult.objects.update_or_create(
+            evaluation=ev, benchmark=dataset, benchmark_name=benchmark[:120],
+            defaults={"metrics": {k: v for k, v in result.items() if k != "problems"},
+                      "problems": [problem_record(p) for p in result.get("problems") or []]})
+        payload = {"evaluation": ev.pk, "suite": suite.pk, "step": step, "benchmark": benchmark,
+                   "avg_at_k": result.get("avg_at_k")}
+        transaction.on_commit(lambda: _publish(run_id, payload))
+    return res
+
+
+def _publish(run_id: int, payload: dict) -> None:
+    try:
+        live.publish_event(run_id, {"kind": "evaluation", **payload})
+    except Exception as exc:  # noqa: BLE001 - the page polls too; the rows are stored
+        log.warning("run %s: evaluation event not published: %s", run_id, exc)
+
+
 def evaluated_benchmarks(ev: Evaluation) -> set[int]:
     """Benchmark dataset ids already scored (a resumed evaluation skips them)."""
     return set(ev.results.values_list("benchmark_id", flat=True))
