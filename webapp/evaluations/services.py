@@ -163,6 +163,18 @@ def base_model_of(run: Run) -> str:
     return path
 
 
+def usable_benchmarks(suite: EvalSuite, field: str) -> list[Dataset]:
+    """The suite's benchmark datasets; EvalError(field, ...) when none is left or one is not validated."""
+    datasets = suite.benchmark_datasets()
+    if not datasets:
+        raise EvalError(field, f"{suite} has no benchmark left.")
+    for d in datasets:
+        if not d.usable:
+            raise EvalError(field, f"Benchmark {d} is {d.status}{' (archived)' if d.archived else ''}; "
+                                   "only validated benchmarks can be evaluated.")
+    return datasets
+
+
 def submit_evaluation(team, user, *, suite: EvalSuite, run: Run | None = None, step: str | int = "latest",
                       model: str | None = None) -> Evaluation:
     """Queue an evaluation of a run's checkpoint (`step`: "latest", "final", N; 0 = its base model)
@@ -173,13 +185,7 @@ def submit_evaluation(team, user, *, suite: EvalSuite, run: Run | None = None, s
         raise EvalError("suite", f"{suite} is archived.")
     if (run is None) == (model is None):
         raise EvalError("run", "Give either a run (with a step) or a model.")
-    datasets = suite.benchmark_datasets()
-    if not datasets:
-        raise EvalError("suite", f"{suite} has no benchmark left.")
-    for d in datasets:
-        if not d.usable:
-            raise EvalError("suite", f"Benchmark {d} is {d.status}{' (archived)' if d.archived else ''}; "
-                                     "only validated benchmarks can be evaluated.")
+    datasets = usable_benchmarks(suite, "suite")
     if run is not None:
         if run.team_id != team.pk:
             raise EvalError("run", f"No run {run.pk} in team {team}.")
@@ -363,13 +369,7 @@ def finish(ev: Evaluation, status: str, error: str = "") -> bool:
 def suite_config(suite: EvalSuite) -> dict:
     """The suite as gft_core's GFTConfig.eval_suite (plain data the trainer reads: benchmark files,
     mappings, EvalSettings); EvalError("eval_suite", ...) when a benchmark cannot be evaluated."""
-    datasets = suite.benchmark_datasets()
-    if not datasets:
-        raise EvalError("eval_suite", f"{suite} has no benchmark left.")
-    for d in datasets:
-        if not d.usable:
-            raise EvalError("eval_suite", f"Benchmark {d} is {d.status}{' (archived)' if d.archived else ''}; "
-                                          "only validated benchmarks can be evaluated.")
+    datasets = usable_benchmarks(suite, "eval_suite")
     return {"suite_id": suite.pk, "name": str(suite), "settings": check_settings(suite.settings),
             "benchmarks": [{"name": d.name, "dataset_id": d.pk, "path": str(d.path), "mapping": d.mapping}
                            for d in datasets]}
