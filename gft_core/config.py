@@ -157,6 +157,10 @@ class GFTConfig:
     group_sample_interval: int = setting(10, min=0, max=MAX_INTERVAL,
                                          help="Record groups for the inspector every this many steps (0 = off).")
     group_sample_count: int = setting(2, min=0, max=8192, help="Groups recorded each time.")
+    # issue 17: a benchmark suite evaluated at every eval_interval and at the end (plain data,
+    # gft_core.evaluation.check_eval_suite; the web app fills it from an EvalSuite version)
+    eval_suite: dict | None = setting(None, help="Benchmarks (path, mapping) and EvalSettings evaluated during "
+                                                 "training; results go to the sink's log_evaluation.")
 
     # ------------------------------------------------------------------ construction
 
@@ -266,6 +270,9 @@ class GFTConfig:
         self._validate_batches()
         self._validate_data(check_paths)
         self._validate_reward()
+        from gft_core.evaluation import check_eval_suite
+
+        check_eval_suite(self.eval_suite)
         if check_paths:
             _check_model_dir(self.model_path)
         return self

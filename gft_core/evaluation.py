@@ -132,3 +132,63 @@ def probe_logsoftmax(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                    position_ids=batch["position_ids"], use_cache=False).logits[:, -(response_width + 1):-1, :]
     return F.log_softmax(logits.float(), dim=-1)[batch["resp_mask"].bool()]
+
+
+# ---------------------------------------------------------------------- a suite during training
+def check_eval_suite(value: Any) -> dict | None:
+    """GFTConfig.eval_suite as plain data, or ConfigError naming the part that is wrong:
+    {"suite_id": int | None, "name": str, "settings": EvalSettings dict,
+     "benchmarks": [{"name": str, "path": str, "mapping": str | dict, "dataset_id": int | None}, ...]}."""
+    from gft_core.errors import ConfigError
+
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError("eval_suite", value, 'expected {"settings": {...}, "benchmarks": [...]}')
+    EvalSettings.from_dict(dict(value.get("settings") or {}))  # ConfigError naming the setting
+    benchmarks = value.get("benchmarks")
+    if not isinstance(benchmarks, list) or not benchmarks:
+        raise ConfigError("eval_suite.benchmarks", benchmarks, "must be a non-empty list")
+    for i, b in enumerate(benchmarks):
+        if not isinstance(b, dict) or not isinstance(b.get("name"), str) or not isinstance(b.get("path"), str) \
+                or not isinstance(b.get("mapping"), (str, dict)):
+            raise ConfigError(f"eval_suite.benchmarks[{i}]", b, 'expected {"name": ..., "path": ..., "mapping": ...}')
+    return value
+
+
+class SuiteEvaluation:
+    """Issue 17: the suite of GFTConfig.eval_suite evaluated with the current policy, between
+    optimizer steps, through the same batched engine as an evaluation job (evaluate_benchmark).
+    The main process generates and hands each BenchmarkResult.to_dict() to the sink's optional
+    `log_evaluation(step, benchmark_name, result)`; the other processes wait."""
+
+    def __init__(self, suite: dict):
+        self.suite = check_eval_suite(suite)
+        self.settings = EvalSettings.from_dict(dict(suite.get("settings") or {}))
+        self._examples: dict[str, list[Example]] = {}
+
+    def examples(self, benchmark: dict) -> list[Example]:
+        if benchmark["name"] not in self._examples:  # loaded once, at the first evaluation
+            self._examples[benchmark["name"]] = load_benchmark(benchmark["path"], benchmark["mapping"])
+        return self._examples[benchmark["name"]]
+
+    def run(self, model: Any, tokenizer: Any, step: int, sink: Any, accelerator: Any = None) -> list[BenchmarkResult]:
+        main = accelerator is None or accelerator.is_main_process
+        results = []
+        if main:
+            net = accelerator.unwrap_model(model) if accelerator is not None else model
+            was_training = net.training
+            net.eval()
+            log = getattr(sink, "log_evaluation", None)
+            try:
+                for b in self.suite["benchmarks"]:
+                    with torch.no_grad():
+                        result = evaluate_benchmark(net, tokenizer, self.examples(b), self.settings, name=b["name"])
+                    results.append(result)
+                    if log is not None:
+                        log(step, b["name"], result.to_dict())
+            finally:
+                net.train(was_training)
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
+        return results

@@ -103,6 +103,10 @@ def check_value(spec: FieldSpec, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(name, value, "must be true or false")
         return value
+    if spec.type is dict:  # structured data (eval_suite): its own module checks the inside
+        if not isinstance(value, dict):
+            raise ConfigError(name, value, "must be a mapping")
+        return value
     if spec.type is str:
         if not isinstance(value, str):
             raise ConfigError(name, value, "must be a string")

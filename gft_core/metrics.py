@@ -49,6 +49,8 @@ class MetricSink(Protocol):
     def log_groups(self, step: int, groups: list[dict]) -> None: ...
     def artifact(self, kind: str, path: str, step: int) -> None: ...
     def close(self) -> None: ...
+    # Optional (looked up with getattr): log_evaluation(step, benchmark_name, result) receives one
+    # benchmark's BenchmarkResult.to_dict() of the config's eval_suite, evaluated at `step`.
 
 
 # ---------------------------------------------------------------------- sinks
@@ -74,7 +76,7 @@ class NullSink:
 
 
 class JSONLSink:
-    """One JSON object per line: {"type": "start" | "step" | "groups" | "artifact" | "end", ...}.
+    """One JSON object per line: {"type": "start" | "step" | "groups" | "evaluation" | "artifact" | "end", ...}.
 
     Appends, so a resumed run continues the same file; each line is flushed as it is written.
     """
@@ -96,6 +98,9 @@ class JSONLSink:
 
     def log_groups(self, step: int, groups: list[dict]) -> None:
         self._write({"type": "groups", "step": step, "t": time.time(), "groups": groups})
+
+    def log_evaluation(self, step: int, benchmark: str, result: dict) -> None:
+        self._write({"type": "evaluation", "step": step, "t": time.time(), "benchmark": benchmark, "result": result})
 
     def artifact(self, kind: str, path: str, step: int) -> None:
         self._write({"type": "artifact", "kind": kind, "path": str(path), "step": step, "t": time.time()})
@@ -168,6 +173,12 @@ class MultiSink:
     def artifact(self, kind: str, path: str, step: int) -> None:
         for s in self.sinks:
             s.artifact(kind, path, step)
+
+    def log_evaluation(self, step: int, benchmark: str, result: dict) -> None:
+        for s in self.sinks:
+            log = getattr(s, "log_evaluation", None)
+            if log is not None:
+                log(step, benchmark, result)
 
     def close(self) -> None:
         for s in self.sinks:

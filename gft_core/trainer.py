@@ -30,7 +30,7 @@ from gft_core.checkpoints import (CHECKPOINT_PREFIX, latest_checkpoint, prune_ch
                                   write_checkpoint)
 from gft_core.config import ConfigError, GFTConfig, resolve_mapping
 from gft_core.data import DataError, Example, load_examples, split_eval
-from gft_core.evaluation import KLProbe, evaluate_accuracy
+from gft_core.evaluation import KLProbe, SuiteEvaluation, evaluate_accuracy
 from gft_core.groups import Group, Response, group_advantages, off_policy_responses
 from gft_core.logprobs import TrainSeq, accepts_logits_to_keep, collate, pad_rows, response_logprobs
 from gft_core.losses import dcr_coefficients, dft_loss, gft_loss, grpo_loss, sft_loss
@@ -122,6 +122,7 @@ class Trainer:
         acc.gradient_accumulation_steps = self.n_micro
         self.train_examples, self.eval_examples = self._load_data()
         self.reward_fn = cfg.reward_fn()
+        self.suite_eval = SuiteEvaluation(cfg.eval_suite) if cfg.eval_suite else None
         self.rollouts_per_epoch = len(self.train_examples) // cfg.prompts_per_step
         if self.rollouts_per_epoch == 0:
             raise DataError(f"data.path: {len(self.train_examples)} training examples is fewer than "
@@ -244,6 +245,8 @@ class Trainer:
             acc, _ = self.evaluate()
             scalars["eval/accuracy"] = acc
             self.eval_history.append((self.step, acc))
+        if self.suite_eval is not None and ((cfg.eval_interval and self.step % cfg.eval_interval == 0) or last):
+            self.suite_eval.run(self.model, self.tokenizer, self.step, self.sink, self.accelerator)
         if self.kl_probe is not None and cfg.kl_interval and (self.step % cfg.kl_interval == 0 or last):
             scalars["policy/kl_start"] = self.kl_probe.kl(self.accelerator.unwrap_model(self.model))
 

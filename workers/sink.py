@@ -183,6 +183,7 @@ class PostgresRedisSink:
         self._artifacts: list[tuple[str, str, int]] = []
         self._points = 0  # scalars waiting in the buffer
         self._total: int | None = None
+        self._eval_suite_id: int | None = None  # GFTConfig.eval_suite["suite_id"], read at start()
         self._live: deque[tuple[int, str]] = deque(maxlen=self.stream_maxlen)  # (number, JSON) not yet added
         self._live_count = 0  # entries numbered so far
         self._live_token = uuid.uuid4().hex  # this sink's entries, for the publish marker
@@ -203,6 +204,7 @@ class PostgresRedisSink:
         """Open the connection, drop stored steps after `start_step` (a resume), start flushing."""
         self._total = total_steps
         self.last_step = start_step
+        self._eval_suite_id = ((config or {}).get("eval_suite") or {}).get("suite_id")
 
         def begin(conn: psycopg.Connection) -> None:
             with conn.transaction():
@@ -242,6 +244,27 @@ class PostgresRedisSink:
     def log_groups(self, step: int, groups: list[dict]) -> None:
         with self._lock:
             self._groups.append((step, groups))
+
+    def log_evaluation(self, step: int, benchmark: str, result: dict) -> None:
+        """One benchmark of the run's eval suite, evaluated by the trainer at `step`: an Evaluation
+        + EvalResult through webapp.evaluations.services (written now: a rare, large record),
+        fenced by the attempt like the other writes; the service publishes the live event."""
+        from webapp.evaluations.services import EvalError, record_run_evaluation
+
+        self._raise_if_superseded()
+        if self._eval_suite_id is None:
+            log.warning("run %s: evaluation of %s at step %s has no suite id; not stored", self.run_id, benchmark, step)
+            return
+        try:
+            stored = record_run_evaluation(self.run_id, self._eval_suite_id, step, benchmark, result,
+                                           attempt=self.attempt)
+        except EvalError as exc:  # the suite was deleted meanwhile: training goes on
+            log.warning("run %s: evaluation of %s at step %s not stored: %s", self.run_id, benchmark, step, exc)
+            return
+        if stored is None:
+            self._superseded = AttemptSuperseded(f"attempt {self.attempt} of run {self.run_id} is superseded: its "
+                                                 "evaluation result was refused")
+            raise self._superseded
 
     def artifact(self, kind: str, path: str, step: int) -> None:
         with self._lock:

@@ -437,6 +437,8 @@ class _JsonlTail:
             self.sink.log(rec["step"], rec["scalars"], rec.get("histograms") or None)
         elif kind == "groups":
             self.sink.log_groups(rec["step"], rec["groups"])
+        elif kind == "evaluation":
+            self.sink.log_evaluation(rec["step"], rec["benchmark"], rec["result"])
         elif kind == "artifact":
             self.sink.artifact(rec["kind"], rec["path"], rec["step"])
 

@@ -262,3 +262,36 @@ def test_reward_timeouts_are_logged_once_per_rollout(tiny_cfg, recording_sink, m
     sink = type(recording_sink)()
     Trainer(tiny_cfg(max_steps=1, output_dir=cfg.output_dir + "2", kl_interval=0), sink=sink).train()
     assert sink.steps[0][1]["reward/timeouts"] == 0.0
+
+
+def test_eval_suite_is_evaluated_at_eval_steps(tiny_cfg, recording_sink, toy_data, tmp_path):
+    """Issue 17: with an eval_suite, every eval_interval step and the last one evaluate each of its
+    benchmarks through evaluate_benchmark and hand a BenchmarkResult dict to log_evaluation;
+    eval/accuracy is logged as before."""
+    from gft_core.evaluation import BenchmarkResult
+
+    four = tmp_path / "toy4.jsonl"  # 4 toy problems
+    four.write_text("".join(toy_data["eval"].read_text().splitlines(keepends=True)[:4]))
+    evaluations = []
+    recording_sink.log_evaluation = lambda step, name, result: evaluations.append((step, name, result))
+    suite = {"suite_id": None, "name": "toy suite",
+             "settings": {"k": 2, "temperature": 1.0, "max_new_tokens": 8, "batch_size": 2},
+             "benchmarks": [{"name": "toy4", "path": str(four), "mapping": "toy"}]}
+    result = Trainer(tiny_cfg(max_steps=3, eval_interval=2, kl_interval=0, eval_suite=suite),
+                     sink=recording_sink).train()
+    assert result.status == "succeeded"
+    assert [(s, n) for s, n, _ in evaluations] == [(2, "toy4"), (3, "toy4")]
+    for _, _, r in evaluations:
+        assert set(BenchmarkResult.__dataclass_fields__) <= set(r)
+        assert r["benchmark"] == "toy4" and r["k"] == 2 and r["n_problems"] == 4 and len(r["problems"]) == 4
+        assert 0.0 <= r["avg_at_k"] <= 1.0 and set(map(int, r["pass_at_k"])) == {1, 2}
+    assert [s for s, sc, _ in recording_sink.steps if "eval/accuracy" in sc] == [2, 3]
+
+
+def test_eval_suite_is_checked(tiny_cfg):
+    from gft_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="eval_suite.benchmarks"):
+        tiny_cfg(eval_suite={"settings": {}, "benchmarks": []}).validate()
+    with pytest.raises(ConfigError, match="k"):
+        tiny_cfg(eval_suite={"settings": {"k": 0}, "benchmarks": [{"name": "a", "path": "x", "mapping": "toy"}]}).validate()

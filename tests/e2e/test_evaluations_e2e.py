@@ -68,3 +68,28 @@ def test_cancel_stops_a_running_evaluation(celery_worker, team, user, tiny_asset
     services.request_cancel(resumed)  # still queued (or just started): ends without finishing
     wait_for(lambda: ev_state(ev.pk).status == "cancelled", timeout=120, what="the second cancel",
              on_timeout=celery_worker.log)
+
+
+def test_a_run_evaluates_its_suite_during_training(celery_worker, team, user, launch_inputs, tiny_assets):
+    """Issue 17 3(a): a run launched with an eval suite evaluates it on its own worker at every
+    eval_interval step and at the end; the results are Evaluations of the run at those steps."""
+    from webapp.evaluations.selectors import accuracy_series
+
+    bench = make_benchmark(team, tiny_assets, name="toy4", n=4)
+    s = services.create_suite(team, user, name="in training", benchmarks=[bench.pk],
+                              settings={"k": 2, "max_new_tokens": 8, "temperature": 1.0, "batch_size": 4,
+                                        "max_prompt_len": 48})
+    run = launch.submit_run(team, user, {**launch_inputs, "max_steps": 3, "eval_interval": 2, "eval_suite": s.pk,
+                                              "eval_split": "dataset"})
+    wait_for(lambda: Run.objects.get(pk=run.pk).status in Run.FINISHED, timeout=240, what="the run",
+             on_timeout=celery_worker.log)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error + celery_worker.log()[-3000:]
+    evs = list(Evaluation.objects.filter(run=run, suite=s).order_by("checkpoint_step"))
+    assert [(e.checkpoint_step, e.status, e.done, e.total) for e in evs] == [(2, "succeeded", 4, 4), (3, "succeeded", 4, 4)]
+    for e in evs:
+        res = EvalResult.objects.get(evaluation=e)
+        assert res.benchmark_id == bench.pk and res.metrics["n_problems"] == 4 and res.metrics["k"] == 2
+        assert len(res.problems) == 4 and all(p["k"] == 2 for p in res.problems)
+    assert [step for step, _ in accuracy_series(run, s)["toy4"]] == [2, 3]
+    assert "eval/accuracy" in run.summary  # the held-out accuracy metric is kept as it was

@@ -248,3 +248,40 @@ def test_sft_form_marks_the_fields_it_does_not_read(auth_client):
     assert 'data-used-by="gft gft_no_gal"' in tau_div
     teacher_div = html.split('data-field="n_teacher"')[1].split(">")[0]
     assert "sft_mix" in teacher_div and " sft " not in f" {teacher_div.split('=')[-1]} "
+
+
+def test_launch_with_an_eval_suite(auth_client, api_client, team, user, other_team, tiny_assets, launch_inputs):
+    """Issue 17: an optional eval suite is stored on the run and reaches gft_core as plain data
+    (benchmark files, mappings, EvalSettings); another team's suite is a field error."""
+    from tests.eval_support import make_benchmark
+    from webapp.evaluations import services as evals
+    from webapp.evaluations.models import EvalSuite
+
+    bench = make_benchmark(team, tiny_assets, name="toy_bench")
+    suite = evals.create_suite(team, user, name="math", benchmarks=[bench.pk], settings={"k": 2})
+    resp = auth_client.post(reverse("runs:launch"), form_data(launch_inputs, eval_suite=suite.pk, eval_interval=2))
+    assert resp.status_code == 302, resp.content.decode()[:3000]
+    run = Run.objects.get()
+    assert run.eval_suite == suite
+    cfg = run.config["eval_suite"]
+    assert cfg["suite_id"] == suite.pk and cfg["settings"]["k"] == 2
+    assert cfg["benchmarks"] == [{"name": "toy_bench", "dataset_id": bench.pk, "path": str(bench.path),
+                                  "mapping": bench.mapping}]
+    assert launch.clone_initial(run)["eval_suite"] == suite.pk
+    api = api_client.post("/api/runs/", {**launch_inputs, "eval_suite": suite.pk}, format="json")
+    assert api.status_code == 201, api.json()
+    assert api.json()["eval_suite"] == suite.pk and Run.objects.get(pk=api.json()["id"]).config["eval_suite"] == cfg
+    # without a suite: none in the config
+    api = api_client.post("/api/runs/", launch_inputs, format="json")
+    assert api.status_code == 201 and Run.objects.get(pk=api.json()["id"]).config["eval_suite"] is None
+
+    theirs = EvalSuite.objects.create(team=other_team, name="theirs", version=1, benchmarks=[bench.pk], settings={})
+    before = Run.objects.count()
+    resp = auth_client.post(reverse("runs:launch"), form_data(launch_inputs, eval_suite=theirs.pk))
+    assert resp.status_code == 200 and "eval_suite" in resp.context["form"].errors
+    api = api_client.post("/api/runs/", {**launch_inputs, "eval_suite": theirs.pk}, format="json")
+    assert api.status_code == 400 and "eval_suite" in api.json(), api.json()
+    # nor can the free-form config smuggle benchmark paths in
+    api = api_client.post("/api/runs/", {**launch_inputs, "config": {"eval_suite": cfg}}, format="json")
+    assert api.status_code == 400 and "config.eval_suite" in api.json(), api.json()
+    assert Run.objects.count() == before

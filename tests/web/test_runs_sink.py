@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.runs_support import wait_for
+from tests.runs_support import tiny_assets, wait_for  # noqa: F401
 from webapp.runs import live
 from webapp.runs.models import Artifact, GroupSample, MetricHistogram, MetricKey, MetricPoint, Run
 from workers.sink import PostgresRedisSink, conninfo_from_settings
@@ -292,3 +292,45 @@ def test_direct_flushes_racing_the_flusher_lose_and_reorder_nothing(run):
     sink.close()
     assert [s for s, _ in points(run.pk)] == list(range(1, 61))
     assert [e["step"] for e in stream(run.pk)] == list(range(1, 61))
+
+
+def test_evaluations_replayed_from_jsonl_are_stored_fenced_and_published(team, user, tiny_assets, tmp_path):  # noqa: F811
+    """Issue 17: an eval-suite result the trainer logs (here through the multi-GPU JSONL tail) becomes an
+    Evaluation of the run at that step with one EvalResult per benchmark, and a live event; once the
+    attempt is superseded the next one is refused (AttemptSuperseded) and nothing more is written."""
+    from gft_core.metrics import JSONLSink
+    from tests.eval_support import make_benchmark
+    from webapp.evaluations import services as evals
+    from webapp.evaluations.models import EvalResult, Evaluation
+    from workers.sink import AttemptSuperseded
+    from workers.tasks import _JsonlTail
+
+    bench = make_benchmark(team, tiny_assets, name="toy_bench")
+    suite = evals.create_suite(team, user, name="math", benchmarks=[bench.pk], settings={"k": 2})
+    run = Run.objects.create(team=team, name="evals", method="gft", config={}, status="running", attempt=1)
+    result = {"benchmark": "toy_bench", "n_problems": 1, "k": 2, "avg_at_k": 0.5, "pass_at_k": {"1": 0.5, "2": 1.0},
+              "problems": [{"index": 0, "prompt": "1+1", "ground_truth": "2", "responses": ["2", "3"],
+                            "correct": [True, False], "extracted": ["2", "3"], "truncated": [False, False],
+                            "lengths": [1, 1], "disagree": [False, False]}]}
+    path = tmp_path / "metrics.jsonl"
+    child = JSONLSink(path)
+    child.start(total_steps=4, start_step=0, config={"eval_suite": evals.suite_config(suite)})
+    child.log_evaluation(2, "toy_bench", result)
+    sink = PostgresRedisSink(run.pk, attempt=1, flush_interval=0.05)
+    tail = _JsonlTail(path, sink)
+    tail.pump()
+    ev = Evaluation.objects.get(run=run)
+    assert (ev.suite_id, ev.checkpoint_step, ev.status, ev.done, ev.total) == (suite.pk, 2, "succeeded", 1, 1)
+    res = EvalResult.objects.get(evaluation=ev)
+    assert (res.benchmark_id, res.metrics["avg_at_k"], res.problems[0]["correct"]) == (bench.pk, 0.5, 1)
+    events = [json.loads(f[b"event"]) for _, f in live.client().xrange(live.stream_key(run.pk)) if b"event" in f]
+    assert {"kind": "evaluation", "step": 2, "benchmark": "toy_bench", "avg_at_k": 0.5}.items() <= events[-1].items()
+
+    Run.objects.filter(pk=run.pk).update(attempt=2)  # another attempt owns the run now
+    child.log_evaluation(4, "toy_bench", result)
+    with pytest.raises(AttemptSuperseded):
+        tail.pump()
+    assert Evaluation.objects.filter(run=run).count() == 1
+    child.close()
+    with pytest.raises(AttemptSuperseded):
+        sink.close()

@@ -92,7 +92,7 @@ class RunSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Run
-        fields = ["id", "team", "name", "method", "status", "cancel_requested", "dataset", "reward_config", "tags",
+        fields = ["id", "team", "name", "method", "status", "cancel_requested", "dataset", "reward_config", "eval_suite", "tags",
                   "queue", "num_gpus", "step", "total_steps", "progress", "eta_seconds", "queue_position",
                   "attempt", "worker", "heartbeat_at", "error", "summary", "created_by", "cloned_from",
                   "created_at", "queued_at", "started_at", "finished_at"]
@@ -136,6 +136,9 @@ class RunCreateSerializer(serializers.Serializer):
     model = serializers.CharField(required=False, help_text='"tiny" or a model directory under MODEL_ROOTS')
     dataset = serializers.IntegerField(help_text="A dataset version id of the team that passed validation")
     reward_config = serializers.IntegerField(help_text="A reward config id of the team")
+    eval_suite = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**31 - 1,
+                                          help_text="Optional: an eval suite id of the team, evaluated during "
+                                                    "training at every eval interval and at the end")
     eval_split = serializers.ChoiceField(choices=[c for c, _ in EVAL_SPLITS], required=False)
     tags = serializers.ListField(child=serializers.CharField(max_length=launchfields.TAG_MAX_LENGTH), required=False)
     config = serializers.DictField(required=False, help_text="Extra gft_core settings (e.g. kl_interval); every "

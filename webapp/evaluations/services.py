@@ -163,6 +163,18 @@ def base_model_of(run: Run) -> str:
     return path
 
 
+def usable_benchmarks(suite: EvalSuite, field: str) -> list[Dataset]:
+    """The suite's benchmark datasets; EvalError(field, ...) when none is left or one is not validated."""
+    datasets = suite.benchmark_datasets()
+    if not datasets:
+        raise EvalError(field, f"{suite} has no benchmark left.")
+    for d in datasets:
+        if not d.usable:
+            raise EvalError(field, f"Benchmark {d} is {d.status}{' (archived)' if d.archived else ''}; "
+                                   "only validated benchmarks can be evaluated.")
+    return datasets
+
+
 def submit_evaluation(team, user, *, suite: EvalSuite, run: Run | None = None, step: str | int = "latest",
                       model: str | None = None) -> Evaluation:
     """Queue an evaluation of a run's checkpoint (`step`: "latest", "final", N; 0 = its base model)
@@ -173,13 +185,7 @@ def submit_evaluation(team, user, *, suite: EvalSuite, run: Run | None = None, s
         raise EvalError("suite", f"{suite} is archived.")
     if (run is None) == (model is None):
         raise EvalError("run", "Give either a run (with a step) or a model.")
-    datasets = suite.benchmark_datasets()
-    if not datasets:
-        raise EvalError("suite", f"{suite} has no benchmark left.")
-    for d in datasets:
-        if not d.usable:
-            raise EvalError("suite", f"Benchmark {d} is {d.status}{' (archived)' if d.archived else ''}; "
-                                     "only validated benchmarks can be evaluated.")
+    datasets = usable_benchmarks(suite, "suite")
     if run is not None:
         if run.team_id != team.pk:
             raise EvalError("run", f"No run {run.pk} in team {team}.")
@@ -357,6 +363,56 @@ def finish(ev: Evaluation, status: str, error: str = "") -> bool:
         log.warning("evaluation %s: %s", ev.pk, exc)
         return False
     return True
+
+
+# ---------------------------------------------------------------------------- evaluations during training
+def suite_config(suite: EvalSuite) -> dict:
+    """The suite as gft_core's GFTConfig.eval_suite (plain data the trainer reads: benchmark files,
+    mappings, EvalSettings); EvalError("eval_suite", ...) when a benchmark cannot be evaluated."""
+    datasets = usable_benchmarks(suite, "eval_suite")
+    return {"suite_id": suite.pk, "name": str(suite), "settings": check_settings(suite.settings),
+            "benchmarks": [{"name": d.name, "dataset_id": d.pk, "path": str(d.path), "mapping": d.mapping}
+                           for d in datasets]}
+
+
+def record_run_evaluation(run_id: int, suite_id: int, step: int, benchmark: str, result: dict, *,
+                          attempt: int | None = None) -> EvalResult | None:
+    """Store one benchmark's result of a suite evaluated by the run's own trainer at `step`: one
+    succeeded Evaluation per (run, suite, step) (no task of its own: celery_task_id stays blank),
+    one EvalResult per benchmark; then a live event on the run's stream. Fenced like the run's
+    sink: with `attempt`, None (nothing written) unless the run is running that attempt."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or (attempt is not None and (run.attempt != attempt or run.status != EvalStatus.RUNNING)):
+            return None
+        suite = EvalSuite.objects.filter(pk=suite_id, team_id=run.team_id).first()
+        if suite is None:
+            raise EvalError("eval_suite", f"No suite {suite_id} in the team of run #{run_id}.")
+        dataset = next((d for d in suite.benchmark_datasets() if d.name == benchmark), None)
+        now = timezone.now()
+        ev, _ = Evaluation.objects.get_or_create(
+            run=run, suite=suite, checkpoint_step=step, celery_task_id="", status=EvalStatus.SUCCEEDED,
+            defaults=dict(team_id=run.team_id, model_path=str((run.config or {}).get("model_path") or ""),
+                          checkpoint_path="", created_by_id=run.created_by_id, queued_at=now, started_at=now,
+                          finished_at=now, worker=run.worker))
+        n = int(result.get("n_problems") or 0)
+        ev.done, ev.total, ev.finished_at = ev.done + n, ev.total + n, now
+        ev.save(update_fields=["done", "total", "finished_at"])
+        res, _ = EvalResult.objects.update_or_create(
+            evaluation=ev, benchmark=dataset, benchmark_name=benchmark[:120],
+            defaults={"metrics": {k: v for k, v in result.items() if k != "problems"},
+                      "problems": [problem_record(p) for p in result.get("problems") or []]})
+        payload = {"evaluation": ev.pk, "suite": suite.pk, "step": step, "benchmark": benchmark,
+                   "avg_at_k": result.get("avg_at_k")}
+        transaction.on_commit(lambda: _publish(run_id, payload))
+    return res
+
+
+def _publish(run_id: int, payload: dict) -> None:
+    try:
+        live.publish_event(run_id, {"kind": "evaluation", **payload})
+    except Exception as exc:  # noqa: BLE001 - the page polls too; the rows are stored
+        log.warning("run %s: evaluation event not published: %s", run_id, exc)
 
 
 def evaluated_benchmarks(ev: Evaluation) -> set[int]:

@@ -10,6 +10,7 @@ from django import forms
 from gft_core.config import FIELDS, LAUNCH_FIELDS, FieldSpec
 
 from webapp.datasets.models import Dataset
+from webapp.evaluations.models import EvalSuite
 from webapp.rewards.models import RewardConfig
 
 from . import defaults, launch, launchfields, modelpaths
@@ -51,6 +52,9 @@ class LaunchForm(forms.Form):
     eval_split = forms.ChoiceField(choices=defaults.EVAL_SPLITS, help_text="Held-out prompts for eval/accuracy.")
     reward_config = forms.ModelChoiceField(queryset=RewardConfig.objects.none(),
                                            help_text="The reward version that scores every response, whatever its source.")
+    eval_suite = forms.ModelChoiceField(queryset=EvalSuite.objects.none(), required=False, label="Eval suite",
+                                        help_text="Optional: benchmarks evaluated on the run's own worker at every "
+                                                  "eval interval and at the end (the Evaluation tab).")
     queue = forms.ChoiceField(choices=(), help_text="Celery queue; workers listening on it pick the run up in order.")
     tags = TagsField(required=False, help_text="Comma-separated labels for filtering.")
 
@@ -68,6 +72,7 @@ class LaunchForm(forms.Form):
         self.team = team
         self.fields["dataset"].queryset = Dataset.objects.filter(team=team).order_by("name", "-version")
         self.fields["reward_config"].queryset = RewardConfig.objects.filter(team=team, archived=False)
+        self.fields["eval_suite"].queryset = EvalSuite.objects.filter(team=team, archived=False)
         self.fields["queue"].choices = [(q, q) for q in launch.queue_choices()]
         self.model_choices = modelpaths.model_choices()
         self.plan: launch.LaunchPlan | None = None

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 # Where a gft_core ConfigError field lands on the form.
 _CONFIG_TO_FORM = {"model_path": "model", "data.path": "dataset", "data.eval_path": "dataset",
-                   "data.mapping": "dataset", "data.eval_fraction": "eval_fraction", "reward": "reward_config"}
+                   "data.mapping": "dataset", "data.eval_fraction": "eval_fraction", "reward": "reward_config",
+                   "eval_suite": "eval_suite"}
 
 
 class LaunchError(Exception):
@@ -56,7 +57,7 @@ class LaunchError(Exception):
 @dataclass(frozen=True)
 class LaunchPlan:
     """What build_config validated: the gft_core config (output_dir set at submit) and the Run's
-    own fields (name, method, dataset, reward_config, queue, num_gpus, tags)."""
+    own fields (name, method, dataset, reward_config, eval_suite, queue, num_gpus, tags)."""
 
     config: dict[str, Any]
     fields: dict[str, Any]
@@ -72,11 +73,14 @@ def build_config(team, data: dict[str, Any]) -> LaunchPlan:
     """Validate launch inputs for `team`; return the LaunchPlan.
 
     `data` holds the launch fields (missing ones take `defaults(model, method)`), `dataset` and
-    `reward_config` as model instances or ids, and optionally `config`: extra gft_core settings the
+    `reward_config` (and the optional `eval_suite`: evaluated during training) as model instances or
+    ids, and optionally `config`: extra gft_core settings the
     form does not show (e.g. kl_interval) for the API and the CLI. Raises LaunchError.
     """
     from webapp.datasets.models import Dataset
     from webapp.datasets.services import data_config
+    from webapp.evaluations.models import EvalSuite
+    from webapp.evaluations.services import EvalError, suite_config
     from webapp.rewards.models import RewardConfig
 
     model_value = data.get("model") or TINY_MODEL
@@ -107,6 +111,16 @@ def build_config(team, data: dict[str, Any]) -> LaunchPlan:
         err("reward_config", "Choose a reward config of your team.")
     elif reward.archived:
         err("reward_config", f"{reward} is archived; pick a current version.")
+    suite, suite_data = _team_object(EvalSuite, team, merged.get("eval_suite")), None
+    if merged.get("eval_suite") not in (None, "") and suite is None:
+        err("eval_suite", "Choose an evaluation suite of your team.")
+    elif suite is not None and suite.archived:
+        err("eval_suite", f"{suite} is archived; pick a current version.")
+    elif suite is not None:
+        try:
+            suite_data = suite_config(suite)
+        except EvalError as e:
+            err("eval_suite", str(e))
     num_gpus = merged.get("num_gpus")
     if not isinstance(num_gpus, int) or isinstance(num_gpus, bool) or not 1 <= num_gpus <= settings.MAX_GPUS_PER_RUN:
         err("num_gpus", f"Must be a whole number from 1 to {settings.MAX_GPUS_PER_RUN} (MAX_GPUS_PER_RUN).")
@@ -129,11 +143,11 @@ def build_config(team, data: dict[str, Any]) -> LaunchPlan:
     if is_small(estimate_params(model_value)):
         cfg.update(SMALL_MODEL_EXTRA)
     cfg.update(extra)
-    cfg.update(model_path=model_path, output_dir="runs/pending", reward=reward.spec)
+    cfg.update(model_path=model_path, output_dir="runs/pending", reward=reward.spec, eval_suite=suite_data)
     cfg["data"] = _data_section(dataset, merged, data_config)
     gcfg = _validate(cfg, base, errors)
     fields = {"name": name or f"{gcfg.method} on {dataset}", "method": gcfg.method,
-              "dataset": dataset, "reward_config": reward, "queue": merged["queue"], "num_gpus": num_gpus,
+              "dataset": dataset, "reward_config": reward, "eval_suite": suite, "queue": merged["queue"], "num_gpus": num_gpus,
               "tags": [t for t in (merged.get("tags") or []) if t]}
     return LaunchPlan(gcfg.to_dict(), fields)
 
@@ -316,5 +330,5 @@ def clone_initial(run: Run) -> dict[str, Any]:
     else:
         initial["eval_split"] = "none"
     initial.update(name=f"{run.name} (clone)", dataset=run.dataset_id, reward_config=run.reward_config_id,
-                   queue=run.queue, num_gpus=run.num_gpus, tags=list(run.tags))
+                   eval_suite=run.eval_suite_id, queue=run.queue, num_gpus=run.num_gpus, tags=list(run.tags))
     return initial

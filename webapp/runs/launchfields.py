@@ -1,6 +1,6 @@
 """The launch fields of the form and the API, generated from gft_core's one list of settings
 (gft_core.config.FIELDS / LAUNCH_FIELDS: type, bounds, choices, label, help, nullability), plus
-the web-only inputs (model, dataset, eval split, reward config, GPUs, queue, name, tags), which
+the web-only inputs (model, dataset, eval split, reward config, eval suite, GPUs, queue, name, tags), which
 are defined once here. A new launch setting in gft_core appears on both without a change here.
 
 Values are checked with gft_core.config.check_field, so the form, the API and the trainer
@@ -20,11 +20,12 @@ from gft_core.methods import METHODS as METHOD_TABLE
 WEB_SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "Run": (("name",), ("model", "tags")),
     "Data and reward": ((), ("dataset", "eval_split", "eval_fraction", "reward_config")),
+    "Length, evaluation, checkpoints": ((), ("eval_suite",)),
     "Hardware": ((), ("num_gpus", "queue")),
 }
 SECTION_ORDER = ("Run", "Data and reward", "Group", "Optimisation", "Length, evaluation, checkpoints", "Hardware")
 # Config keys the web sets itself; the API's free-form `config` may not override them.
-WEB_CONTROLLED = frozenset({"method", "model_path", "output_dir", "data", "reward"}) | {
+WEB_CONTROLLED = frozenset({"method", "model_path", "output_dir", "data", "reward", "eval_suite"}) | {
     name for name in FIELDS if name.startswith("data.")}
 NAME_MAX_LENGTH = 200  # Run.name
 TAG_MAX_LENGTH = 50

@@ -47,6 +47,9 @@ class Run(models.Model):
     reward_config = models.ForeignKey(
         "rewards.RewardConfig", null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
     )
+    eval_suite = models.ForeignKey("evaluations.EvalSuite", null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="training_runs",
+                                   help_text="Evaluated during training at every eval interval and at the end")
     cloned_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="clones")
     tags = ArrayField(models.CharField(max_length=50), default=list, blank=True)
     queue = models.CharField(max_length=50, default="gpu")
