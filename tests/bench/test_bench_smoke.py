@@ -78,3 +78,9 @@ def test_gpu_code_path_on_cpu():
 def test_dataread_memory():
     out = run_bench("dataread")
     assert "Reading datasets" in out and "old gft_core.data" in out and "line 3: longer than 16 MiB" in out
+
+
+def test_validate_memory():
+    out = run_bench("validate")
+    assert "Dataset validation (webapp.datasets.validation.validate)" in out
+    assert "valid, 4,000 of 4,000 rows valid" in out and "line 3: longer than 16 MiB" in out
