@@ -1,7 +1,8 @@
 """"Test this reward": score a sample of a dataset's expert and teacher answers with a reward spec.
 
 Runs in a worker (the Celery task workers.data_tasks.test_reward calls `run_test`): a reward may
-load a model or spend seconds per answer in time-limited sympy checks. It never lets an exception
+load a model or spend seconds per answer in time-limited sympy checks, so scoring stops after
+settings.REWARD_TEST_MAX_S with a partial result that says so. It never lets an exception
 escape: a bad spec, a missing ground truth or an unreadable file ends as an error on the test.
 """
 from __future__ import annotations
@@ -95,7 +96,7 @@ def score_sample(spec: dict, examples: list[Example], response: str = "", respon
         else:
             by_row_teacher.setdefault(i, []).append(round(score, 4))
             teacher_scores.append(score)
-    reached = {i for i in by_row_expert} | {i for i in by_row_teacher}
+    reached = set(by_row_expert) | set(by_row_teacher)
     rows = [{"number": e.row, "ground_truth": clip(e.ground_truth, 200), "prompt": clip(e.prompt, 200),
              "expert_tail": (e.expert or "")[-240:], "expert": by_row_expert.get(i), "teachers": by_row_teacher.get(i, [])}
             for i, e in enumerate(examples) if i in reached or "stopped" not in result]
