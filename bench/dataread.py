@@ -52,11 +52,19 @@ def _row(i: int) -> dict:
     }
 
 
-def generate(mib: int) -> dict[str, Path]:
-    """The benchmark's files (reused when present with the same size)."""
+FILES = ("jsonl", "parquet", "parquet.gz", "50 MB line")
+
+
+def generate(mib: int, which: tuple[str, ...] = FILES) -> dict[str, Path]:
+    """The benchmark's files named in `which` (reused when present with the same size)."""
     SCRATCH.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
     jsonl = SCRATCH / f"rows_{mib}mib_v2.jsonl"
-    if not jsonl.exists():
+    parquet = SCRATCH / f"rows_{mib}mib_v2.parquet"
+    parquet_gz = SCRATCH / f"rows_{mib}mib_v2.parquet.gz"
+    need_parquet = "parquet" in which or ("parquet.gz" in which and not parquet_gz.exists())
+    need_jsonl = "jsonl" in which or (need_parquet and not parquet.exists())
+    if need_jsonl and not jsonl.exists():
         tmp = jsonl.with_suffix(".tmp")
         with open(tmp, "w") as f:
             i = 0
@@ -64,8 +72,9 @@ def generate(mib: int) -> dict[str, Path]:
                 f.write("".join(json.dumps(_row(i + k)) + "\n" for k in range(1000)))
                 i += 1000
         tmp.rename(jsonl)
-    parquet = SCRATCH / f"rows_{mib}mib_v2.parquet"
-    if not parquet.exists():
+    if "jsonl" in which:
+        files["jsonl"] = jsonl
+    if need_parquet and not parquet.exists():
         import pyarrow as pa
         import pyarrow.json as pj
         import pyarrow.parquet as pq
@@ -82,17 +91,22 @@ def generate(mib: int) -> dict[str, Path]:
             if batches:
                 w.write_table(pa.Table.from_batches(batches), row_group_size=ROW_GROUP_ROWS)
         parquet.with_suffix(".tmp").rename(parquet)
-    parquet_gz = SCRATCH / f"rows_{mib}mib_v2.parquet.gz"
-    if not parquet_gz.exists():
-        with open(parquet, "rb") as src, gzip.open(parquet_gz.with_suffix(".tmp"), "wb", compresslevel=1) as dst:
-            shutil.copyfileobj(src, dst, 2**20)
-        parquet_gz.with_suffix(".tmp").rename(parquet_gz)
+    if "parquet" in which:
+        files["parquet"] = parquet
+    if "parquet.gz" in which:
+        if not parquet_gz.exists():
+            with open(parquet, "rb") as src, gzip.open(parquet_gz.with_suffix(".tmp"), "wb", compresslevel=1) as dst:
+                shutil.copyfileobj(src, dst, 2**20)
+            parquet_gz.with_suffix(".tmp").rename(parquet_gz)
+        files["parquet.gz"] = parquet_gz
     long_line = SCRATCH / "line_50mb.jsonl"
-    if not long_line.exists():
-        rows = [_row(i) for i in range(5)]
-        rows[2]["answer"] = "x" * (50 * 10**6) + "\n#### 1"
-        long_line.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return {"jsonl": jsonl, "parquet": parquet, "parquet.gz": parquet_gz, "50 MB line": long_line}
+    if "50 MB line" in which:
+        if not long_line.exists():
+            rows = [_row(i) for i in range(5)]
+            rows[2]["answer"] = "x" * (50 * 10**6) + "\n#### 1"
+            long_line.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        files["50 MB line"] = long_line
+    return files
 
 
 def old_reader() -> Path | None:

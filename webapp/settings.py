@@ -93,6 +93,8 @@ RUN_HEARTBEAT_TIMEOUT_S = int(os.environ.get("RUN_HEARTBEAT_TIMEOUT_S", "45"))
 # Celery queues: runs train on TRAINING_QUEUES (the first is the default); light work goes to DEFAULT_QUEUE.
 TRAINING_QUEUES = tuple(env_list("TRAINING_QUEUES", "gpu"))
 DEFAULT_QUEUE = os.environ.get("DEFAULT_QUEUE", "default")
+# "Test this reward" stops scoring after this many seconds and shows what it scored so far.
+REWARD_TEST_MAX_S = float(os.environ.get("REWARD_TEST_MAX_S", "120"))
 # An open live stream (SSE) checks this often that its user is still logged in and in the team.
 SSE_RECHECK_S = float(os.environ.get("SSE_RECHECK_S", "5"))
 # Reference results (the GFT paper's Table 1, gft_paper_table1.csv) and the benchmark files of the presets.

@@ -83,3 +83,9 @@ def test_dataread_memory():
 def test_evaluation_vs_generate_loop():
     out = run_bench("evaluation")
     assert "ours (evaluate_benchmark)" in out and "transformers generate loop" in out and "generate / ours" in out
+
+
+def test_validate_memory():
+    out = run_bench("validate")
+    assert "Dataset validation (webapp.datasets.validation.validate)" in out
+    assert "valid, 4,000 of 4,000 rows valid" in out and "line 3: longer than 16 MiB" in out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -208,6 +209,35 @@ def test_panel_lists_the_answers_below_one(team, user, auth_client):
     page = auth_client.get(reverse("rewards:detail", args=[test.reward_config_id]) + f"?test={test.pk}").content.decode()
     low = page.split("Answers scoring below 1", 1)[1].split("<details>", 1)[0]
     assert low.count("<tr><td>") == 10 and "I give up" in low  # every row has a teacher answer of -1
+
+
+def test_a_test_whose_answers_all_time_out_stops_at_its_time_limit(team, user, auth_client, settings):
+    """Every answer runs over math_verify's budget (sympy on 10^(10^7) takes seconds): the test
+    stops after REWARD_TEST_MAX_S with what it scored and says so, instead of holding the worker
+    for sample size x budget."""
+    settings.REWARD_TEST_MAX_S = 1.5
+    rows = [{"prompt": f"{i}+1?", "expert": f"\\boxed{{{i}}}", "teachers": [f"\\boxed{{{i}}}"], "answer": "10^{10^{7}}"}
+            for i in range(20)]
+    content = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    ds = dataset_services.create_dataset_from_upload(team, user, io.BytesIO(content), name="slow", filename="s.jsonl",
+                                                     mapping="toy")
+    cfg = services.create_reward_config(team, user, name="mv", spec={"name": "math_verify", "params": {"timeout_s": 0.3}})
+    t0 = time.monotonic()
+    test = _run_test(cfg, ds, user, sample_size=20)
+    took = time.monotonic() - t0
+    stopped = test.result["stopped"]
+    assert stopped["after_s"] == 1.5 and stopped["answers"] == 40 and 1 <= stopped["scored"] < 40, stopped
+    assert took < 1.5 + 0.3 + 5, took  # the limit plus at most one answer's budget (and start-up)
+    assert test.result["timeouts"] == stopped["scored"] and test.result["sources"]["expert"]["max"] == 0.0
+    assert len(test.result["rows"]) <= stopped["scored"]
+    page = auth_client.get(reverse("rewards:detail", args=[cfg.pk]) + f"?test={test.pk}").content.decode()
+    assert 'id="test-stopped"' in page and f"{stopped['scored']} of 40 answers scored" in page
+    assert 'id="test-timeouts"' in page
+
+
+def test_a_test_within_its_time_limit_scores_everything(team, user):
+    test = _teacher_test(team, user)
+    assert "stopped" not in test.result and test.result["timeouts"] == 0 and len(test.result["rows"]) == 10
 
 
 def test_reward_needing_a_ground_truth_fails_with_a_message(team, user):

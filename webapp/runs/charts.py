@@ -39,6 +39,9 @@ CHARTS: list[dict[str, Any]] = [
      "keys": _per_source("reward", "reward/mean")},
     {"id": "accuracy", "group": "Rewards", "title": "Self-sample accuracy and eval accuracy", "kind": "lines",
      "keys": ["reward/self_accuracy", "eval/accuracy"]},
+    # Scoring that ran over the reward's per-response budget scored 0: a team must see it.
+    {"id": "reward_timeouts", "group": "Rewards", "title": "Responses whose scoring timed out (scored 0)",
+     "kind": "lines", "keys": ["reward/timeouts"]},
     {"id": "response_len", "group": "Rewards", "title": "Response length (tokens)", "kind": "lines",
      "keys": _per_source("response_len", "response_len/mean")},
     {"id": "adv_band", "group": "Group advantages", "needs": "advantages", "title": "Advantages: mean, ±std, min/max", "kind": "band",
