@@ -10,6 +10,7 @@ Nothing here bounds its own time: sympy can run for very long on a pathological 
 
 from __future__ import annotations
 
+import cmath
 import functools
 import math
 import re
@@ -234,6 +235,10 @@ def _sympy_equal(a: str, b: str, rel_tol: float) -> bool:
 
 
 def cmath_isclose(x: complex, y: complex, rel_tol: float) -> bool:
+    """Numeric closeness; a non-finite value (oo, or a power too large for a float) equals only itself:
+    inf - 3 <= rel_tol * inf would call every number close to infinity."""
+    if not (cmath.isfinite(x) and cmath.isfinite(y)):
+        return x == y
     return abs(x - y) <= max(rel_tol * max(abs(x), abs(y)), 1e-12)
 
 

@@ -464,3 +464,12 @@ def test_reward_model_builds_without_loading_weights(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(RewardSpecError, match="unreadable config.json"):
         build_reward({"name": "reward_model", "params": {"path": str(tmp_path)}})
+
+
+@pytest.mark.parametrize("pred, truth, same", [
+    ("3", "\\infty", False), ("-5", "\\infty", False), ("3", "2^{2^{20}}", False),
+    ("\\infty", "\\infty", True), ("2^{2^{20}}", "2^{2^{20}}", True),
+])
+def test_a_number_is_not_close_to_infinity(pred, truth, same):
+    """A non-finite value equals only itself (before, inf - 3 <= rel_tol * inf credited any number)."""
+    assert answers_equal(pred, truth) is same
