@@ -203,7 +203,9 @@ def test_stale_runs_are_judged_on_the_database_clock(team):
 # ---------------------------------------------------------------------------- real workers
 def test_sigterm_checkpoints_at_the_next_step_and_another_worker_finishes_the_run(
         transactional_db, tmp_path, api_client, launch_inputs):
-    total = 12
+    # Long enough that the run is still training when SIGTERM lands: on a quiet machine 12 tiny
+    # steps took 2 s, and the run could end between the poll that saw step 3 and the signal.
+    total = 60
     # No periodic checkpoint: only the graceful stop saves the work done so far.
     first, pk = worker_with_run(tmp_path, api_client, launch_inputs, max_steps=total, checkpoint_interval=1000)
     try:
@@ -233,8 +235,8 @@ def test_a_frozen_worker_superseded_by_a_resume_stops_itself_and_writes_nothing(
         transactional_db, tmp_path, api_client, launch_inputs):
     from webapp.runs.housekeeping import fail_stale_runs
 
-    total = 10
-    frozen, pk = worker_with_run(tmp_path, api_client, launch_inputs, max_steps=total, checkpoint_interval=2)
+    total = 60  # still training when SIGSTOP lands (see the SIGTERM test)
+    frozen, pk = worker_with_run(tmp_path, api_client, launch_inputs, max_steps=total, checkpoint_interval=5)
     try:
         wait_step(pk, 3, frozen)
         os.killpg(frozen.popen.pid, signal.SIGSTOP)
@@ -283,9 +285,10 @@ def test_redis_clients_killed_mid_run_lose_nothing(transactional_db, tmp_path, a
 
 # ---------------------------------------------------------------------------- helpers
 def run_through_faults(tmp_path: Path, api_client, launch_inputs, fault) -> None:
-    """A 10-step run on one worker, `fault()` (the connections it cut) at steps 2 and 5: the run
-    carries on as attempt 1 and succeeds, every step stored once and streamed once."""
-    total = 10
+    """A 30-step run on one worker (still training at step 5 on a quiet machine), `fault()` (the
+    connections it cut) at steps 2 and 5: the run carries on as attempt 1 and succeeds, every step
+    stored once and streamed once."""
+    total = 30
     worker, pk = worker_with_run(tmp_path, api_client, launch_inputs, max_steps=total, checkpoint_interval=3)
     try:
         cut = 0
