@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.runs_support import validated
+
 
 def make_benchmark(team, tiny_assets, *, name: str = "toy_bench", n: int | None = None, validate: bool = True):
     """A validated benchmark Dataset (purpose evaluation) of the toy eval problems (the first `n`,
     or the eval file repeated to `n` rows)."""
     from webapp.datasets.models import Dataset
     from webapp.datasets.services import mapping_from
-    from workers.data_tasks import validate_dataset
 
     root = tiny_assets["root"]
     src = tiny_assets["eval"]
@@ -25,11 +26,7 @@ def make_benchmark(team, tiny_assets, *, name: str = "toy_bench", n: int | None 
     ds = Dataset.objects.create(
         team=team, name=name, file_path=str(path.relative_to(root)), original_filename=path.name, file_format="jsonl",
         sha256="1" * 64, size_bytes=path.stat().st_size, mapping=mapping_from("toy"), purpose=Dataset.Purpose.EVALUATION)
-    if validate:
-        validate_dataset(ds.pk)
-        ds.refresh_from_db()
-        assert ds.status == Dataset.Status.VALID, ds.report
-    return ds
+    return validated(ds) if validate else ds
 
 
 @pytest.fixture

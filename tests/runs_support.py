@@ -33,7 +33,6 @@ def make_dataset(team, tiny_assets, *, name: str = "toy", validate: bool = True,
     """A Dataset row for the toy files, validated in-process by the real validation task."""
     from webapp.datasets.models import Dataset
     from webapp.datasets.services import mapping_from
-    from workers.data_tasks import validate_dataset
 
     root = tiny_assets["root"]
     train, evalf = tiny_assets["train"], tiny_assets["eval"]
@@ -42,10 +41,16 @@ def make_dataset(team, tiny_assets, *, name: str = "toy", validate: bool = True,
         file_format="jsonl", sha256="0" * 64, size_bytes=train.stat().st_size, mapping=mapping_from("toy"),
         eval_split=Dataset.EvalSplit.FILE, eval_file_path=str(evalf.relative_to(root)),
         eval_original_filename="eval.jsonl", **fields)
-    if validate:
-        validate_dataset(ds.pk)
-        ds.refresh_from_db()
-        assert ds.status == Dataset.Status.VALID, ds.report
+    return validated(ds) if validate else ds
+
+
+def validated(ds):
+    """`ds` after the real validation task ran on it in-process; it must come out valid."""
+    from workers.data_tasks import validate_dataset
+
+    validate_dataset(ds.pk)
+    ds.refresh_from_db()
+    assert ds.status == ds.Status.VALID, ds.report
     return ds
 
 
