@@ -52,6 +52,7 @@ def transition(run: Run | int, to: str, *, message: str = "", **fields) -> Run:
         kind = "resume" if current in (RunStatus.FAILED, RunStatus.CANCELLED) and to == RunStatus.QUEUED else "status"
         RunEvent.objects.create(run=locked, kind=kind, from_status=current, to_status=to, message=message)
         transaction.on_commit(lambda: _announce(locked.pk, to, locked.step, message))
+        transaction.on_commit(lambda: _signal(locked.pk, to, current, message))
     if not isinstance(run, int):
         run.refresh_from_db()
         return run
@@ -72,6 +73,15 @@ def request_cancel(run: Run, *, by: str = "") -> Run:
     live.client().set(live.cancel_key(run.pk), "1", ex=7 * 24 * 3600)
     run.refresh_from_db()
     return run
+
+
+def _signal(run_id: int, status: str, previous: str, message: str) -> None:
+    from .signals import run_status_changed
+
+    for receiver, result in run_status_changed.send_robust(Run, run_id=run_id, status=status, previous=previous,
+                                                            message=message):
+        if isinstance(result, Exception):
+            log.error("run %s -> %s: receiver %s failed: %r", run_id, status, receiver, result)
 
 
 def _announce(run_id: int, status: str, step: int, message: str) -> None:
