@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-import torch
 
 CHECKPOINT_PREFIX = "step-"
 STATE_FILE = "trainer_state.json"
@@ -40,6 +38,16 @@ def checkpoint_step(path: Path) -> int | None:
     return int(digits) if path.name.startswith(CHECKPOINT_PREFIX) and digits.isdigit() else None
 
 
+def is_complete(path: Path) -> bool:
+    """A checkpoint directory that was published (renamed from .tmp) with its model."""
+    return (path / STATE_FILE).is_file() and (path / "model" / "config.json").is_file()
+
+
+def checkpoint_steps(root: Path) -> list[int]:
+    """Steps of the complete checkpoints under root, ascending."""
+    return sorted(s for p in root.glob(f"{CHECKPOINT_PREFIX}*") if (s := checkpoint_step(p)) is not None and is_complete(p))
+
+
 def latest_checkpoint(root: Path) -> Path | None:
     """The complete checkpoint of the highest step under root, if any."""
     done = [(checkpoint_step(p), p) for p in root.glob(f"{CHECKPOINT_PREFIX}*")
@@ -60,6 +68,9 @@ def write_checkpoint(path: Path, *, model: Any, tokenizer: Any, optimizer: Any, 
 
     `before_publish` runs just before the rename; if it raises, the unrenamed checkpoint is
     removed and nothing is published (a fenced metric sink refusing a superseded attempt)."""
+    import numpy as np
+    import torch  # here, not at the top: the web reads checkpoint paths without loading torch
+
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -83,6 +94,9 @@ def write_checkpoint(path: Path, *, model: Any, tokenizer: Any, optimizer: Any, 
 
 def read_checkpoint(path: Path, device: Any) -> Checkpoint:
     """Read a checkpoint's state and restore every RNG from it."""
+    import numpy as np
+    import torch
+
     state = json.loads((path / STATE_FILE).read_text())
     optimizer = torch.load(path / "optimizer.pt", map_location=device, weights_only=False)
     scheduler = torch.load(path / "scheduler.pt", weights_only=False)

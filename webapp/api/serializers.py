@@ -95,7 +95,7 @@ class RunSerializer(serializers.ModelSerializer):
         fields = ["id", "team", "name", "method", "status", "cancel_requested", "dataset", "reward_config", "eval_suite", "tags",
                   "queue", "num_gpus", "step", "total_steps", "progress", "eta_seconds", "queue_position",
                   "attempt", "worker", "heartbeat_at", "error", "summary", "created_by", "cloned_from",
-                  "created_at", "queued_at", "started_at", "finished_at"]
+                  "init_from_run", "init_from_step", "created_at", "queued_at", "started_at", "finished_at"]
         read_only_fields = fields
 
     def get_progress(self, run: Run) -> float:
@@ -144,6 +144,10 @@ class RunCreateSerializer(serializers.Serializer):
     config = serializers.DictField(required=False, help_text="Extra gft_core settings (e.g. kl_interval); every "
                                    "key is checked like the launch fields")
     clone_of = serializers.IntegerField(required=False, help_text="Run id this run was cloned from")
+    init_from_run = serializers.IntegerField(required=False, allow_null=True, min_value=1,
+                                             max_value=launchfields.MAX_ID, help_text=launchfields.INIT_FROM_RUN_HELP)
+    init_from_step = serializers.IntegerField(required=False, allow_null=True, min_value=1,
+                                              max_value=launchfields.MAX_ID, help_text=launchfields.INIT_FROM_STEP_HELP)
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()

@@ -225,6 +225,8 @@ class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
                 raise ValidationError({"clone_of": ["No such run of this team."]})
         try:
             run = launch.submit_run(team, request.user, data, cloned_from=source)
+        except launch.SourceRunNotFound as e:
+            raise NotFound(e.errors["init_from_run"][0]) from None
         except launch.LaunchError as e:
             raise ValidationError({("non_field_errors" if k == "__all__" else k): v for k, v in e.errors.items()}) from None
         except QuotaExceeded as e:

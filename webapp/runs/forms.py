@@ -45,7 +45,7 @@ class LaunchForm(forms.Form):
     # Web-only inputs (the gft_core settings are added below, from LAUNCH_FIELDS).
     name = forms.CharField(max_length=launchfields.NAME_MAX_LENGTH, required=False,
                            help_text="A name to find the run by; blank = method + dataset.")
-    model = forms.CharField(max_length=500, help_text="“tiny” for the built-in tiny model, or a local Hugging Face "
+    model = forms.CharField(max_length=500, required=False, help_text="“tiny” for the built-in tiny model, or a local Hugging Face "
                             "model directory under one of the allowed model roots (MODEL_ROOTS).")
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.none(),
                                      help_text="A dataset version of your team that passed validation.")
@@ -56,6 +56,10 @@ class LaunchForm(forms.Form):
                                         help_text="Optional: benchmarks evaluated on the run's own worker at every "
                                                   "eval interval and at the end (the Evaluation tab).")
     queue = forms.ChoiceField(choices=(), help_text="Celery queue; workers listening on it pick the run up in order.")
+    init_from_run = forms.IntegerField(required=False, min_value=1, max_value=launchfields.MAX_ID,
+                                       label="Start from run", help_text=launchfields.INIT_FROM_RUN_HELP)
+    init_from_step = forms.IntegerField(required=False, min_value=1, max_value=launchfields.MAX_ID,
+                                        label="Start step", help_text=launchfields.INIT_FROM_STEP_HELP)
     tags = TagsField(required=False, help_text="Comma-separated labels for filtering.")
 
     def __init__(self, *args, team, **kwargs):

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from gft_core.checkpoints import CHECKPOINT_PREFIX, checkpoint_steps, is_complete
 from gft_core.config import LAUNCH_FIELDS, METHODS, ConfigError, GFTConfig, check_field, config_diff
 from webapp import dispatch
 from webapp.accounts import quotas
@@ -52,6 +53,10 @@ class LaunchError(Exception):
     @classmethod
     def one(cls, field: str, message: str) -> "LaunchError":
         return cls({field: [message]})
+
+
+class SourceRunNotFound(LaunchError):
+    """`init_from_run` names no run of the team (the API answers 404: another team's run is not found)."""
 
 
 @dataclass(frozen=True)
@@ -89,11 +94,25 @@ def build_config(team, data: dict[str, Any]) -> LaunchPlan:
     def err(field: str, message: str) -> None:
         errors.setdefault(field, []).append(message)
 
-    try:
-        model_path = resolve_model(model_value)
-    except ModelPathError as e:
-        err("model", str(e))
+    source, source_step = None, None
+    if data.get("init_from_run") not in (None, ""):
+        try:
+            source, source_step, model_path = resolve_init(team, data["init_from_run"], data.get("init_from_step"))
+            model_value = model_path  # the source's weights: defaults are scaled to their size
+        except SourceRunNotFound:
+            raise
+        except LaunchError as e:
+            errors.update(e.errors)
+            model_path = ""
+    elif data.get("init_from_step") is not None:
+        err("init_from_step", "Give init_from_run too: the run whose checkpoint this step is.")
         model_path = ""
+    else:
+        try:
+            model_path = resolve_model(model_value)
+        except ModelPathError as e:
+            err("model", str(e))
+            model_path = ""
     method = data.get("method") or "gft"
     base = defaults(model_value if model_path else TINY_MODEL, method if method in METHODS else "gft")
     merged = {**base,
@@ -148,8 +167,35 @@ def build_config(team, data: dict[str, Any]) -> LaunchPlan:
     gcfg = _validate(cfg, base, errors)
     fields = {"name": name or f"{gcfg.method} on {dataset}", "method": gcfg.method,
               "dataset": dataset, "reward_config": reward, "eval_suite": suite, "queue": merged["queue"], "num_gpus": num_gpus,
+              "init_from_run": source, "init_from_step": source_step,
               "tags": [t for t in (merged.get("tags") or []) if t]}
     return LaunchPlan(gcfg.to_dict(), fields)
+
+
+def resolve_init(team, run_value: Any, step: Any) -> tuple[Run, int | None, str]:
+    """(source run, checkpoint step or None for the final model, model directory the trainer loads)
+    for "start from another run": its final model (RUN_DIR/final) or one checkpoint
+    (RUN_DIR/checkpoints/step-N/model). SourceRunNotFound for a run outside `team`; LaunchError
+    naming init_from_run / init_from_step for an unfinished run or a model that is not on disk."""
+    source = _team_object(Run, team, run_value)
+    if source is None:
+        raise SourceRunNotFound.one("init_from_run", f"No run {run_value!r} in this team.")
+    if source.status in Run.ACTIVE:
+        raise LaunchError.one("init_from_run", f"Run #{source.pk} is {source.status}; start from a finished run.")
+    if step in (None, ""):
+        path = source.directory / "final"
+        if source.status != RunStatus.SUCCEEDED or not (path / "config.json").is_file():
+            raise LaunchError.one("init_from_run", f"Run #{source.pk} ({source.status}) has no final model; "
+                                                   "pick one of its checkpoints (init_from_step).")
+        return source, None, str(path)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise LaunchError.one("init_from_step", "Must be a checkpoint step (a whole number >= 1).")
+    path = source.directory / "checkpoints" / f"{CHECKPOINT_PREFIX}{step}"
+    if not is_complete(path):
+        have = checkpoint_steps(source.directory / "checkpoints")
+        raise LaunchError.one("init_from_step", f"Run #{source.pk} has no checkpoint at step {step} "
+                                                f"(it has: {', '.join(map(str, have)) or 'none'}).")
+    return source, step, str(path / "model")
 
 
 def _checked_extra_config(extra: Any, err) -> dict[str, Any]:
@@ -330,5 +376,6 @@ def clone_initial(run: Run) -> dict[str, Any]:
     else:
         initial["eval_split"] = "none"
     initial.update(name=f"{run.name} (clone)", dataset=run.dataset_id, reward_config=run.reward_config_id,
-                   eval_suite=run.eval_suite_id, queue=run.queue, num_gpus=run.num_gpus, tags=list(run.tags))
+                   eval_suite=run.eval_suite_id, queue=run.queue, num_gpus=run.num_gpus, tags=list(run.tags),
+                   init_from_run=run.init_from_run_id, init_from_step=run.init_from_step)
     return initial

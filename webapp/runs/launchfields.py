@@ -18,7 +18,7 @@ from gft_core.methods import METHODS as METHOD_TABLE
 
 # Where the web-only inputs sit among the config sections: (before, after) the section's settings.
 WEB_SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "Run": (("name",), ("model", "tags")),
+    "Run": (("name",), ("model", "init_from_run", "init_from_step", "tags")),
     "Data and reward": ((), ("dataset", "eval_split", "eval_fraction", "reward_config")),
     "Length, evaluation, checkpoints": ((), ("eval_suite",)),
     "Hardware": ((), ("num_gpus", "queue")),
@@ -29,6 +29,10 @@ WEB_CONTROLLED = frozenset({"method", "model_path", "output_dir", "data", "rewar
     name for name in FIELDS if name.startswith("data.")}
 NAME_MAX_LENGTH = 200  # Run.name
 TAG_MAX_LENGTH = 50
+MAX_ID = 2**31 - 1  # a Postgres integer key
+INIT_FROM_RUN_HELP = ("Start from another run of your team instead of the model: its final model, or the "
+                      "checkpoint of “start step”. The model field is then not used.")
+INIT_FROM_STEP_HELP = "A checkpoint step of that run; blank = its final model."
 
 
 def sections() -> list[tuple[str, list[str]]]:

@@ -51,6 +51,11 @@ class Run(models.Model):
                                    related_name="training_runs",
                                    help_text="Evaluated during training at every eval interval and at the end")
     cloned_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="clones")
+    init_from_run = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="continuations",
+                                      help_text="The run whose model this run starts from (same team)")
+    init_from_step = models.PositiveIntegerField(null=True, blank=True,
+                                                 help_text="Its checkpoint step; blank = its final model")
     tags = ArrayField(models.CharField(max_length=50), default=list, blank=True)
     queue = models.CharField(max_length=50, default="gpu")
     num_gpus = models.PositiveSmallIntegerField(default=1)

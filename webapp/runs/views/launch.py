@@ -59,6 +59,9 @@ def launch(request: HttpRequest) -> HttpResponse:
         team = source.team
         require_writer(request.user, team)
     initial = clone_initial(source) if source else defaults()
+    for key in ("init_from_run", "init_from_step"):  # "Start a run from this one" on a run page
+        if parse_id(request.GET.get(key, "")) is not None:
+            initial[key] = parse_id(request.GET[key])
     if request.method == "POST":
         form = LaunchForm(request.POST, team=team, initial=initial)
         if form.is_valid():

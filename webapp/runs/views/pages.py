@@ -128,7 +128,8 @@ def run_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    run = get_scoped(request.user, Run.objects.select_related("dataset", "reward_config", "created_by", "team"), pk=pk)
+    run = get_scoped(request.user, Run.objects.select_related("dataset", "reward_config", "created_by", "team",
+                                                              "init_from_run"), pk=pk)
     from webapp.evaluations.views import run_tab_context  # that module reuses this one's helpers
 
     state = charts.run_state(run)
@@ -150,6 +151,8 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "cancel_url": reverse("runs:cancel", args=[run.pk]), "resume_url": reverse("runs:resume", args=[run.pk]),
         "logs_url": reverse("runs:logs", args=[run.pk]),
         "clone_url": f"{reverse('runs:launch')}?clone={run.pk}", **evaluation,
+        "continuations": run.continuations.filter(team=run.team).only("pk", "name", "init_from_step"),
+        "continue_url": f"{reverse('runs:launch')}?init_from_run={run.pk}",
     })
 
 
