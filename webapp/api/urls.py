@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from webapp.evaluations import api as evaluations
+from webapp.pipelines import api as pipelines
 
 from . import views
 
@@ -17,6 +18,7 @@ router.register("reward-configs", views.RewardConfigViewSet, basename="reward-co
 router.register("runs", views.RunViewSet, basename="run")
 router.register("eval-suites", evaluations.EvalSuiteViewSet, basename="eval-suite")
 router.register("evaluations", evaluations.EvaluationViewSet, basename="evaluation")
+router.register("pipelines", pipelines.PipelineViewSet, basename="pipeline")
 router.register("reference-results", evaluations.ReferenceResultViewSet, basename="reference-result")
 
 urlpatterns = [
