@@ -5,11 +5,13 @@
     gft runs follow ID                          progress bar + latest metrics until the run ends
     gft runs list [--status S] [--method M] [--tag T] [--limit N]
     gft runs cancel ID | gft runs resume ID
-    gft runs compare A B                        config diff + final metrics table
+    gft runs compare A B [C ...]                config diff + final metrics table of 2-10 runs
     gft runs leaderboard 12 13 14 --suite math [--pick best|final] [--baseline 12]
     gft eval submit --run 12 --suite math [--step latest|final|N] [--follow]   (or --model DIR)
     gft eval results RUN [--suite math]         accuracy per checkpoint and benchmark
     gft eval cancel ID | gft eval resume ID
+    gft pipelines submit pipeline.yaml [--follow]   stages in order (`common:` merged into each)
+    gft pipelines follow ID | gft pipelines list | gft pipelines cancel ID
     gft metrics export ID --format csv|parquet [--keys a,b] [-o FILE]
 
 GFT_URL and GFT_TOKEN override the stored values. Only the standard library, httpx and
@@ -202,21 +204,92 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_COMPARE = 10  # as the compare page
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
+    if not 2 <= len(args.ids) <= MAX_COMPARE:
+        raise CliError(f"compare takes 2 to {MAX_COMPARE} run ids (got {len(args.ids)})")
     client = api()
-    a, b = client.get(f"runs/{args.a}/"), client.get(f"runs/{args.b}/")
-    print(f"Config: #{a['id']} {a['name']!r} vs #{b['id']} {b['name']!r}")
-    diff = config_diff(a["config"], b["config"])
+    runs = [client.get(f"runs/{i}/") for i in dict.fromkeys(args.ids)]
+    head = ["setting", *(f"#{r['id']}" for r in runs)]
+    print("Config: " + " vs ".join(f"#{r['id']} {r['name']!r}" for r in runs))
+    diff = config_diff(*(r["config"] for r in runs))  # the one diff: output paths left out, each field once
     if diff:
-        print(_table(["setting", f"#{a['id']}", f"#{b['id']}"], [[k, _show(va), _show(vb)] for k, (va, vb) in diff]))
+        print(_table(head, [[k, *map(_show, values)] for k, values in diff]))
     else:
         print("  (identical apart from the output directory)")
     print()
-    keys = sorted(set(a.get("summary") or {}) | set(b.get("summary") or {}))
-    rows = [["status", a["status"], b["status"]], ["step", f"{a['step']}/{a['total_steps']}", f"{b['step']}/{b['total_steps']}"]]
-    rows += [[k, _fmt((a.get("summary") or {}).get(k)), _fmt((b.get("summary") or {}).get(k))] for k in keys]
+    summaries = [r.get("summary") or {} for r in runs]
+    keys = sorted(set().union(*summaries))
+    rows = [["status", *(r["status"] for r in runs)], ["step", *(f"{r['step']}/{r['total_steps']}" for r in runs)]]
+    rows += [[k, *(_fmt(s.get(k)) for s in summaries)] for k in keys]
     print("Final metrics:")
-    print(_table(["metric", f"#{a['id']}", f"#{b['id']}"], rows))
+    print(_table(["metric", *head[1:]], rows))
+    return 0
+
+
+def load_pipeline_file(path: Path) -> dict:
+    """{"name", "stages": [...]} from a YAML/JSON file; a top-level `common` mapping is merged into
+    every stage (the stage's own keys win), `team` is passed through."""
+    data = load_run_file(path)
+    stages, common = data.get("stages"), data.get("common") or {}
+    if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages) or not isinstance(common, dict):
+        raise CliError(f"{path}: expected `stages:` (a list of launch-field mappings) and optionally `common:`")
+    out = {"name": data.get("name", ""), "stages": [{**common, **s} for s in stages]}
+    if "team" in data:
+        out["team"] = data["team"]
+    return out
+
+
+def cmd_pipeline_submit(args: argparse.Namespace) -> int:
+    pipeline = api().post("pipelines/", load_pipeline_file(Path(args.file)))
+    print(f"Pipeline #{pipeline['id']} {pipeline['name']!r}: {len(pipeline['stages'])} stages, stage 1 queued")
+    if args.follow:
+        return follow_pipeline(api(), pipeline["id"], interval=args.interval)
+    return 0
+
+
+def follow_pipeline(client: Api, pipeline_id: int, *, interval: float = 2.0, out=None) -> int:
+    """A line per change (stage, its run's progress) until the pipeline ends; 0 if it succeeded."""
+    out = out or sys.stdout
+    last = ""
+    while True:
+        p = client.get(f"pipelines/{pipeline_id}/")
+        started = [s for s in p["stages"] if s["run"]]
+        current = started[-1] if started else None
+        line = f"pipeline #{p['id']} {p['status']}"
+        if current:
+            line += f": stage {current['index'] + 1}/{len(p['stages'])} {current['method'].upper()} " \
+                    + progress_line(current["run"])
+        if line != last:
+            out.write(line + "\n")
+            out.flush()
+            last = line
+        if p["status"] != "running":
+            out.write(f"Pipeline #{p['id']} {p['status']}: {p['message']}\n")
+            if started:
+                ids = " ".join(str(s["run"]["id"]) for s in started)
+                out.write(f"Runs: {ids} (gft runs compare {ids})\n")
+            return 0 if p["status"] == "succeeded" else 1
+        time.sleep(interval)
+
+
+def cmd_pipeline_follow(args: argparse.Namespace) -> int:
+    return follow_pipeline(api(), args.id, interval=args.interval)
+
+
+def cmd_pipeline_list(args: argparse.Namespace) -> int:
+    rows = [[str(p["id"]), p["name"][:40], " -> ".join(s["method"].upper() for s in p["stages"]), p["status"],
+             p["created_by"] or "", p["created_at"][:16].replace("T", " ")]
+            for p in _results(api().get("pipelines/", limit=args.limit))]
+    print(_table(["id", "name", "stages", "status", "user", "created"], rows))
+    return 0
+
+
+def cmd_pipeline_cancel(args: argparse.Namespace) -> int:
+    p = api().post(f"pipelines/{args.id}/cancel/")
+    print(f"Pipeline #{p['id']}: {p['status']}. {p['message']}")
     return 0
 
 
@@ -434,9 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
         c = runs.add_parser(name, help=text)
         c.add_argument("id", type=int)
         c.set_defaults(fn=fn)
-    cmp_ = runs.add_parser("compare", help="config diff and final metrics of two runs")
-    cmp_.add_argument("a", type=int)
-    cmp_.add_argument("b", type=int)
+    cmp_ = runs.add_parser("compare", help="config diff and final metrics of 2 to 10 runs")
+    cmp_.add_argument("ids", type=int, nargs="+", metavar="ID")
     cmp_.set_defaults(fn=cmd_compare)
 
     board = runs.add_parser("leaderboard", help="runs x benchmarks of an eval suite, with the base model's row")
@@ -469,6 +541,24 @@ def build_parser() -> argparse.ArgumentParser:
         c = ev.add_parser(name, help=text)
         c.add_argument("id", type=int)
         c.set_defaults(fn=fn)
+
+    pipes = sub.add_parser("pipelines", help="multi-stage pipelines (SFT -> GFT -> GRPO)").add_subparsers(
+        dest="pipelines_command", required=True)
+    psub = pipes.add_parser("submit", help="start a pipeline from a YAML/JSON file: name, common, stages")
+    psub.add_argument("file")
+    psub.add_argument("--follow", action="store_true", help="then follow it until it ends")
+    psub.add_argument("--interval", type=float, default=2.0)
+    psub.set_defaults(fn=cmd_pipeline_submit)
+    pfol = pipes.add_parser("follow", help="stage and progress lines until the pipeline ends")
+    pfol.add_argument("id", type=int)
+    pfol.add_argument("--interval", type=float, default=2.0)
+    pfol.set_defaults(fn=cmd_pipeline_follow)
+    plst = pipes.add_parser("list", help="pipelines of your teams, newest first")
+    plst.add_argument("--limit", type=int, default=50)
+    plst.set_defaults(fn=cmd_pipeline_list)
+    pcan = pipes.add_parser("cancel", help="stop a pipeline (the running stage is cancelled)")
+    pcan.add_argument("id", type=int)
+    pcan.set_defaults(fn=cmd_pipeline_cancel)
 
     metrics = sub.add_parser("metrics", help="metric data").add_subparsers(dest="metrics_command", required=True)
     exp = metrics.add_parser("export", help="every metric point of a run to CSV or Parquet")

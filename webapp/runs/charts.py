@@ -5,6 +5,7 @@ that draws them, and the views ask `chart_keys` which series to load.
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -12,6 +13,7 @@ from gft_core.config import config_diff as gft_config_diff
 from gft_core.methods import METHODS
 
 from . import progress
+from .modelpaths import launch_value
 from .models import Run
 
 SOURCES = ("expert", "teacher", "self")
@@ -126,10 +128,49 @@ def tau_of(run: Run) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+# Config keys that restate what a named row already says (the dataset's files, the reward config's
+# spec, the suite's contents) or are paths the web chose: left out of the diff, each field once.
+_RESTATED = ("output_dir", "model_path", "reward", "eval_suite")
+_RESTATED_DATA = ("path", "eval_path", "mapping")
+SEED_FIELDS = ("seed",)  # runs that differ only in these are one line with a band ("group seeds")
+
+
+def model_label(run: Run) -> str:
+    """Where a run's weights come from: another run (lineage) or the launch model value."""
+    if run.init_from_run_id:
+        return f"run #{run.init_from_run_id} " + (f"step {run.init_from_step}" if run.init_from_step else "final model")
+    return launch_value((run.config or {}).get("model_path", ""))
+
+
+def comparable_config(run: Run) -> dict[str, Any]:
+    """A run's settings as compare shows them: the gft_core config without output paths and restated
+    parts, plus model (or lineage), dataset, reward config and eval suite by name."""
+    cfg = {k: v for k, v in (run.config or {}).items() if k not in _RESTATED}
+    cfg["data"] = {k: v for k, v in (cfg.get("data") or {}).items() if k not in _RESTATED_DATA}
+    cfg.update(method=run.method, model=model_label(run), dataset=str(run.dataset) if run.dataset_id else None,
+               reward_config=str(run.reward_config) if run.reward_config_id else None,
+               eval_suite=str(run.eval_suite) if run.eval_suite_id else None)
+    return cfg
+
+
 def config_diff(runs: list[Run]) -> list[tuple[str, list[Any]]]:
-    """[(setting, [value per run])] for the config settings (plus method, dataset, reward) that
-    differ (gft_core.config.config_diff: dotted keys, output_dir ignored; "—" where a run lacks it)."""
-    configs = [{**(run.config or {}), "(method)": run.method,
-                "(dataset)": str(run.dataset) if run.dataset_id else None,
-                "(reward config)": str(run.reward_config) if run.reward_config_id else None} for run in runs]
+    """[(setting, [value per run])] for the settings that differ, each once (gft_core.config.config_diff
+    of comparable_config: dotted keys; "—" where a run lacks it)."""
+    configs = [comparable_config(run) for run in runs]
     return [(name, ["—" if v is None else v for v in values]) for name, values in gft_config_diff(*configs)]
+
+
+def seed_groups(runs: list[Run]) -> list[dict[str, Any]]:
+    """Runs whose settings differ only in SEED_FIELDS, in first-seen order: [{"runs": [id, ...],
+    "label": short name, "seeds": [...]}] (a run alone is a group of one)."""
+    groups: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        cfg = comparable_config(run)
+        key = json.dumps({k: v for k, v in cfg.items() if k not in SEED_FIELDS}, sort_keys=True, default=str)
+        group = groups.setdefault(key, {"runs": [], "seeds": [], "label": ""})
+        group["runs"].append(run.pk)
+        group["seeds"].append(cfg.get("seed"))
+    for group in groups.values():
+        ids = group["runs"]
+        group["label"] = f"#{ids[0]}" + (f" +{len(ids) - 1} seeds" if len(ids) > 1 else "")
+    return list(groups.values())

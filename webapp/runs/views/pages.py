@@ -158,9 +158,21 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def compare(request: HttpRequest) -> HttpResponse:
-    ids = parse_run_ids(request.GET.get("runs", ""))
+    # ?runs=1,2 and the run picker's ?pick=3&pick=4 (added after them)
+    ids = parse_run_ids(",".join([request.GET.get("runs", ""), *request.GET.getlist("pick")]))
     runs = scoped_runs(request, ids) if ids else []
     return render(request, "runs/compare.html", compare_context(request, runs, chart_ids=[], smoothing=0.0))
+
+
+PICKER_RUNS = 300  # the run picker lists the team's newest runs
+
+
+def picker_runs(request: HttpRequest, team, exclude: list[int]):
+    """The runs the compare page's picker offers: the team's newest, those shown left out."""
+    if team is None:
+        return []
+    return list(scoped(request.user, Run.objects.filter(team=team)).exclude(pk__in=exclude)
+                .only("pk", "name", "method", "status", "created_at").order_by("-created_at")[:PICKER_RUNS])
 
 
 def compare_context(request: HttpRequest, runs: list[Run], *, chart_ids: list[str], smoothing: float,
@@ -176,7 +188,7 @@ def compare_context(request: HttpRequest, runs: list[Run], *, chart_ids: list[st
             summary_rows.append((key, series.direction(key), cells))
     page = {
         "runs": [{"id": r.pk, "name": r.name, "tau": charts.tau_of(r), "state": charts.run_state(r)} for r in runs],
-        "charts": chosen, "smoothing": smoothing, "mode": "compare",
+        "charts": chosen, "smoothing": smoothing, "mode": "compare", "groups": charts.seed_groups(runs),
         "urls": {"series": reverse("runs:series"),
                  "streams": {str(r.pk): reverse("runs:stream", args=[r.pk]) for r in runs}},
     }
@@ -187,7 +199,9 @@ def compare_context(request: HttpRequest, runs: list[Run], *, chart_ids: list[st
     return {**board, "runs": runs, "run_ids": ",".join(str(r.pk) for r in runs), "diff": charts.config_diff(runs) if runs else [],
             "summary_rows": summary_rows, "page": page, "all_charts": charts.CHARTS,
             "chosen_ids": [c["id"] for c in chosen] if chart_ids else [], "dashboard": dashboard,
-            "too_few": len(runs) < 2, "max_compare": MAX_COMPARE}
+            "too_few": len(runs) < 2, "max_compare": MAX_COMPARE,
+            "seed_groups": sum(len(g["runs"]) > 1 for g in page["groups"]),
+            "picker": picker_runs(request, team or request.team, [r.pk for r in runs]) if len(runs) < MAX_COMPARE else []}
 
 
 # ---------------------------------------------------------------------------------------- data

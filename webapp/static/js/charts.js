@@ -6,6 +6,7 @@ const RUN_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17b
   "#7f7f7f", "#bcbd22"];
 const KEY_COLORS = ["#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#d62728", "#17becf"];
 const DASHES = ["solid", "dot", "dash", "dashdot", "longdash", "longdashdot"];
+const MAX_LEGEND = 9;  // more named lines than this: no legend on the chart (the run legend above says it)
 
 export function runColor(index) { return RUN_COLORS[index % RUN_COLORS.length]; }
 
@@ -52,7 +53,10 @@ export class ChartBoard {
     this.zoom = {};      // chartId -> {range: [stepLo, stepHi], xrange, data}
     this.smoothing = page.smoothing || 0;
     this.logScale = false;
-    this.xmode = "step";
+    this.xmode = "step";   // step | wall (date) | relative (minutes since the run's first point)
+    this.t0 = {};          // runId -> wall time of its first point (the relative axis' zero)
+    this.groups = page.groups || [];  // compare: runs that differ only in seed
+    this.groupSeeds = false;
     this.pending = new Set();
     this.timer = null;
     this.revision = 0;
@@ -123,6 +127,8 @@ export class ChartBoard {
     const body = await resp.json();
     for (const r of this.runs) {
       this.data[r.id] = body.series[r.id] || {};
+      const firsts = Object.values(this.data[r.id]).filter(s => s.wall_time.length).map(s => s.wall_time[0]);
+      if (firsts.length) this.t0[r.id] = Math.min(...firsts);
       if (body.hist && body.hist[r.id]) this.hist[r.id] = body.hist[r.id];
     }
     this.renderAll();
@@ -195,6 +201,7 @@ export class ChartBoard {
   setSmoothing(w) { this.smoothing = w; this.renderAll(); }
   setLog(on) { this.logScale = on; this.renderAll(); }
   setXMode(mode) { this.xmode = mode; this.zoom = {}; this.renderAll(true); }
+  setGroupSeeds(on) { this.groupSeeds = on; this.renderAll(); }
 
   renderAll(resetView = false) {
     for (const c of this.charts) this.render(c, resetView);
@@ -206,13 +213,64 @@ export class ChartBoard {
     return src[key];
   }
 
-  x(s) { return this.xmode === "step" ? s.step : s.wall_time.map(t => new Date(t * 1000)); }
+  x(s, runId) {
+    if (this.xmode === "step") return s.step;
+    if (this.xmode === "relative") {
+      const t0 = this.t0[runId] ?? (s.wall_time.length ? s.wall_time[0] : 0);
+      return s.wall_time.map(t => (t - t0) / 60);
+    }
+    return s.wall_time.map(t => new Date(t * 1000));
+  }
+
+  // Compare with "group seeds": a group of runs differing only in seed drawn as its mean, with a
+  // +/- std band, at the steps every run of the group logged (x from the group's first run).
+  groupTraces(traces, chart, fmt) {
+    const byId = Object.fromEntries(this.runs.map(r => [r.id, r]));
+    for (const g of this.groups) {
+      if (g.runs.length < 2) continue;
+      const first = byId[g.runs[0]];
+      chart.keys.forEach((key, ki) => {
+        const all = g.runs.map(id => this.seriesFor(chart, id, key)).filter(s => s && s.step.length);
+        if (all.length < 2) return;
+        const maps = all.map(s => new Map(s.step.map((st, i) => [st, s.value[i]])));
+        const base = all[0];
+        const idx = base.step.map((st, i) => i).filter(i => maps.every(m => m.get(base.step[i]) != null));
+        const pick = arr => idx.map(i => arr[i]);
+        const sub = { step: pick(base.step), wall_time: pick(base.wall_time), value: [] };
+        const mean = [], sd = [];
+        for (const i of idx) {
+          const vs = maps.map(m => m.get(base.step[i]));
+          const mu = vs.reduce((a, b) => a + b, 0) / vs.length;
+          mean.push(mu);
+          sd.push(Math.sqrt(vs.reduce((a, b) => a + (b - mu) ** 2, 0) / (vs.length - 1)));
+        }
+        sub.value = mean;
+        const x = this.x(sub, first.id), color = first.color, label = `${g.label}`;
+        traces.push({ x, y: ema(mean.map((m, i) => m - sd[i]), this.smoothing), mode: "lines", line: { width: 0 },
+          showlegend: false, hoverinfo: "skip", legendgroup: `g${first.id}${key}` });
+        traces.push({ x, y: ema(mean.map((m, i) => m + sd[i]), this.smoothing), mode: "lines", line: { width: 0 },
+          fill: "tonexty", fillcolor: rgba(color, 0.2), showlegend: false, hoverinfo: "skip", legendgroup: `g${first.id}${key}` });
+        this.lineTraces(traces, sub, key, color, DASHES[ki % DASHES.length], `${label} mean`, fmt, first.id);
+      });
+    }
+  }
+
+  shortLabel(run) {
+    const name = run.name.length > 18 ? run.name.slice(0, 17) + "…" : run.name;
+    return `#${run.id} ${name}`;
+  }
 
   traces(chart) {
     const traces = [];
-    const fmt = this.xmode === "step" ? "step %{x}" : "%{x|%Y-%m-%d %H:%M:%S}";
+    const fmt = this.xmode === "step" ? "step %{x}" : this.xmode === "relative" ? "%{x:.1f} min" : "%{x|%Y-%m-%d %H:%M:%S}";
+    const grouped = new Set();
+    if (this.compare && this.groupSeeds && chart.kind !== "heatmap" && chart.kind !== "band") {
+      this.groupTraces(traces, chart, fmt);
+      for (const g of this.groups) if (g.runs.length > 1) for (const id of g.runs) grouped.add(id);
+    }
     this.runs.forEach((run, ri) => {
-      const runLabel = this.compare ? `#${run.id} ${run.name}` : "";
+      if (grouped.has(run.id)) return;
+      const runLabel = this.compare ? this.shortLabel(run) : "";
       if (chart.kind === "heatmap") {
         const h = this.hist[run.id];
         if (!h || !h.step.length) return;
@@ -229,10 +287,10 @@ export class ChartBoard {
         const mid = this.seriesFor(chart, run.id, chart.mid);
         const lo = this.seriesFor(chart, run.id, chart.lo), hi = this.seriesFor(chart, run.id, chart.hi);
         if (lo && hi) {
-          traces.push({ x: this.x(lo), y: ema(lo.value, this.smoothing), mode: "lines", line: { width: 0.5, color: rgba(color, 0.4) },
+          traces.push({ x: this.x(lo, run.id), y: ema(lo.value, this.smoothing), mode: "lines", line: { width: 0.5, color: rgba(color, 0.4) },
             name: `${runLabel} ${chart.lo}`.trim(), legendgroup: `${run.id}band`, showlegend: false,
             hovertemplate: `${chart.lo} %{y:.6g}<extra>${runLabel}</extra>` });
-          traces.push({ x: this.x(hi), y: ema(hi.value, this.smoothing), mode: "lines", line: { width: 0.5, color: rgba(color, 0.4) },
+          traces.push({ x: this.x(hi, run.id), y: ema(hi.value, this.smoothing), mode: "lines", line: { width: 0.5, color: rgba(color, 0.4) },
             fill: "tonexty", fillcolor: rgba(color, 0.12), name: `${runLabel} ${chart.lo}…${chart.hi}`.trim(),
             legendgroup: `${run.id}band`, hovertemplate: `${chart.hi} %{y:.6g}<extra>${runLabel}</extra>` });
         }
@@ -241,13 +299,13 @@ export class ChartBoard {
           if (sd && sd.step.length === mid.step.length) {
             const up = mid.value.map((v, i) => v === null || sd.value[i] === null ? null : v + sd.value[i]);
             const dn = mid.value.map((v, i) => v === null || sd.value[i] === null ? null : v - sd.value[i]);
-            traces.push({ x: this.x(mid), y: ema(dn, this.smoothing), mode: "lines", line: { width: 0 }, showlegend: false,
+            traces.push({ x: this.x(mid, run.id), y: ema(dn, this.smoothing), mode: "lines", line: { width: 0 }, showlegend: false,
               legendgroup: `${run.id}std`, hoverinfo: "skip" });
-            traces.push({ x: this.x(mid), y: ema(up, this.smoothing), mode: "lines", line: { width: 0 }, fill: "tonexty",
+            traces.push({ x: this.x(mid, run.id), y: ema(up, this.smoothing), mode: "lines", line: { width: 0 }, fill: "tonexty",
               fillcolor: rgba(color, 0.25), name: `${runLabel} ±std`.trim(), legendgroup: `${run.id}std`, hoverinfo: "skip" });
           }
         }
-        if (mid) this.lineTraces(traces, mid, chart.mid, color, "solid", runLabel, fmt);
+        if (mid) this.lineTraces(traces, mid, chart.mid, color, "solid", runLabel, fmt, run.id);
         return;
       }
       chart.keys.forEach((key, ki) => {
@@ -255,15 +313,15 @@ export class ChartBoard {
         if (!s || !s.step.length) return;
         const color = this.compare ? run.color : KEY_COLORS[ki % KEY_COLORS.length];
         const dash = this.compare ? DASHES[ki % DASHES.length] : "solid";
-        this.lineTraces(traces, s, key, color, dash, runLabel, fmt);
+        this.lineTraces(traces, s, key, color, dash, runLabel, fmt, run.id);
       });
     });
     return traces;
   }
 
-  lineTraces(traces, s, key, color, dash, runLabel, fmt) {
+  lineTraces(traces, s, key, color, dash, runLabel, fmt, runId) {
     const name = runLabel ? `${runLabel} · ${key}` : key;
-    const x = this.x(s);
+    const x = this.x(s, runId);
     const marker = s.step.length < 3 ? "lines+markers" : "lines";
     if (this.smoothing > 0) {
       // Raw values stay visible (faint) and hoverable: hover always shows exact values.
@@ -290,7 +348,8 @@ export class ChartBoard {
     }
     const z = this.zoom[chart.id];
     // No axis title: the toolbar says step or wall time, and the legend needs the room below.
-    const xaxis = { type: this.xmode === "step" ? "linear" : "date", automargin: true };
+    const xaxis = { type: this.xmode === "wall" ? "date" : "linear", automargin: true,
+      title: this.xmode === "relative" ? { text: "minutes since start", font: { size: 10 } } : undefined };
     if (z) { xaxis.range = z.xrange; xaxis.autorange = false; }
     const yaxis = { type: chart.kind === "heatmap" ? "linear" : (this.logScale ? "log" : "linear"), automargin: true,
       exponentformat: "e" };
@@ -301,11 +360,14 @@ export class ChartBoard {
       yaxis.range = [flat - pad, flat + pad];
     }
     const named = traces.filter(t => t.showlegend !== false && t.type !== "heatmap").length;
-    const perRow = this.compare ? 1 : 3;  // compare names are long: one per legend row
-    const legendRows = named > 1 ? Math.ceil(named / perRow) : 0;
+    // Short labels, several per row; past MAX_LEGEND entries the page's run legend (colour swatches
+    // above the charts) says which line is which, instead of a legend that scrolls.
+    const perRow = 3;
+    const legendShown = named > 1 && named <= MAX_LEGEND;
+    const legendRows = legendShown ? Math.ceil(named / perRow) : 0;
     return {
       height: 240 + 18 * legendRows, margin: { l: 55, r: 15, t: 10, b: 25 }, hovermode: "x unified",
-      showlegend: named > 1, legend: { orientation: "h", yanchor: "top", y: -0.1, font: { size: 11 } },
+      showlegend: legendShown, legend: { orientation: "h", yanchor: "top", y: -0.1, font: { size: 11 } },
       xaxis, yaxis, shapes, annotations,
       // Keeps the user's zoom across live redraws; a new value resets the view (x mode change).
       uirevision: resetView ? `${this.xmode}-${Date.now()}` : this.xmode,
@@ -367,10 +429,11 @@ export class ChartBoard {
 
   toSteps(chart, a, b) {
     if (this.xmode === "step") return [Math.floor(a), Math.ceil(b)];
-    // Wall-time range -> step range through the loaded history of the chart's first series.
-    const ta = new Date(a).getTime() / 1000, tb = new Date(b).getTime() / 1000;
+    // Time range -> step range through the loaded history of the chart's series.
     let lo = Infinity, hi = -Infinity;
     for (const r of this.runs) for (const k of chart.keys) {
+      const rel = this.xmode === "relative", t0 = this.t0[r.id] || 0;
+      const ta = rel ? t0 + a * 60 : new Date(a).getTime() / 1000, tb = rel ? t0 + b * 60 : new Date(b).getTime() / 1000;
       const s = (this.data[r.id] || {})[k];
       if (!s || !s.step.length) continue;
       const i = Math.max(0, lowerBound(s.wall_time, ta) - 1), j = Math.min(s.step.length - 1, lowerBound(s.wall_time, tb));
@@ -398,4 +461,6 @@ export function bindToolbar(board, toolbar) {
   if (log) log.addEventListener("change", () => board.setLog(log.checked));
   const xmode = toolbar.querySelector("[name=xmode]");
   if (xmode) xmode.addEventListener("change", () => board.setXMode(xmode.value));
+  const seeds = toolbar.querySelector("[name=groupseeds]");
+  if (seeds) seeds.addEventListener("change", () => board.setGroupSeeds(seeds.checked));
 }
