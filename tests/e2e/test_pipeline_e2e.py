@@ -54,6 +54,8 @@ def test_two_stage_pipeline_second_stage_trains_from_the_first_ones_final_model(
 
     third = api_client.post("/api/runs/", {**launch_inputs, "name": "third", "tau": 0.9, "seed": 5}, format="json")
     assert third.status_code == 201, third.json()
+    # Cancelled while queued: compared, never trained (the worker stays free to stop at teardown).
+    assert api_client.post(f"/api/runs/{third.json()['id']}/cancel/").json()["status"] == "cancelled"
     compare = gft("runs", "compare", str(first.pk), str(second.pk), str(third.json()["id"]), env=env, cwd=tmp_path)
     assert compare.returncode == 0, compare.stderr
     lines = compare.stdout.splitlines()

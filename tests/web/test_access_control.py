@@ -11,6 +11,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from webapp.dashboards.models import Dashboard
 from webapp.datasets.models import Dataset
+from webapp.pipelines.models import Pipeline, PipelineStage
 from webapp.rewards.models import RewardConfig
 from webapp.runs.models import Run
 
@@ -35,13 +36,16 @@ def _objects(team, user):
     run = Run.objects.create(team=team, name="run", method="gft", config={"tau": 0.5}, dataset=dataset,
                              reward_config=reward, created_by=user, status="failed")
     dashboard = Dashboard.objects.create(team=team, name="dash", run_ids=[run.pk])
-    return {"runs": run, "datasets": dataset, "rewards": reward, "dashboards": dashboard, "api": None}
+    pipeline = Pipeline.objects.create(team=team, name="pipe", created_by=user)
+    PipelineStage.objects.create(pipeline=pipeline, index=0, method="gft", inputs={}, run=run)
+    return {"runs": run, "datasets": dataset, "rewards": reward, "dashboards": dashboard, "pipelines": pipeline,
+            "api": None}
 
 
 def _model_for(route: str, namespace: str, objs: dict):
     """Which object a pattern's first int argument names, from its namespace or API route."""
     if namespace == "api" or route.startswith("api/"):
-        for segment, key in (("runs", "runs"), ("datasets", "datasets"), ("reward", "rewards"),
+        for segment, key in (("pipelines", "pipelines"), ("runs", "runs"), ("datasets", "datasets"), ("reward", "rewards"),
                              ("dashboards", "dashboards"), ("teams", None)):
             if f"/{segment}" in "/" + route:
                 return objs.get(key) if key else None
