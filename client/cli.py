@@ -250,29 +250,40 @@ def cmd_pipeline_submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def follow_pipeline(client: Api, pipeline_id: int, *, interval: float = 2.0, out=None) -> int:
-    """A line per change (stage, its run's progress) until the pipeline ends; 0 if it succeeded."""
-    out = out or sys.stdout
+def poll_lines(fetch, line_of, finished, *, interval: float, out) -> dict:
+    """Fetch until `finished(obj)`, writing `line_of(obj)` whenever it changes; the last obj."""
     last = ""
     while True:
-        p = client.get(f"pipelines/{pipeline_id}/")
-        started = [s for s in p["stages"] if s["run"]]
-        current = started[-1] if started else None
-        line = f"pipeline #{p['id']} {p['status']}"
-        if current:
-            line += f": stage {current['index'] + 1}/{len(p['stages'])} {current['method'].upper()} " \
-                    + progress_line(current["run"])
+        obj = fetch()
+        line = line_of(obj)
         if line != last:
             out.write(line + "\n")
             out.flush()
             last = line
-        if p["status"] != "running":
-            out.write(f"Pipeline #{p['id']} {p['status']}: {p['message']}\n")
-            if started:
-                ids = " ".join(str(s["run"]["id"]) for s in started)
-                out.write(f"Runs: {ids} (gft runs compare {ids})\n")
-            return 0 if p["status"] == "succeeded" else 1
+        if finished(obj):
+            return obj
         time.sleep(interval)
+
+
+def pipeline_line(p: dict) -> str:
+    started = [s for s in p["stages"] if s["run"]]
+    line = f"pipeline #{p['id']} {p['status']}"
+    if started:
+        s = started[-1]
+        line += f": stage {s['index'] + 1}/{len(p['stages'])} {s['method'].upper()} " + progress_line(s["run"])
+    return line
+
+
+def follow_pipeline(client: Api, pipeline_id: int, *, interval: float = 2.0, out=None) -> int:
+    """A line per change (stage, its run's progress) until the pipeline ends; 0 if it succeeded."""
+    out = out or sys.stdout
+    p = poll_lines(lambda: client.get(f"pipelines/{pipeline_id}/"), pipeline_line,
+                   lambda p: p["status"] != "running", interval=interval, out=out)
+    out.write(f"Pipeline #{p['id']} {p['status']}: {p['message']}\n")
+    ids = " ".join(str(s["run"]["id"]) for s in p["stages"] if s["run"])
+    if ids:
+        out.write(f"Runs: {ids} (gft runs compare {ids})\n")
+    return 0 if p["status"] == "succeeded" else 1
 
 
 def cmd_pipeline_follow(args: argparse.Namespace) -> int:
@@ -358,21 +369,14 @@ def cmd_eval_submit(args: argparse.Namespace) -> int:
 def follow_evaluation(client: Api, ev_id: int, *, interval: float = 2.0, out=None) -> int:
     """Print progress until the evaluation ends; 0 if it succeeded, 1 otherwise."""
     out = out or sys.stdout
-    last = ""
-    while True:
-        ev = client.get(f"evaluations/{ev_id}/")
-        line = f"#{ev_id} {ev['status']:<9} {ev['done']}/{ev['total'] or '?'} {ev['current_benchmark']}".rstrip()
-        if line != last:
-            out.write(line + "\n")
-            out.flush()
-            last = line
-        if ev["status"] in FINISHED:
-            if ev["status"] == "failed":
-                out.write(f"Evaluation #{ev_id} failed: {ev['error']}\n")
-            else:
-                out.write(_eval_table([ev], "avg_at_k") + "\n")
-            return 0 if ev["status"] == "succeeded" else 1
-        time.sleep(interval)
+    ev = poll_lines(lambda: client.get(f"evaluations/{ev_id}/"),
+                    lambda ev: f"#{ev_id} {ev['status']:<9} {ev['done']}/{ev['total'] or '?'} {ev['current_benchmark']}".rstrip(),
+                    lambda ev: ev["status"] in FINISHED, interval=interval, out=out)
+    if ev["status"] == "failed":
+        out.write(f"Evaluation #{ev_id} failed: {ev['error']}\n")
+    else:
+        out.write(_eval_table([ev], "avg_at_k") + "\n")
+    return 0 if ev["status"] == "succeeded" else 1
 
 
 def _metric(metrics: dict, metric: str) -> float | None:
