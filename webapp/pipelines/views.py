@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
 
 from gft_core.config import METHODS
 from webapp.accounts.quotas import QuotaExceeded
@@ -88,9 +87,10 @@ def pipeline_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
 def pipeline_cancel(request: HttpRequest, pk: int) -> HttpResponse:
-    pipeline = get_scoped(request.user, Pipeline.objects.select_related("team"), pk=pk)
+    pipeline = get_scoped(request.user, Pipeline.objects.select_related("team"), pk=pk)  # 404 first, any method
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
     require_writer(request.user, pipeline.team)
     try:
         services.cancel_pipeline(pipeline, request.user)
