@@ -152,11 +152,6 @@ class GFTConfig:
                                             "Resume continues from the latest one.")
     keep_checkpoints: int = setting(3, min=1, max=100, help="Checkpoints kept on disk (the oldest are removed).")
     save_final: bool = setting(True, help="Save the trained model under output_dir/final at the end.")
-    mixed_precision: str = setting("no", choices=MIXED_PRECISION, section="Hardware",
-                                   help="bf16 on recent GPUs; “no” on CPU. Master weights stay float32.")
-    gradient_checkpointing: bool = setting(False, section="Hardware", label="Activation checkpointing",
-                                           help="Recompute activations in the backward pass: less memory, ~30% "
-                                                "more compute per step.")
     # LoRA through PEFT (gft_core/lora.py); rank 0 = every parameter trains
     lora_rank: int = setting(0, min=0, max=4096, section="LoRA", label="LoRA rank",
                              help="Train low-rank adapters of this rank instead of every weight (0 = full "
@@ -171,6 +166,11 @@ class GFTConfig:
     lora_export: str = setting("merged", choices=LORA_EXPORTS, section="LoRA", label="LoRA final model",
                                help="The final model: adapters merged into full weights, or the adapter alone "
                                     "(small; evaluation and later stages load it onto its base).")
+    mixed_precision: str = setting("no", choices=MIXED_PRECISION, section="Hardware",
+                                   help="bf16 on recent GPUs; “no” on CPU. Master weights stay float32.")
+    gradient_checkpointing: bool = setting(False, section="Hardware", label="Activation checkpointing",
+                                           help="Recompute activations in the backward pass: less memory, ~30% "
+                                                "more compute per step.")
     # group inspector (issue 8): group_sample_count groups every group_sample_interval steps
     group_sample_interval: int = setting(10, min=0, max=MAX_INTERVAL,
                                          help="Record groups for the inspector every this many steps (0 = off).")
