@@ -24,6 +24,7 @@ METHODS: tuple[str, ...] = MethodNames(METHOD_TABLE)  # the names, in launch-for
 LR_SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine")
 MIXED_PRECISION: tuple[str, ...] = ("no", "fp16", "bf16")
 LOSS_AGGREGATIONS: tuple[str, ...] = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+LORA_EXPORTS: tuple[str, ...] = ("merged", "adapter")
 DEFAULT_REWARD: dict[str, Any] = {"name": "math_verify", "params": {}}
 MAX_INTERVAL = 1_000_000
 MAX_SEED = 2**32 - 1
@@ -151,8 +152,25 @@ class GFTConfig:
                                             "Resume continues from the latest one.")
     keep_checkpoints: int = setting(3, min=1, max=100, help="Checkpoints kept on disk (the oldest are removed).")
     save_final: bool = setting(True, help="Save the trained model under output_dir/final at the end.")
+    # LoRA through PEFT (gft_core/lora.py); rank 0 = every parameter trains
+    lora_rank: int = setting(0, min=0, max=4096, section="LoRA", label="LoRA rank",
+                             help="Train low-rank adapters of this rank instead of every weight (0 = full "
+                                  "fine-tuning). At most the model's hidden size.")
+    lora_alpha: float = setting(16.0, min=0.0, min_exclusive=True, max=65536.0, section="LoRA", label="LoRA alpha",
+                                help="Adapter scaling: the update is alpha / rank x B A.")
+    lora_dropout: float = setting(0.0, min=0.0, max=0.9, section="LoRA", label="LoRA dropout",
+                                  help="Dropout on the adapters' input, in [0, 0.9].")
+    lora_target_modules: str = setting("auto", section="LoRA", label="LoRA target modules",
+                                       help="“auto” (attention and MLP projections of the model's family) or "
+                                            "module names separated by commas, e.g. q_proj,v_proj.")
+    lora_export: str = setting("merged", choices=LORA_EXPORTS, section="LoRA", label="LoRA final model",
+                               help="The final model: adapters merged into full weights, or the adapter alone "
+                                    "(small; evaluation and later stages load it onto its base).")
     mixed_precision: str = setting("no", choices=MIXED_PRECISION, section="Hardware",
-                                   help="bf16 on recent GPUs; “no” on CPU.")
+                                   help="bf16 on recent GPUs; “no” on CPU. Master weights stay float32.")
+    gradient_checkpointing: bool = setting(False, section="Hardware", label="Activation checkpointing",
+                                           help="Recompute activations in the backward pass: less memory, ~30% "
+                                                "more compute per step.")
     # group inspector (issue 8): group_sample_count groups every group_sample_interval steps
     group_sample_interval: int = setting(10, min=0, max=MAX_INTERVAL,
                                          help="Record groups for the inspector every this many steps (0 = off).")
@@ -392,6 +410,14 @@ def _check_model_dir(path: Any) -> None:
     p = Path(path)
     if not p.is_dir():
         raise ConfigError("model_path", path, "no such directory")
+    from gft_core.lora import adapter_base, is_adapter_dir
+
+    if is_adapter_dir(p):  # a LoRA run's adapter export: its base must be a model directory
+        base = adapter_base(p)
+        if Path(base).resolve() == p.resolve() or is_adapter_dir(base):
+            raise ConfigError("model_path", path, f"the adapter's base {base!r} is not a full model directory")
+        _check_model_dir(base)
+        return
     if not (p / "config.json").is_file():
         raise ConfigError("model_path", path, "not a Hugging Face model directory (no config.json)")
     weights = list(p.glob("*.safetensors")) + list(p.glob("*.bin")) + list(p.glob("*.safetensors.index.json"))

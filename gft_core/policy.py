@@ -30,11 +30,29 @@ def load_policy(path: str | Path, dtype: torch.dtype = torch.float32):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    from gft_core.lora import is_adapter_dir, load_adapter_model
+
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if is_adapter_dir(path):  # a LoRA run's adapter export: its base with the adapter merged in
+        return load_adapter_model(path, dtype), tokenizer
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     return model, tokenizer
+
+
+def prepare_training(model: Any, cfg: Any) -> Any | None:
+    """Activation checkpointing and LoRA adapters as the config asks; the PeftModel wrapper of a
+    LoRA run (None for full fine-tuning: every parameter trains)."""
+    if cfg.gradient_checkpointing:
+        # non-reentrant: works with frozen inputs (LoRA) and without use_cache tricks
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if not cfg.lora_rank:
+        return None
+    from gft_core.lora import apply_lora
+
+    return apply_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                      targets=cfg.lora_target_modules)
 
 
 def load_weights(model: Any, model_dir: Path) -> None:

@@ -35,7 +35,9 @@ from gft_core.groups import Group, Response, group_advantages, off_policy_respon
 from gft_core.logprobs import TrainSeq, accepts_logits_to_keep, collate, pad_rows, response_logprobs
 from gft_core.losses import dcr_coefficients, dft_loss, gft_loss, grpo_loss, sft_loss
 from gft_core.metrics import MetricSink, NullSink
-from gft_core.policy import derive_seed, encode_prompt, frozen_copy, load_policy, load_weights, seed_everything
+from gft_core.lora import AdaptersOff, load_adapter_weights, save_final_model
+from gft_core.policy import (derive_seed, encode_prompt, frozen_copy, load_policy, load_weights, prepare_training,
+                             seed_everything)
 from gft_core.rollout import can_share_prefix, generate_samples
 from gft_core.step_stats import StepStats
 
@@ -136,9 +138,10 @@ class Trainer:
         checkpoint = latest_checkpoint(self.checkpoint_root()) if self.resume else None
         model, self.tokenizer = load_policy(cfg.model_path)
         self.pad_id = self.tokenizer.pad_token_id
+        self.peft = prepare_training(model, cfg)  # LoRA: the PeftModel wrapper, else None
         self.ref_model = None
         if self.method.uses_old_logprobs and cfg.kl_coef > 0:  # GRPO's KL term needs the reference model
-            self.ref_model = frozen_copy(model, acc.device)
+            self.ref_model = AdaptersOff(self.peft) if self.peft else frozen_copy(model, acc.device)
         self.kl_probe: KLProbe | None = None
         probe_examples = self._probe_examples() if cfg.kl_interval else []
         if probe_examples:  # from the start model, before any update
@@ -147,11 +150,11 @@ class Trainer:
                                     micro_batch_size=cfg.micro_batch_size, pad_id=self.pad_id, device=acc.device,
                                     ref_model=self.ref_model)
         if checkpoint is not None:
-            load_weights(model, checkpoint / "model")
+            load_adapter_weights(self.peft, checkpoint / "model") if self.peft else load_weights(model, checkpoint / "model")
         self._skip_prompt_logits = accepts_logits_to_keep(model)
         self._shared_prefix = can_share_prefix(model)
         # fused: one kernel per step instead of a Python loop over the parameters (same update)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=tuple(cfg.adam_betas),
                                       weight_decay=cfg.weight_decay, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, self.total_steps))
@@ -449,7 +452,7 @@ class Trainer:
             self._flush_sink()
             state = {"step": self.step, "epoch": self.epoch, "cursor": self.cursor, "rollout_index": self.rollout_index,
                      "total_steps": self.total_steps, "eval_history": self.eval_history, "config": self.cfg.to_dict()}
-            write_checkpoint(path, model=acc.unwrap_model(self.model), tokenizer=self.tokenizer, optimizer=self.optimizer,
+            write_checkpoint(path, model=self.peft or acc.unwrap_model(self.model), tokenizer=self.tokenizer, optimizer=self.optimizer,
                              scheduler=self.scheduler, pending=self.pending, state=state, before_publish=self._flush_sink)
             prune_checkpoints(self.checkpoint_root(), self.cfg.keep_checkpoints)
             self.sink.artifact("checkpoint", str(path), self.step)
@@ -486,7 +489,7 @@ class Trainer:
         path = self.out / "final"
         if acc.is_main_process:
             self._flush_sink()
-            acc.unwrap_model(self.model).save_pretrained(path)
-            self.tokenizer.save_pretrained(path)
+            save_final_model(acc.unwrap_model(self.model), self.tokenizer, path, peft=self.peft,
+                             merged=self.cfg.lora_export == "merged")
             self.sink.artifact("final_model", str(path), self.step)
         return str(path)

@@ -127,11 +127,13 @@ def test_launch_fields_are_the_launch_forms_settings_in_form_order():
     assert LAUNCH_FIELDS == (
         "method", "n_expert", "n_teacher", "n_self", "tau", "lr", "lr_schedule", "warmup_steps",
         "prompts_per_step", "sequences_per_update", "micro_batch_size", "max_prompt_len", "max_response_len",
-        "temperature", "max_steps", "epochs", "seed", "eval_interval", "checkpoint_interval", "mixed_precision",
+        "temperature", "max_steps", "epochs", "seed", "eval_interval", "checkpoint_interval",
+        "lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_export", "mixed_precision",
+        "gradient_checkpointing",
     )
     sections = [FIELDS[n].section for n in LAUNCH_FIELDS]
     assert sections == sorted(sections, key=["Run", "Group", "Optimisation", "Length, evaluation, checkpoints",
-                                             "Hardware"].index)
+                                             "LoRA", "Hardware"].index)
     assert all(FIELDS[n].label and FIELDS[n].help for n in FIELDS)
     assert FIELDS["tau"].label == "τ (DCR threshold)"
 

@@ -23,7 +23,8 @@ WEB_SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "Length, evaluation, checkpoints": ((), ("eval_suite",)),
     "Hardware": ((), ("num_gpus", "queue")),
 }
-SECTION_ORDER = ("Run", "Data and reward", "Group", "Optimisation", "Length, evaluation, checkpoints", "Hardware")
+SECTION_ORDER = ("Run", "Data and reward", "Group", "Optimisation", "Length, evaluation, checkpoints", "LoRA",
+                 "Hardware")
 # Config keys the web sets itself; the API's free-form `config` may not override them.
 WEB_CONTROLLED = frozenset({"method", "model_path", "output_dir", "data", "reward", "eval_suite"}) | {
     name for name in FIELDS if name.startswith("data.")}
