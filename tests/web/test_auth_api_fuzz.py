@@ -65,6 +65,7 @@ ACCEPTANCE_NOT_CHECKED = {
     "POST /api/eval-suites/add-benchmarks/",  # preset names
     "POST /api/evaluations/",     # suite/run ids of the team, a checkpoint on disk, a model under MODEL_ROOTS
     "GET /api/evaluations/leaderboard/",  # run ids of the team, pick/metric names
+    "GET /api/datasets/{id}/group-preview/",  # group counts and max_response_len bounded per launch field
 }
 
 

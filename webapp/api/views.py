@@ -156,7 +156,8 @@ class DatasetViewSet(VersionedResourceMixin, ScopedMixin, mixins.CreateModelMixi
                                      f"warning compares with max_response_len, 1 to 100 (default {DEFAULT_PERCENTILE})")],
         responses={200: OpenApiResponse(response=dict, description=(
             "The group per prompt a run with these settings gets on this version: asked, group, label, rows, "
-            "short_rows, short_share, message, truncation (per expert/teacher source), warnings, dataset"))})
+            "short_rows, short_share, message, truncation (per expert/teacher source), warnings, dataset")),
+            400: OpenApiResponse(description="a parameter out of its launch field's bounds, named")})
     @action(detail=True, methods=["get"], url_path="group-preview")
     def group_preview(self, request: Request, pk=None) -> Response:
         """What the group per prompt will really be on this dataset version (the launch form's preview)."""
