@@ -90,7 +90,11 @@ def effective_group(report: dict | None, *, method: str, n_expert: int, n_teache
     asked = GFTConfig(method=method, n_expert=n_expert, n_teacher=n_teacher, n_self=n_self).group_counts()
     train = (report or {}).get("train") or {}
     rows = int(train.get("valid_rows") or 0)
-    experts = int(((train.get("lengths") or {}).get("expert") or {}).get("n") or 0)
+    expert_lengths = (train.get("lengths") or {}).get("expert")
+    if expert_lengths is None and (report or {}).get("tokenizer_error"):  # no lengths were counted at all
+        experts = rows - int(train.get("empty_expert") or 0)
+    else:
+        experts = int((expert_lengths or {}).get("n") or 0)
     by_teachers = _rows_by_teachers(train) if asked["teacher"] else {0: rows}
     groups: dict[tuple[int, int], int] = {}  # (experts, teachers) -> rows, assuming experts and teachers independent
     short: int | None = None
