@@ -30,6 +30,7 @@ class TrainSeq:
     advantage: float  # the advantage the loss uses (1.0 for SFT-style methods)
     group_id: int
     text: str
+    truncated: bool = False  # cut at max_response_len (an off-policy answer) or stopped there unfinished (a sample)
     old_logprobs: list[float] | None = None  # GRPO: log pi_old of the response tokens
     ref_logprobs: list[float] | None = None  # GRPO with kl_coef > 0
 

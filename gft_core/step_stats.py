@@ -108,6 +108,8 @@ class StepStats:
                                                        "ground_truth": info.get("ground_truth"), "responses": []})
             record["responses"].append({
                 "source": seq.source, "text": seq.text, "reward": seq.reward, "advantage": seq.advantage,
+                # getattr: a TrainSeq pickled in a checkpoint before the flag existed has none
+                "truncated": bool(getattr(seq, "truncated", False)),
                 "tokens": tokenizer.convert_ids_to_tokens(seq.response_ids),
                 "pi": token_probs, "c": coefficients, "rectified": [bool(x) for x in rectified],
             })

@@ -308,7 +308,7 @@ class Trainer:
                                       normalize_std=cfg.normalize_std, eps=cfg.adv_eps)
         seqs = [TrainSeq(prompt_ids=group.prompt_ids, response_ids=response.token_ids, source=response.source,
                          reward=float(reward), advantage=self.method.loss_advantage(float(advantage), response.source),
-                         group_id=group.group_id, text=response.text)
+                         group_id=group.group_id, text=response.text, truncated=response.truncated)
                 for (group, response), reward, advantage in zip(flat, rewards, advantages.tolist())]
         if self.method.uses_old_logprobs:
             self._old_and_ref_logprobs(seqs)

@@ -44,6 +44,27 @@ def make_dataset(team, tiny_assets, *, name: str = "toy", validate: bool = True,
     return validated(ds) if validate else ds
 
 
+def dataset_of(team, name: str, teachers_per_row: list[int], expert_words: int = 3):
+    """A validated dataset version whose row i holds teachers_per_row[i] teacher answers."""
+    import json
+
+    from django.conf import settings
+
+    from webapp.datasets.models import Dataset
+    from webapp.datasets.services import mapping_from
+
+    path = Path(settings.ARTIFACT_ROOT) / "datasets" / "tests" / f"group18-{name}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"prompt": f"What is {i} + 1?", "expert": " ".join(["so"] * expert_words) + f" {i + 1}",
+             "teachers": [f"it is {i + 1}"] * k, "answer": str(i + 1)} for i, k in enumerate(teachers_per_row)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = Dataset.objects.create(team=team, name=name, file_path=str(path.relative_to(settings.ARTIFACT_ROOT)),
+                                original_filename=path.name, file_format="jsonl", sha256="0" * 64,
+                                size_bytes=path.stat().st_size, mapping=mapping_from("toy"),
+                                eval_split=Dataset.EvalSplit.NONE)
+    return validated(ds)
+
+
 def validated(ds):
     """`ds` after the real validation task ran on it in-process; it must come out valid."""
     from workers.data_tasks import validate_dataset

@@ -295,3 +295,22 @@ def test_eval_suite_is_checked(tiny_cfg):
         tiny_cfg(eval_suite={"settings": {}, "benchmarks": []}).validate()
     with pytest.raises(ConfigError, match="k"):
         tiny_cfg(eval_suite={"settings": {"k": 0}, "benchmarks": [{"name": "a", "path": "x", "mapping": "toy"}]}).validate()
+
+
+def test_group_records_mark_truncated_responses(tiny_cfg):
+    """An expert answer cut at max_response_len and a self sample that reached it unfinished are
+    marked truncated in the group records; complete answers are not (issue 18)."""
+    def records(max_response_len: int) -> list[dict]:
+        trainer = Trainer(tiny_cfg(max_response_len=max_response_len, n_teacher=0, kl_interval=0, micro_batch_size=3))
+        trainer.setup()
+        rollout = trainer.collect_rollout()
+        *_, recs = trainer.optimizer_step(rollout.chunks[0], rollout)
+        return [r for g in recs for r in g["responses"]]
+
+    short = records(4)
+    experts, samples = [r for r in short if r["source"] == "expert"], [r for r in short if r["source"] == "self"]
+    assert experts and all(r["truncated"] and len(r["tokens"]) == 4 for r in experts)
+    assert any(r["truncated"] for r in samples)  # a random tiny model does not stop within 4 tokens
+    assert all(len(r["tokens"]) == 4 for r in samples if r["truncated"])
+    full = records(64)
+    assert not any(r["truncated"] for r in full if r["source"] == "expert")

@@ -66,6 +66,7 @@ ACCEPTANCE_NOT_CHECKED = {
     "POST /api/evaluations/",     # suite/run ids of the team, a checkpoint on disk, a model under MODEL_ROOTS
     "GET /api/evaluations/leaderboard/",  # run ids of the team, pick/metric names
     "POST /api/pipelines/",       # stages: launch validation per stage (helper pipe19)
+    "GET /api/datasets/{id}/group-preview/",  # group counts and max_response_len bounded per launch field
 }
 
 

@@ -95,7 +95,7 @@ def test_upload_jsonl_stores_by_hash_and_validates(auth_client, team):
     train = ds.report["train"]
     assert ds.status == "valid" and ds.usable
     assert (train["rows"], train["valid_rows"], train["invalid_rows"]) == (7, 7, 0)
-    assert train["teachers"] == {"min": 2, "max": 2, "mean": 2.0, "rows_without": 0}
+    assert train["teachers"] == {"min": 2, "max": 2, "mean": 2.0, "rows_without": 0, "rows_by_count": {"2": 7}}
     assert train["lengths"]["prompt"]["n"] == 7 and sum(train["lengths"]["prompt"]["hist"]["counts"]) == 7
     assert train["lengths"]["teacher"]["n"] == 14
     assert train["preview"][0]["ground_truth"] == "0" and train["preview"][0]["number"] == 1

@@ -112,7 +112,7 @@ class RunDetailSerializer(RunSerializer):
     artifacts = ArtifactSerializer(many=True, read_only=True)
 
     class Meta(RunSerializer.Meta):
-        fields = RunSerializer.Meta.fields + ["config", "log_tail", "output_dir", "artifacts"]
+        fields = RunSerializer.Meta.fields + ["config", "effective_group", "log_tail", "output_dir", "artifacts"]
         read_only_fields = fields
 
 

@@ -25,6 +25,7 @@ from webapp.datasets.uploads import SizeLimitUploadHandler, too_large_message
 from webapp.rewards import services as rewards
 from webapp.rewards.models import RewardConfig
 from webapp.runs import launch, services
+from webapp.runs.effective_group import DEFAULT_PERCENTILE, PREVIEW_FIELDS, PreviewError, dataset_group, preview_inputs
 from webapp.runs.models import Run
 
 from . import schema  # noqa: F401  (registers the token auth scheme)
@@ -146,6 +147,26 @@ class DatasetViewSet(VersionedResourceMixin, ScopedMixin, mixins.CreateModelMixi
                 return Response(e.__cause__.as_dict(), status=status.HTTP_429_TOO_MANY_REQUESTS)
             raise ValidationError({"file": [str(e)]}) from None
         return Response(s.DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("method", str, description="A method of the method table (default gft)"),
+                    *[OpenApiParameter(name, int, description=f"Launch field {name} (default: gft_core's)")
+                      for name in PREVIEW_FIELDS],
+                    OpenApiParameter("percentile", int, description="Answer-length percentile the truncation "
+                                     f"warning compares with max_response_len, 1 to 100 (default {DEFAULT_PERCENTILE})")],
+        responses={200: OpenApiResponse(response=dict, description=(
+            "The group per prompt a run with these settings gets on this version: asked, group, label, rows, "
+            "short_rows, short_share, message, truncation (per expert/teacher source), warnings, dataset")),
+            400: OpenApiResponse(description="a parameter out of its launch field's bounds, named")})
+    @action(detail=True, methods=["get"], url_path="group-preview")
+    def group_preview(self, request: Request, pk=None) -> Response:
+        """What the group per prompt will really be on this dataset version (the launch form's preview)."""
+        dataset = self.get_object()
+        try:
+            inputs = preview_inputs(request.query_params)
+        except PreviewError as e:
+            raise ValidationError({e.field: [str(e)]}) from None
+        return Response(dataset_group(dataset, inputs))
 
 
 class RewardConfigViewSet(VersionedResourceMixin, ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):

@@ -11,6 +11,7 @@ import logging
 import re
 import time
 from array import array
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -91,6 +92,9 @@ class _Lengths:
         return {
             "n": int(v.size), "mean": round(float(v.mean()), 1), "min": int(v.min()), "max": hi,
             "p50": int(np.percentile(v, 50)), "p90": int(np.percentile(v, 90)), "p99": int(np.percentile(v, 99)),
+            # p0..p100: the launch form's truncation warning reads any percentile and the share
+            # longer than a run's max_response_len from it (webapp.runs.effective_group)
+            "pct": [int(x) for x in np.percentile(v, range(101))],
             "hist": {"lo": 0.0, "hi": float(edges[-1]), "counts": [int(c) for c in counts]},
         }
 
@@ -198,7 +202,9 @@ def check_file(path: Path, label: str, mapping: ColumnMapping, tokenizer) -> dic
     if teacher_counts:
         section["teachers"] = {"min": min(teacher_counts), "max": max(teacher_counts),
                                "mean": round(sum(teacher_counts) / len(teacher_counts), 2),
-                               "rows_without": sum(1 for c in teacher_counts if c == 0)}
+                               "rows_without": sum(1 for c in teacher_counts if c == 0),
+                               # rows per teacher-answer count: the share of prompts whose group is short
+                               "rows_by_count": {str(k): n for k, n in sorted(Counter(teacher_counts).items())}}
     section["lengths"] = {k: v.summary() for k, v in lengths.items()}  # flushes the last batches
     if limit is not None:
         _too_long(section, lengths, limit, label, unit)

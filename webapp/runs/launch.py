@@ -31,6 +31,7 @@ from webapp.accounts import quotas
 
 from . import services
 from .defaults import SMALL_MODEL_EXTRA, defaults, is_small
+from .effective_group import PREVIEW_FIELDS, dataset_group
 from .launchfields import WEB_CONTROLLED
 from .modelpaths import TINY_MODEL, ModelPathError, estimate_params, launch_value, resolve_model
 from .models import Run, RunEvent, RunStatus
@@ -62,7 +63,7 @@ class SourceRunNotFound(LaunchError):
 @dataclass(frozen=True)
 class LaunchPlan:
     """What build_config validated: the gft_core config (output_dir set at submit) and the Run's
-    own fields (name, method, dataset, reward_config, eval_suite, queue, num_gpus, tags)."""
+    own fields (name, method, dataset, reward_config, eval_suite, queue, num_gpus, tags, effective_group)."""
 
     config: dict[str, Any]
     fields: dict[str, Any]
@@ -168,7 +169,8 @@ def build_config(team, data: dict[str, Any]) -> LaunchPlan:
     fields = {"name": name or f"{gcfg.method} on {dataset}", "method": gcfg.method,
               "dataset": dataset, "reward_config": reward, "eval_suite": suite, "queue": merged["queue"], "num_gpus": num_gpus,
               "init_from_run": source, "init_from_step": source_step,
-              "tags": [t for t in (merged.get("tags") or []) if t]}
+              "tags": [t for t in (merged.get("tags") or []) if t],
+              "effective_group": dataset_group(dataset, {name: getattr(gcfg, name) for name in ("method", *PREVIEW_FIELDS)})}
     return LaunchPlan(gcfg.to_dict(), fields)
 
 

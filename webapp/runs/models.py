@@ -71,6 +71,8 @@ class Run(models.Model):
     error = models.TextField(blank=True)
     log_tail = models.TextField(blank=True)
     summary = models.JSONField(default=dict, blank=True, help_text="Final value of each metric")
+    effective_group = models.JSONField(default=dict, blank=True,
+                                       help_text="The group per prompt on its dataset at launch (runs/effective_group.py)")
     output_dir = models.CharField(max_length=500, blank=True)
 
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")

@@ -8,6 +8,7 @@ urlpatterns = [
     # Launch, clone, cancel, resume, logs (views/launch.py):
     path("runs/new/", launch.launch, name="launch"),
     path("runs/new/defaults/", launch.launch_defaults, name="launch_defaults"),
+    path("runs/new/group/", launch.launch_group, name="launch_group"),
     path("runs/<int:pk>/cancel/", launch.cancel, name="cancel"),
     path("runs/<int:pk>/resume/", launch.resume, name="resume"),
     path("runs/<int:pk>/logs/", launch.logs, name="logs"),

@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0002_token_expiry_and_scope'),
-        ('runs', '0004_pipe19_init_from'),
+        ('runs', '0004_run_init_from'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

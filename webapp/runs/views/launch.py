@@ -14,6 +14,9 @@ from django.shortcuts import redirect, render
 from webapp.accounts.quotas import QuotaExceeded
 from webapp.accounts.scoping import get_scoped, require_writer
 
+from webapp.datasets.models import Dataset
+
+from ..effective_group import DEFAULT_PERCENTILE, PERCENTILES, PreviewError, dataset_group, preview_inputs
 from ..launch import LaunchError, clone_initial, resume_run, submit_run
 from .. import services
 from ..defaults import DEFAULT_METHOD, METHOD_FITTED, defaults, defaults_for, is_small
@@ -83,6 +86,7 @@ def launch(request: HttpRequest) -> HttpResponse:
     source_values = {name: pristine[name].value() for name in pristine.fields} if pristine else {}
     return render(request, "runs/launch.html", {
         "form": form, "source": source, "source_values": source_values,
+        "percentiles": PERCENTILES, "default_percentile": DEFAULT_PERCENTILE,
     })
 
 
@@ -103,6 +107,24 @@ def launch_defaults(request: HttpRequest) -> JsonResponse:
     values.pop("model", None)  # the field keeps what the user typed
     return JsonResponse({"defaults": values, "params": params, "small": is_small(params),
                          "method_fitted": list(METHOD_FITTED)})
+
+
+@login_required
+def launch_group(request: HttpRequest) -> JsonResponse:
+    """GET ?dataset=<id>&method=&n_expert=&n_teacher=&n_self=&max_response_len=&percentile=: the
+    effective group per prompt on that dataset version (webapp.runs.effective_group), or 400
+    naming the parameter that is refused and why (404: not a dataset of the user's teams)."""
+    if request.team is None:
+        raise Http404("You are not a member of any team.")
+    try:
+        inputs = preview_inputs(request.GET)
+    except PreviewError as e:
+        return JsonResponse({"error": str(e), "field": e.field}, status=400)
+    dataset_id = parse_id(request.GET.get("dataset") or "")
+    if dataset_id is None:
+        return JsonResponse({"error": "dataset: choose a dataset version (an id).", "field": "dataset"}, status=400)
+    dataset = get_scoped(request.user, Dataset.objects.all(), pk=dataset_id)
+    return JsonResponse(dataset_group(dataset, inputs))
 
 
 def _post_only(request: HttpRequest, pk: int) -> Run:

@@ -37,6 +37,7 @@ export function renderGroup(g, { tau, showMeanC, exportUrl, label }) {
       <div class="resp-head"><span class="src-label">${esc(r.source)}</span>
         <span class="badge reward ${signClass(r.reward)}" title="reward">R ${fmt(r.reward, 2)}</span>
         <span class="badge adv ${signClass(r.advantage)}" title="group advantage">A ${r.advantage > 0 ? "+" : ""}${fmt(r.advantage, 3)}</span>
+        ${r.truncated ? `<span class="badge truncated" title="cut at max_response_len: its reward is for a cut answer">truncated at ${(r.tokens || []).length} tokens</span>` : ""}
         <span class="muted small">${(r.tokens || []).length} tokens · ${(r.rectified || []).filter(Boolean).length} rectified</span>
       </div>
       <div class="tokens">${renderTokens(r, tau)}</div>

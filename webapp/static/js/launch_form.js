@@ -5,6 +5,7 @@
 //   to its rollout; on a new launch, choosing or typing another model fills every field with the
 //   defaults scaled for it. Both ask GET /runs/new/defaults/?model=&method= and replace only the
 //   fields the user has not edited.
+// - Below the group counts, the effective group per prompt on the chosen dataset (issue 18).
 // - On a clone, fields that differ from the cloned run are marked and listed above the form.
 (function () {
   const form = document.querySelector(".launch-form");
@@ -77,6 +78,38 @@
     }
   });
   showFieldsOf(method.value);
+
+  // The effective group per prompt (GET /runs/new/group/): what the chosen dataset's rows give for
+  // the chosen method and counts, the share of prompts with a short group, truncation warnings.
+  const groupCard = document.getElementById("effective-group");
+  const GROUP_INPUTS = ["dataset", "method", "n_expert", "n_teacher", "n_self", "max_response_len"];
+  let groupAsked = "", groupTimer = null;
+  async function updateGroup() {
+    const msg = groupCard.querySelector(".group-message"), warnings = groupCard.querySelector(".group-warnings");
+    const params = new URLSearchParams();
+    for (const name of GROUP_INPUTS) if (form.elements[name] && form.elements[name].value !== "") params.set(name, form.elements[name].value);
+    params.set("percentile", groupCard.querySelector("[name=group-percentile]").value);
+    if (!params.get("dataset")) { msg.textContent = "Choose a dataset to see the group its rows give."; warnings.innerHTML = ""; return; }
+    const key = params.toString();
+    groupAsked = key;
+    const resp = await fetch(`${groupCard.getAttribute("data-url")}?${key}`, {headers: {"Accept": "application/json"}});
+    const body = await resp.json().catch(() => ({error: `group preview unavailable (HTTP ${resp.status})`}));
+    if (key !== groupAsked) return;  // the inputs changed meanwhile
+    warnings.innerHTML = "";
+    if (!resp.ok) { msg.textContent = body.error; msg.classList.remove("short"); return; }
+    msg.textContent = body.message;
+    msg.classList.toggle("short", body.short_rows > 0 || body.group.teacher < body.asked.teacher);
+    const link = msg.textContent.includes("generate them") && body.dataset_url;
+    if (link) msg.insertAdjacentHTML("beforeend", ` (<a href="${body.dataset_url}">dataset page</a>)`);
+    for (const w of body.warnings) { const li = document.createElement("li"); li.textContent = w; warnings.append(li); }
+    groupCard.setAttribute("data-short-share", String(body.short_share));
+  }
+  if (groupCard) {
+    const later = () => { clearTimeout(groupTimer); groupTimer = setTimeout(updateGroup, 250); };
+    form.addEventListener("change", later);
+    form.addEventListener("input", (e) => { if (GROUP_INPUTS.includes(e.target.name)) later(); });
+    updateGroup();
+  }
 
   const sourceData = document.getElementById("clone-source");
   if (sourceData) {
