@@ -221,9 +221,19 @@ def run_table(team_runs: QuerySet[Run], params, page_number: str | int = 1) -> R
     runs = list(page.object_list)
     evals = eval_values([r.pk for r in runs], [c.arg for c in flt.columns if c.kind == "eval"])
     for run in runs:
-        run.cells = [col.value(run, evals) for col in flt.columns]
+        run.cells = [display(col.value(run, evals)) for col in flt.columns]
     page.object_list = runs
     return RunTable(filter=flt, page=page, columns=flt.columns)
+
+
+def display(value: Any) -> str:
+    """A cell as text: numbers to 6 significant digits, "–" when missing."""
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = str(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def eval_values(run_ids: list[int], benchmarks: list[str]) -> dict[tuple[int, str], float | None]:
