@@ -47,6 +47,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
         "column_choices": column_choices(team_runs), "choices": filter_choices(team_runs),
         "statuses": Run.Status.choices, "archived_choices": ARCHIVED, "page_sizes": PAGE_SIZES,
         "max_compare": MAX_COMPARE, "launch_url": reverse("runs:launch"), "query": query.urlencode(),
+        "run_url_prefix": reverse("runs:detail", args=[0])[:-2],  # rows link to prefix + id + "/"
         "live": {"url": reverse("runs:table_stream"), "runs": active, "positions": _positions(active)},
     })
 
