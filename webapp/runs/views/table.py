@@ -44,7 +44,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
     return render(request, "runs/list.html", {
         "table": table, "filter": table.filter, "page_obj": table.page, "columns": table.columns,
         "headers": _headers(request, table), "column_links": _column_links(request, table),
-        "column_choices": column_choices(team_runs), "choices": filter_choices(team_runs),
+        "column_choices": column_choices(request.team), "choices": filter_choices(team_runs, request.team),
         "statuses": Run.Status.choices, "archived_choices": ARCHIVED, "page_sizes": PAGE_SIZES,
         "max_compare": MAX_COMPARE, "launch_url": reverse("runs:launch"), "query": query.urlencode(),
         "run_url_prefix": reverse("runs:detail", args=[0])[:-2],  # rows link to prefix + id + "/"
