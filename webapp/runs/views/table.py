@@ -3,6 +3,7 @@ of a run (name, tags, notes; archive; delete). Thin: listing reads, services wri
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -15,7 +16,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -136,8 +137,19 @@ def bulk(request: HttpRequest) -> HttpResponse:
     return redirect(back)
 
 
+def scoped_post(view):
+    """Another team's run is 404 whatever the method (never reveal it exists); then POST only."""
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, pk: int) -> HttpResponse:
+        get_scoped(request.user, Run.objects.all(), pk=pk)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        return view(request, pk)
+    return wrapper
+
+
 @login_required
-@require_POST
+@scoped_post
 def edit(request: HttpRequest, pk: int) -> HttpResponse:
     """The run page's form: name, tags (comma-separated) and notes."""
     run = get_scoped(request.user, Run.objects.select_related("team"), pk=pk)
@@ -153,7 +165,7 @@ def edit(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@scoped_post
 def archive(request: HttpRequest, pk: int) -> HttpResponse:
     run = get_scoped(request.user, Run.objects.select_related("team"), pk=pk)
     archived = request.POST.get("archived", "1") != "0"
@@ -166,7 +178,7 @@ def archive(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@scoped_post
 def delete(request: HttpRequest, pk: int) -> HttpResponse:
     run = get_scoped(request.user, Run.objects.select_related("team"), pk=pk)
     try:
