@@ -421,8 +421,9 @@ class PostgresRedisSink:
                     latest.update(steps[step][1])
                 conn.execute(
                     "UPDATE runs_run SET step = GREATEST(step, %s), total_steps = %s, "
-                    "summary = summary || %s::jsonb WHERE id = %s",
-                    (last, self._total or 0, json.dumps(_finite(latest)), self.run_id))
+                    "summary = summary || %s::jsonb, metric_range = metric_range || " + _RANGE_MERGE_SQL +
+                    " WHERE id = %s",
+                    (last, self._total or 0, json.dumps(_finite(latest)), json.dumps(_ranges(steps)), self.run_id))
                 self.last_step = max(self.last_step, last)
 
     def _copy_points(self, conn: psycopg.Connection, rows: memoryview) -> None:
@@ -574,6 +575,25 @@ def _copy_payload(run_id: int, steps: dict[int, list], key_ids: dict[str, int]) 
     rows["step"] = np.repeat(list(steps), sizes)
     rows["wall_time"] = np.repeat([e[0] for e in steps.values()], sizes)
     return memoryview(data)
+
+
+# Merges this batch's {key: [lo, hi]} into Run.metric_range (the run table's min / max / best
+# columns); LEAST / GREATEST skip the NULL of a key seen for the first time.
+_RANGE_MERGE_SQL = (
+    "(SELECT COALESCE(jsonb_object_agg(b.key, jsonb_build_array("
+    "LEAST((metric_range->b.key->>0)::float8, b.lo), GREATEST((metric_range->b.key->>1)::float8, b.hi))), '{}')"
+    " FROM jsonb_to_recordset(%s::jsonb) AS b(key text, lo float8, hi float8))")
+
+
+def _ranges(steps: dict) -> list[dict[str, Any]]:
+    """[{"key", "lo", "hi"}] of the finite scalar values of a batch of steps."""
+    ranges: dict[str, list[float]] = {}
+    for _, scalars, _ in steps.values():
+        for k, v in scalars.items():
+            if math.isfinite(v):
+                r = ranges.setdefault(k, [v, v])
+                r[0], r[1] = min(r[0], v), max(r[1], v)
+    return [{"key": k, "lo": lo, "hi": hi} for k, (lo, hi) in ranges.items()]
 
 
 def _finite(scalars: dict[str, float]) -> dict[str, float | None]:

@@ -112,8 +112,19 @@ class RunDetailSerializer(RunSerializer):
     artifacts = ArtifactSerializer(many=True, read_only=True)
 
     class Meta(RunSerializer.Meta):
-        fields = RunSerializer.Meta.fields + ["config", "effective_group", "log_tail", "output_dir", "artifacts"]
+        fields = RunSerializer.Meta.fields + ["notes", "archived_at", "metric_range", "config", "effective_group",
+                                              "log_tail", "output_dir", "artifacts"]
         read_only_fields = fields
+
+
+class RunUpdateSerializer(serializers.Serializer):
+    """PATCH /api/runs/<id>/: what may change after launch (any other key: 400 naming it;
+    checked by webapp.runs.services.clean_edit)."""
+
+    name = serializers.CharField(required=False, max_length=launchfields.NAME_MAX_LENGTH)
+    tags = serializers.ListField(child=serializers.CharField(max_length=launchfields.TAG_MAX_LENGTH),
+                                 required=False, max_length=30)
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=20_000, trim_whitespace=False)
 
 
 def config_serializer_field(spec) -> serializers.Field:

@@ -7,6 +7,7 @@ changes call the same service functions as the pages.
 """
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -203,7 +204,10 @@ RUN_FILTERS = [
 
 
 class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
-    """Runs of your teams: launch, list, follow, cancel, resume, read metrics."""
+    """Runs of your teams: launch, list, follow, cancel, resume, read metrics; edit the name, tags
+    and notes (PATCH), archive, delete."""
+
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]  # no PUT
 
     def get_serializer_class(self):
         if self.action == "create":
@@ -281,6 +285,55 @@ class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
         except QuotaExceeded as e:
             return Response(e.as_dict(), status=status.HTTP_429_TOO_MANY_REQUESTS)
         return Response(s.RunDetailSerializer(run).data)
+
+    @extend_schema(request=s.RunUpdateSerializer, responses={200: s.RunDetailSerializer})
+    def partial_update(self, request: Request, pk=None) -> Response:
+        """Change the name, tags and/or notes of a run; any other key is a 400 naming it."""
+        run = self.get_object()
+        _writer(request, run.team)
+        if not isinstance(request.data, dict):
+            raise ValidationError({"non_field_errors": ["Send a JSON object with name, tags and/or notes."]})
+        unknown = [k for k in request.data if k not in services.EDITABLE]
+        if unknown:
+            raise ValidationError({str(k)[:60]: [f"Not editable: only {', '.join(services.EDITABLE)} can change "
+                                                 "after launch."] for k in unknown})
+        ser = s.RunUpdateSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        try:
+            run = services.edit_run(run, request.user, dict(ser.validated_data))
+        except services.RunEditError as e:
+            raise ValidationError(e.errors) from None
+        return Response(s.RunDetailSerializer(run).data)
+
+    @extend_schema(request=s.ArchiveSerializer, responses={200: s.RunDetailSerializer, 409: OpenApiResponse(
+        description="the run is queued or running: cancel it first")})
+    @action(detail=True, methods=["post"])
+    def archive(self, request: Request, pk=None) -> Response:
+        """Hide a finished run from the run table ({"archived": true}, the default) or bring it back.
+        Members their own runs, admins any."""
+        run = self.get_object()
+        ser = s.ArchiveSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        try:
+            run = services.archive_run(run, request.user, ser.validated_data["archived"])
+        except services.RunActiveError as e:
+            return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
+        except DjangoPermissionDenied as e:
+            raise PermissionDenied(str(e)) from None
+        return Response(s.RunDetailSerializer(run).data)
+
+    @extend_schema(responses={204: None, 409: OpenApiResponse(description="the run is queued or running: cancel it first")})
+    def destroy(self, request: Request, pk=None) -> Response:
+        """Delete a finished run with its metrics, samples, artifacts and files. Members their own
+        runs, admins any."""
+        run = self.get_object()
+        try:
+            services.delete_run(run, request.user)
+        except services.RunActiveError as e:
+            return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
+        except DjangoPermissionDenied as e:
+            raise PermissionDenied(str(e)) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         parameters=[

@@ -73,6 +73,10 @@ class Run(models.Model):
     summary = models.JSONField(default=dict, blank=True, help_text="Final value of each metric")
     effective_group = models.JSONField(default=dict, blank=True,
                                        help_text="The group per prompt on its dataset at launch (runs/effective_group.py)")
+    metric_range = models.JSONField(default=dict, blank=True,
+                                    help_text="[min, max] of each metric over the run (kept by the sink)")
+    notes = models.TextField(blank=True, max_length=20_000)
+    archived_at = models.DateTimeField(null=True, blank=True, help_text="Hidden from the run table while set")
     output_dir = models.CharField(max_length=500, blank=True)
 
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")

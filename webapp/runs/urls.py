@@ -1,10 +1,16 @@
 from django.urls import path
 
-from .views import launch, live, pages
+from .views import launch, live, pages, table
 
 app_name = "runs"
 urlpatterns = [
-    path("", pages.run_list, name="list"),
+    path("", table.run_list, name="list"),
+    # The run table's bulk actions and live feed; edits after launch (views/table.py):
+    path("runs/bulk/", table.bulk, name="bulk"),
+    path("runs/live/", table.table_stream, name="table_stream"),
+    path("runs/<int:pk>/edit/", table.edit, name="edit"),
+    path("runs/<int:pk>/archive/", table.archive, name="archive"),
+    path("runs/<int:pk>/delete/", table.delete, name="delete"),
     # Launch, clone, cancel, resume, logs (views/launch.py):
     path("runs/new/", launch.launch, name="launch"),
     path("runs/new/defaults/", launch.launch_defaults, name="launch_defaults"),

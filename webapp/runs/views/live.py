@@ -71,7 +71,7 @@ def _authorized_run(user, pk: int) -> Run:
         _release_connection()
 
 
-def _still_authorized(session_key: str | None, user_pk: int, run_pk: int) -> bool:
+def _still_authorized(session_key: str | None, user_pk: int, run_pk: int | list[int]) -> bool:
     """Whether the stream's session still belongs to the same active user, and that user still
     sees the run. Reads the session afresh: logging out deletes it, a password change voids it."""
     try:
@@ -81,7 +81,8 @@ def _still_authorized(session_key: str | None, user_pk: int, run_pk: int) -> boo
         user = get_user(SimpleNamespace(session=session))
         if not user.is_authenticated or user.pk != user_pk:
             return False
-        return scoped(user, Run.objects.filter(pk=run_pk)).exists()
+        ids = run_pk if isinstance(run_pk, list) else [run_pk]  # the run table follows several
+        return scoped(user, Run.objects.filter(pk__in=ids)).count() == len(set(ids))
     finally:
         _release_connection()
 

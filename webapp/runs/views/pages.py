@@ -1,4 +1,4 @@
-"""Run list, run page, compare page, and the JSON/CSV they load their charts from.
+"""Run page, compare page, and the JSON/CSV they load their charts from.
 
 Views stay thin: scoping via webapp.accounts.scoping, series via webapp.runs.series, page data via
 webapp.runs.charts / listing.
@@ -23,7 +23,7 @@ from webapp.accounts.scoping import get_scoped, in_team, scoped
 
 from .. import charts, live, series
 from ..groups import at_step as groups_at_step, steps as group_sample_steps
-from ..listing import SORTS, RunFilter, filter_choices, parse_id, summary_metrics
+from ..listing import parse_id
 from ..models import Run
 
 log = logging.getLogger(__name__)
@@ -109,23 +109,6 @@ def _int_param(request: HttpRequest, name: str) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------- pages
-@login_required
-def run_list(request: HttpRequest) -> HttpResponse:
-    team_runs = in_team(request.user, Run.objects.all(), request.team)
-    flt = RunFilter.from_params(request.GET)
-    runs = list(flt.apply(team_runs.select_related("dataset", "created_by"))[:200])
-    metrics = summary_metrics(team_runs)
-    shown = [m for m in (flt.metric, "loss", "reward/mean") if m][:2]
-    shown = list(dict.fromkeys(shown))
-    for run in runs:
-        run.shown_metrics = [(run.summary or {}).get(m) for m in shown]
-    return render(request, "runs/list.html", {
-        "runs": runs, "filter": flt, "sorts": SORTS, "metrics": metrics, "shown_metrics": shown,
-        "choices": filter_choices(team_runs), "statuses": Run.Status.choices, "max_compare": MAX_COMPARE,
-        "launch_url": reverse("runs:launch"),
-    })
-
-
 @login_required
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     run = get_scoped(request.user, Run.objects.select_related("dataset", "reward_config", "created_by", "team",

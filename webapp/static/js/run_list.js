@@ -1,15 +1,68 @@
-// Run list: tick 2-10 runs and open them in the compare view.
-const form = document.getElementById("compare-form");
-if (form) {
-  const button = form.querySelector("button[type=submit]");
-  const boxes = () => [...document.querySelectorAll("input[name=run-select]")];
-  const max = Number(form.dataset.max || 10);
-  const update = () => {
-    const chosen = boxes().filter(b => b.checked).map(b => b.value);
-    form.querySelector("[name=runs]").value = chosen.join(",");
-    button.disabled = chosen.length < 2 || chosen.length > max;
-    button.textContent = `Compare ${chosen.length} run${chosen.length === 1 ? "" : "s"}`;
-  };
-  for (const b of boxes()) b.addEventListener("change", update);
-  update();
+// Run table: tick runs to compare (2-10) or act on them (tag, archive, cancel), add columns, and
+// follow the active rows live over one SSE connection (views/table.py table_stream).
+import { isTerminal } from "./live.js";
+import { liveNote, onEntry, onStatus } from "./status.js";
+
+const boxes = () => [...document.querySelectorAll("input[name=run-select]")];
+const chosen = () => boxes().filter(b => b.checked).map(b => b.value);
+
+function updateActions() {
+  const ids = chosen();
+  const compare = document.getElementById("compare-form");
+  if (compare) {
+    const button = compare.querySelector("button[type=submit]");
+    const max = Number(compare.dataset.max || 10);
+    compare.querySelector("[name=runs]").value = ids.join(",");
+    button.disabled = ids.length < 2 || ids.length > max;
+    button.textContent = `Compare ${ids.length} run${ids.length === 1 ? "" : "s"}`;
+  }
+  const bulk = document.getElementById("bulk-form");
+  if (bulk) {
+    bulk.querySelector("[name=runs]").value = ids.join(",");
+    for (const b of bulk.querySelectorAll("button")) b.disabled = !ids.length;
+  }
+}
+for (const b of boxes()) b.addEventListener("change", updateActions);
+const all = document.getElementById("select-all");
+if (all) all.addEventListener("change", () => { for (const b of boxes()) b.checked = all.checked; updateActions(); });
+updateActions();
+
+// Add a column: it joins ?cols= (the URL keeps the choice).
+const addInput = document.getElementById("add-column");
+const addButton = document.getElementById("add-column-button");
+function addColumn() {
+  const spec = addInput.value.trim();
+  if (!spec) return;
+  const url = new URL(window.location.href);
+  const cols = (document.querySelector("#run-filters [name=cols]").value || "").split(",").filter(Boolean);
+  if (!cols.includes(spec)) cols.push(spec);
+  url.searchParams.set("cols", cols.join(","));
+  url.searchParams.delete("page");
+  window.location.assign(url.toString());
+}
+if (addButton) addButton.addEventListener("click", addColumn);
+if (addInput) addInput.addEventListener("keydown", e => { if (e.key === "Enter") { e.preventDefault(); addColumn(); } });
+
+// Live rows: status, step and ETA of the queued and running runs on this page.
+const live = JSON.parse(document.getElementById("run-table-live").textContent);
+const note = document.getElementById("live-note");
+if (live.runs.length) {
+  const url = new URL(live.url, window.location.href);
+  url.searchParams.set("runs", live.runs.join(","));
+  url.searchParams.set("since", Object.entries(live.positions).map(([id, pos]) => `${id}:${pos}`).join(","));
+  const following = new Set(live.runs.map(String));
+  const es = new EventSource(url.toString(), { withCredentials: true });
+  es.addEventListener("open", () => liveNote(note, "sse"));
+  es.addEventListener("metrics", ev => { const e = JSON.parse(ev.data); onEntry(e.run, e); });
+  es.addEventListener("status", ev => {
+    const e = JSON.parse(ev.data);
+    onStatus(e.run, e);
+    const row = document.querySelector(`tr[data-run="${e.run}"]`);
+    if (row && isTerminal(e.status)) { row.querySelector(".eta").textContent = ""; following.delete(String(e.run)); }
+    if (!following.size) { es.close(); liveNote(note, "idle"); }
+  });
+  es.addEventListener("closed", () => es.close());
+  es.addEventListener("error", () => {
+    if (es.readyState === EventSource.CLOSED) { note.hidden = false; note.textContent = "Live updates stopped: reload to refresh."; }
+  });
 }

@@ -1,0 +1,278 @@
+"""The run table (webapp.runs.listing), its bulk actions, its live feed, and the after-launch edits
+of a run (name, tags, notes; archive; delete). Thin: listing reads, services write."""
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import re
+import time
+
+import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from webapp.accounts.scoping import get_scoped, in_team, require_writer, scoped
+
+from .. import live, services
+from ..listing import ARCHIVED, PAGE_SIZES, column_choices, filter_choices, run_table
+from ..models import Run
+from .live import BLOCK_MS, RECHECK_S, RETRY_MS, _release_connection, _still_authorized
+from .pages import MAX_COMPARE, parse_run_ids
+
+log = logging.getLogger(__name__)
+MAX_LIVE_RUNS = 200  # the largest page
+BULK_ACTIONS = ("tag", "archive", "unarchive", "cancel")
+_CURSOR = re.compile(r"^(\d+):(\d+-\d+)$")
+
+
+@login_required
+def run_list(request: HttpRequest) -> HttpResponse:
+    team_runs = in_team(request.user, Run.objects.all(), request.team)
+    table = run_table(team_runs, request.GET, request.GET.get("page", 1))
+    active = [r.pk for r in table.page.object_list if r.is_active]
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "runs/list.html", {
+        "table": table, "filter": table.filter, "page_obj": table.page, "columns": table.columns,
+        "headers": _headers(request, table), "column_links": _column_links(request, table),
+        "column_choices": column_choices(request.team), "choices": filter_choices(team_runs, request.team),
+        "statuses": Run.Status.choices, "archived_choices": ARCHIVED, "page_sizes": PAGE_SIZES,
+        "max_compare": MAX_COMPARE, "launch_url": reverse("runs:launch"), "query": query.urlencode(),
+        "run_url_prefix": reverse("runs:detail", args=[0])[:-2],  # rows link to prefix + id + "/"
+        "live": {"url": reverse("runs:table_stream"), "runs": active, "positions": _positions(active)},
+    })
+
+
+BASE_HEADERS = (("#", "id"), ("Name", "name"), ("Method", None), ("Status", "status"), ("Progress", "step"),
+                ("Tags", None), ("By", None))
+
+
+def _url(request: HttpRequest, **changes: str) -> str:
+    """This page's URL with some parameters changed (and back on page 1)."""
+    query = request.GET.copy()
+    query.pop("page", None)
+    for k, v in changes.items():
+        query[k] = v
+    return f"{request.path}?{query.urlencode()}"
+
+
+def _headers(request: HttpRequest, table) -> list[dict]:
+    """Each column header: its label, and the URL that sorts by it (descending first; again: flipped)."""
+    flt = table.filter
+    cols = [(label, key) for label, key in BASE_HEADERS] + [(c.label, c.spec) for c in table.columns] + [
+        ("Created", "created")]
+    out = []
+    for label, key in cols:
+        current = key is not None and flt.sort == key
+        out.append({"label": label, "key": key, "current": current, "desc": flt.desc,
+                    "url": _url(request, sort=key, dir="asc" if current and flt.desc else "desc") if key else None})
+    return out
+
+
+def _column_links(request: HttpRequest, table) -> list[dict]:
+    """The chosen columns with the URL that removes each."""
+    specs = [c.spec for c in table.columns]
+    return [{"spec": s, "remove": _url(request, cols=",".join(x for x in specs if x != s))} for s in specs]
+
+
+def _positions(run_ids: list[int]) -> dict[str, str]:
+    """Newest entry of each run's stream, read with the page (one Redis round trip); the live feed
+    starts after them, so no status change between the page's query and the feed is lost."""
+    if not run_ids:
+        return {}
+    try:
+        pipe = live.client().pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.xrevrange(live.stream_key(run_id), count=1)
+        newest = pipe.execute()
+    except Exception as exc:  # Redis down: the table is static; the page says so
+        log.warning("stream positions unavailable: %s", exc)
+        return {}
+    return {str(i): (e[0][0].decode() if e else "0-0") for i, e in zip(run_ids, newest)}
+
+
+@login_required
+@require_POST
+def bulk(request: HttpRequest) -> HttpResponse:
+    """Tag, archive, restore or cancel the ticked runs of the current team; each run's failure
+    (not allowed, already finished) is reported and the others still act."""
+    action = request.POST.get("action", "")
+    back = request.POST.get("next", "")
+    back = back if back.startswith("/") and not back.startswith("//") else reverse("runs:list")
+    if action not in BULK_ACTIONS:
+        messages.error(request, f"Unknown action {action[:30]!r}.")
+        return redirect(back)
+    ids = parse_run_ids(",".join(request.POST.getlist("runs")), limit=MAX_LIVE_RUNS)
+    runs = list(in_team(request.user, Run.objects.select_related("team"), request.team).filter(pk__in=ids))
+    if not runs:
+        messages.error(request, "Tick at least one run.")
+        return redirect(back)
+    require_writer(request.user, runs[0].team)
+    done, failed = 0, []
+    for run in runs:
+        try:
+            if action == "tag":
+                done += services.add_tags([run], request.user, [t for t in request.POST.get("tags", "").split(",")])
+            elif action in ("archive", "unarchive"):
+                services.archive_run(run, request.user, action == "archive")
+                done += 1
+            else:
+                services.request_cancel(run, by=request.user.get_username())
+                done += 1
+        except (PermissionDenied, services.RunActiveError, services.TransitionError, services.RunEditError) as e:
+            failed.append(f"#{run.pk}: {e}")
+    messages.success(request, f"{action}: {done} of {len(runs)} runs.")
+    for line in failed[:10]:
+        messages.error(request, line)
+    return redirect(back)
+
+
+def scoped_post(view):
+    """Another team's run is 404 whatever the method (never reveal it exists); then POST only."""
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, pk: int) -> HttpResponse:
+        get_scoped(request.user, Run.objects.all(), pk=pk)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        return view(request, pk)
+    return wrapper
+
+
+@login_required
+@scoped_post
+def edit(request: HttpRequest, pk: int) -> HttpResponse:
+    """The run page's form: name, tags (comma-separated) and notes."""
+    run = get_scoped(request.user, Run.objects.select_related("team"), pk=pk)
+    changes = {k: request.POST[k] for k in ("name", "notes") if k in request.POST}
+    if "tags" in request.POST:
+        changes["tags"] = request.POST["tags"].split(",")
+    try:
+        services.edit_run(run, request.user, changes)
+        messages.success(request, "Saved.")
+    except services.RunEditError as e:
+        messages.error(request, str(e))
+    return redirect(run)
+
+
+@login_required
+@scoped_post
+def archive(request: HttpRequest, pk: int) -> HttpResponse:
+    run = get_scoped(request.user, Run.objects.select_related("team"), pk=pk)
+    archived = request.POST.get("archived", "1") != "0"
+    try:
+        services.archive_run(run, request.user, archived)
+        messages.success(request, f"Run #{run.pk} {'archived' if archived else 'restored'}.")
+    except services.RunActiveError as e:
+        messages.error(request, str(e))
+    return redirect(run)
+
+
+@login_required
+@scoped_post
+def delete(request: HttpRequest, pk: int) -> HttpResponse:
+    run = get_scoped(request.user, Run.objects.select_related("team"), pk=pk)
+    try:
+        services.delete_run(run, request.user)
+    except services.RunActiveError as e:
+        messages.error(request, str(e))
+        return redirect(run)
+    messages.success(request, f"Run #{pk} and its metrics and files were deleted.")
+    return redirect("runs:list")
+
+
+# ---------------------------------------------------------------------------------------- live
+def _cursors(request: HttpRequest, ids: list[int]) -> dict[int, str]:
+    """Where to resume each run's stream: the Last-Event-ID (after a reconnect, the cursors of
+    every stream, "run:entry,run:entry") or ?since= (the positions read with the page)."""
+    raw = request.headers.get("Last-Event-ID") or request.GET.get("since") or ""
+    found = {int(m[1]): m[2] for part in raw.split(",") if (m := _CURSOR.match(part.strip()))}
+    return {i: found.get(i, "$") for i in ids}
+
+
+def _authorized_ids(user, ids: list[int]) -> list[int]:
+    try:
+        return list(scoped(user, Run.objects.filter(pk__in=ids)).values_list("pk", flat=True))
+    finally:
+        _release_connection()
+
+
+async def table_stream(request: HttpRequest) -> HttpResponse:
+    """SSE of several runs' streams in one connection (the run table's rows): each event is the
+    run stream's own (metrics, status) with the run id added; ?runs=1,2,3 (runs of other teams
+    are left out)."""
+    user = await request.auser()
+    if not user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    ids = await sync_to_async(_authorized_ids)(user, parse_run_ids(request.GET.get("runs", ""), MAX_LIVE_RUNS))
+    if not ids:
+        return HttpResponse("no runs to follow", status=204)
+    session_key = request.session.session_key
+    client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
+    cursors = _cursors(request, ids)
+    try:
+        for run_id, cursor in cursors.items():  # resolve "$" once, as the run page's stream does
+            if cursor == "$":
+                newest = await client.xrevrange(live.stream_key(run_id), count=1)
+                cursors[run_id] = newest[0][0].decode() if newest else "0-0"
+    except Exception as exc:  # noqa: BLE001 - Redis down: the table stays as rendered
+        await client.aclose()
+        log.warning("live table stream unavailable: %s", exc)
+        return HttpResponse("live stream unavailable", status=503, content_type="text/plain")
+    keys = {live.stream_key(i).encode(): i for i in ids}
+
+    async def events():
+        try:
+            yield f"retry: {RETRY_MS}\n: streams of runs {','.join(map(str, ids))}\n\n"
+            checked = time.monotonic()
+            while True:
+                if time.monotonic() - checked >= RECHECK_S:
+                    if not await sync_to_async(_still_authorized)(session_key, user.pk, ids):
+                        yield "event: closed\ndata: access ended\n\n"
+                        return
+                    checked = time.monotonic()
+                block = max(1, min(BLOCK_MS, int((RECHECK_S - (time.monotonic() - checked)) * 1000)))
+                reply = await client.xread({live.stream_key(i): c for i, c in cursors.items()}, block=block, count=500)
+                if not reply:
+                    yield ": keep-alive\n\n"
+                    continue
+                for key, entries in reply:
+                    run_id = keys[key]
+                    for entry_id, fields in entries:
+                        cursors[run_id] = entry_id.decode()
+                        kind, payload = _entry(run_id, fields)
+                        event_id = ",".join(f"{i}:{c}" for i, c in cursors.items())
+                        yield f"id: {event_id}\nevent: {kind}\ndata: {payload}\n\n"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Redis went away: the browser reconnects with Last-Event-ID
+            log.warning("live table stream ended: %s", exc)
+        finally:
+            await client.aclose()
+
+    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _entry(run_id: int, fields: dict[bytes, bytes]) -> tuple[str, str]:
+    """(event kind, JSON with "run" added) of one stream entry (the kinds of views.live); a
+    metrics entry keeps only its step and time: the table shows no values."""
+    if b"event" in fields:
+        kind, data = "status", json.loads(fields[b"event"])
+    elif b"data" in fields:
+        entry = json.loads(fields[b"data"])
+        kind, data = "metrics", {"step": entry.get("step"), "t": entry.get("t")}
+    else:
+        kind, data = "other", {}
+    return kind, json.dumps({**data, "run": run_id}, separators=(",", ":"))
