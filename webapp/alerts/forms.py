@@ -30,7 +30,7 @@ class RuleForm(forms.ModelForm):
 
 class WebhookForm(forms.Form):
     name = forms.CharField(max_length=120)
-    url = forms.URLField(max_length=500)
+    url = forms.URLField(max_length=500, assume_scheme="https")
 
     def clean_url(self):
         try:

@@ -17,6 +17,7 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from gft_core.metric_names import METRIC_NAMES
 from webapp import dispatch
 from webapp.runs import live
 from webapp.runs.models import Run
@@ -44,8 +45,6 @@ class DeliveryError(RuntimeError):
 
 # ---------------------------------------------------------------------------- rules
 def metric_names() -> tuple[str, ...]:
-    from gft_core.metrics import METRIC_NAMES  # imported late: it brings torch into the web process
-
     return METRIC_NAMES
 
 
