@@ -65,6 +65,10 @@ ACCEPTANCE_NOT_CHECKED = {
     "POST /api/eval-suites/add-benchmarks/",  # preset names
     "POST /api/evaluations/",     # suite/run ids of the team, a checkpoint on disk, a model under MODEL_ROOTS
     "GET /api/evaluations/leaderboard/",  # run ids of the team, pick/metric names
+    "POST /api/alert-rules/",     # settings checked together (metric empty only for stalled/failed, baseline...)
+    "PUT /api/alert-rules/{id}/",
+    "PATCH /api/alert-rules/{id}/",
+    "POST /api/alert-webhooks/",  # the URL's host must resolve to a public address
 }
 
 
