@@ -3,7 +3,7 @@ keeps up with 100 runs x 100 metrics at 10 steps/s (1,000 steps/s, 100,000 point
 
 Ours: webapp.alerts.monitor.RunMonitor.observe, as the metric sink calls it after each flush: the
 team's rules (the 7 built-in metric rules + 3 team rules, 10 per run) in memory, rule reloads from
-Postgres every RELOAD_S included. Peer: the same rules evaluated by a database query per rule per
+Postgres when they change, checked in Redis every CHECK_S, included. Peer: the same rules evaluated by a database query per rule per
 step (the aggregate over the last W points of the metric, and the first-window / running-median
 baseline), i.e. what an evaluator polling the stored metrics would do. Same steps, same rules.
 Also: the paced load, 100 runs stepping at 10 steps/s for --seconds, all evaluated by one thread:
@@ -178,11 +178,20 @@ def main(argv: list[str] | None = None) -> int:
     migrate(DB)
     setup_django(DB)
     flush_bench_redis()
+    t0 = time.perf_counter()
+
+    def phase(what: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f} s] {what}", flush=True)
+
     _, run_ids = _setup(a.runs)
+    phase(f"{a.runs} runs set up; ours: {a.steps} steps per run")
     ours, n_rules = bench_ours(run_ids, a.steps, a.metrics)
+    phase(f"paced load for {a.seconds:g} s")
     busy_med, busy_max, late = paced_ours(run_ids, a.metrics, a.rate, a.seconds)
     peer_ids = run_ids[: a.peer_runs]
+    phase(f"storing {120 + a.peer_steps} steps of {a.peer_runs} runs for the peer")
     key_ids = _store_points(peer_ids, 120 + a.peer_steps, a.metrics)
+    phase("peer")
     peer = bench_peer(peer_ids, range(121, 121 + a.peer_steps), key_ids)
     need = a.runs * a.rate  # steps/s to evaluate
     ours_cap = 1e6 / ours.median

@@ -109,9 +109,12 @@ def test_monitor_one_alert_until_it_clears_then_a_new_one_mute_stays_quiet(team,
     assert [(a.step, a.state, a.cleared_step) for a in Alert.objects.filter(rule=rule).order_by("id")] == [
         (2, "cleared", 5), (8, "firing", None)]
     assert [e["state"] for e in _stream_alerts(run.pk)] == ["firing", "cleared", "firing"]
-    services.set_muted(rule, True)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.set_muted(rule, True)  # announced in Redis: the monitor re-reads its rules at its next check
     Alert.objects.filter(rule=rule).update(state="cleared")
-    mon._loaded_at = -1e9  # as after RELOAD_S: the monitor re-reads the rules
+    mon._checked_at = -1e9
+    mon.observe({})
+    assert rule.pk not in {st.spec.id for states in mon.rules.by_metric.values() for st in states}
     with django_capture_on_commit_callbacks(execute=True):
         mon.observe(_steps(9, [1.0, 1.0, 9.0, 9.0]))
     assert Alert.objects.filter(rule=rule, state="firing").count() == 0

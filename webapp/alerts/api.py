@@ -155,7 +155,7 @@ class AlertRuleViewSet(ScopedMixin, mixins.CreateModelMixin, mixins.UpdateModelM
         if rule.builtin:
             return Response({"detail": "A built-in rule cannot be deleted: disable or mute it instead."},
                             status=status.HTTP_409_CONFLICT)
-        rule.delete()
+        services.delete_rule(rule)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

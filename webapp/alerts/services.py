@@ -71,9 +71,33 @@ def check_rule(fields: dict) -> dict:
     return fields
 
 
+def rules_version_key(team_id: int) -> str:
+    """Redis key bumped on every rule change of a team: running monitors re-read their rules from
+    the database only when it moved (a Redis GET every few seconds instead of a query)."""
+    return f"alerts:team:{team_id}:rules"
+
+
+def _rules_changed(team_id: int) -> None:
+    def bump() -> None:
+        try:
+            live.client().incr(rules_version_key(team_id))
+        except Exception as exc:  # noqa: BLE001 - monitors also re-read every FULL_RELOAD_S
+            log.warning("team %s: could not announce a rule change: %s", team_id, exc)
+
+    transaction.on_commit(bump)
+
+
 def create_rule(team, **fields) -> AlertRule:
     check_rule(fields)
-    return AlertRule.objects.create(team=team, **fields)
+    rule = AlertRule.objects.create(team=team, **fields)
+    _rules_changed(team.pk)
+    return rule
+
+
+def delete_rule(rule: AlertRule) -> None:
+    team_id = rule.team_id
+    rule.delete()
+    _rules_changed(team_id)
 
 
 def update_rule(rule: AlertRule, **fields) -> AlertRule:
@@ -83,12 +107,14 @@ def update_rule(rule: AlertRule, **fields) -> AlertRule:
     for name, value in fields.items():
         setattr(rule, name, value)
     rule.save()
+    _rules_changed(rule.team_id)
     return rule
 
 
 def set_muted(rule: AlertRule, muted: bool) -> AlertRule:
     rule.muted = muted
     rule.save(update_fields=["muted", "updated_at"])
+    _rules_changed(rule.team_id)
     return rule
 
 
