@@ -8,6 +8,7 @@ alert fires or clears.
 from __future__ import annotations
 
 import logging
+import random
 import time
 
 from django.db import connection
@@ -57,6 +58,9 @@ class RunMonitor:
         self._checked_at = now
         if self._team_id is None:
             self._load()
+            # Spread the later checks of runs that started together over CHECK_S, so that many runs
+            # evaluated in one process do not all ask Redis on the same step.
+            self._checked_at = now - random.uniform(0, CHECK_S)
             self._loaded_at = now
             return True
         try:
