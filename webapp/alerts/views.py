@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -34,18 +34,20 @@ def feed(request: HttpRequest, rule_form: RuleForm | None = None, webhook_form: 
 
 
 @login_required
-@require_POST
 def acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
-    alert = get_scoped(request.user, Alert.objects.all(), pk=pk)
+    alert = get_scoped(request.user, Alert.objects.all(), pk=pk)  # scope first: another team's is a 404
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
     require_writer(request.user, alert.team)
     services.acknowledge(alert, request.user)
     return redirect("alerts:feed")
 
 
 @login_required
-@require_POST
 def mute(request: HttpRequest, pk: int) -> HttpResponse:
-    rule = get_scoped(request.user, AlertRule.objects.all(), pk=pk)
+    rule = get_scoped(request.user, AlertRule.objects.all(), pk=pk)  # scope first: another team's is a 404
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
     require_writer(request.user, rule.team)
     muted = request.POST.get("muted", "1") == "1"
     services.set_muted(rule, muted)
