@@ -28,6 +28,7 @@ BENCHMARKS = {
     "loss": "GFT loss + backward vs cross-entropy SFT on the same tokens and model",
     "ingest": "metric points/s durably in Postgres: PostgresRedisSink vs MLflow log_batch",
     "live": "sink call -> SSE client latency, 10 runs x 100 metrics x 10 steps/s, 50 clients",
+    "alerts": "alert rule evaluation per step per run and 100 runs x 100 metrics at 10 steps/s vs a DB query per step",
     "chart": "downsampled series / metrics API / compare on 10 x 1,000,000-point runs",
     "gpu": "MFU of a ~0.5B Qwen2-shaped model in bf16 and rollout tokens/s (CUDA only)",
     "dataread": "dataset reading: peak RSS and MB/s on large JSONL/Parquet and a 50 MB line vs old reader, pandas",
@@ -36,8 +37,8 @@ BENCHMARKS = {
     "runtable": "run table page with 10,000 runs x 30 columns: server time + queries vs the Django admin changelist",
 }
 # Per-benchmark wall-clock limit in `all` (the whole run must stay under 15 minutes on 2 cores).
-LIMITS = {"trainer": 360, "loss": 150, "ingest": 200, "live": 150, "chart": 600, "gpu": 300, "dataread": 300,
-          "evaluation": 300, "validate": 300, "runtable": 240}
+LIMITS = {"trainer": 360, "loss": 150, "ingest": 200, "live": 150, "alerts": 180, "chart": 600, "gpu": 300,
+          "dataread": 300, "evaluation": 300, "validate": 300, "runtable": 240}
 
 
 def run_one(name: str, argv: list[str]) -> int:

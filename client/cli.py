@@ -470,6 +470,22 @@ def _show(v: Any) -> str:
     return json.dumps(v) if isinstance(v, (dict, list)) else _fmt(v)
 
 
+def cmd_alerts_list(args: argparse.Namespace) -> int:
+    alerts = _results(api().get("alerts/", run=args.run, state=args.state, limit=args.limit))
+    rows = [[str(a["id"]), f"#{a['run']}", str(a["step"]), a["rule_name"][:40], a["severity"], a["state"],
+             a["acknowledged_by"] or "", a["fired_at"][:19].replace("T", " ")] for a in alerts]
+    print(_table(["id", "run", "step", "rule", "severity", "state", "acknowledged", "fired"], rows))
+    for a in alerts if args.verbose else []:
+        print(f"\n#{a['id']}: {a['message']}")
+    return 0
+
+
+def cmd_alerts_ack(args: argparse.Namespace) -> int:
+    a = api().post(f"alerts/{args.id}/acknowledge/")
+    print(f"Alert #{a['id']} acknowledged by {a['acknowledged_by']}")
+    return 0
+
+
 def _duration(s: float) -> str:
     s = int(s)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
@@ -563,6 +579,17 @@ def build_parser() -> argparse.ArgumentParser:
     pcan = pipes.add_parser("cancel", help="stop a pipeline (the running stage is cancelled)")
     pcan.add_argument("id", type=int)
     pcan.set_defaults(fn=cmd_pipeline_cancel)
+    al = sub.add_parser("alerts", help="RL health alerts of your runs").add_subparsers(dest="alerts_command",
+                                                                                    required=True)
+    alst = al.add_parser("list", help="alerts, newest first")
+    alst.add_argument("--run", type=int, help="only this run's alerts")
+    alst.add_argument("--state", choices=["firing", "cleared"])
+    alst.add_argument("--limit", type=int, default=50)
+    alst.add_argument("-v", "--verbose", action="store_true", help="also print each alert's message (values)")
+    alst.set_defaults(fn=cmd_alerts_list)
+    ack = al.add_parser("ack", help="acknowledge an alert")
+    ack.add_argument("id", type=int)
+    ack.set_defaults(fn=cmd_alerts_ack)
 
     metrics = sub.add_parser("metrics", help="metric data").add_subparsers(dest="metrics_command", required=True)
     exp = metrics.add_parser("export", help="every metric point of a run to CSV or Parquet")

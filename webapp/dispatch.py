@@ -20,6 +20,7 @@ HOUSEKEEPING = "workers.tasks.housekeeping"
 VALIDATE_DATASET = "workers.data_tasks.validate_dataset"
 TEST_REWARD = "workers.data_tasks.test_reward"
 EVALUATE = "workers.eval_tasks.evaluate"  # on the first training queue (webapp.evaluations.services)
+DELIVER_ALERT = "workers.alert_tasks.deliver_alert"  # default queue: a slow webhook never waits in training
 
 # With a Redis broker an unacknowledged message is delivered again after this timeout: it must
 # exceed any run (see workers/celery.py for why the Run row, not the broker, owns recovery).

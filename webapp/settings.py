@@ -93,6 +93,15 @@ RUN_HEARTBEAT_TIMEOUT_S = int(os.environ.get("RUN_HEARTBEAT_TIMEOUT_S", "45"))
 # Celery queues: runs train on TRAINING_QUEUES (the first is the default); light work goes to DEFAULT_QUEUE.
 TRAINING_QUEUES = tuple(env_list("TRAINING_QUEUES", "gpu"))
 DEFAULT_QUEUE = os.environ.get("DEFAULT_QUEUE", "default")
+# Alerts (webapp.alerts): webhook hosts allowed even though they resolve to a private or loopback
+# address (refused otherwise: a rule author must not make the server call its own network), and
+# e-mail through Django's mail settings.
+ALERT_WEBHOOK_ALLOW_HOSTS = env_list("ALERT_WEBHOOK_ALLOW_HOSTS", "")
+ALERT_EMAIL = env_bool("ALERT_EMAIL", True)
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "gft-studio@localhost")
 # "Test this reward" stops scoring after this many seconds and shows what it scored so far.
 REWARD_TEST_MAX_S = float(os.environ.get("REWARD_TEST_MAX_S", "120"))
 # An open live stream (SSE) checks this often that its user is still logged in and in the team.
@@ -124,6 +133,7 @@ INSTALLED_APPS = [
     "webapp.dashboards",
     "webapp.evaluations",
     "webapp.pipelines",
+    "webapp.alerts",
     "webapp.api",
 ]
 

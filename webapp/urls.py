@@ -10,5 +10,6 @@ urlpatterns = [
     path("dashboards/", include("webapp.dashboards.urls")),
     path("evaluations/", include("webapp.evaluations.urls")),
     path("pipelines/", include("webapp.pipelines.urls")),
+    path("alerts/", include("webapp.alerts.urls")),
     path("", include("webapp.runs.urls")),
 ]

@@ -159,9 +159,10 @@ class PostgresRedisSink:
 
     def __init__(self, run_id: int, *, attempt: int | None = None, conninfo: dict[str, Any] | None = None,
                  redis_url: str | None = None, flush_interval: float = 0.5, max_buffer_points: int = 5_000_000,
-                 close_timeout: float = 120.0):
+                 close_timeout: float = 120.0, alerts: bool = True):
         from django.conf import settings
 
+        from webapp.alerts.monitor import RunMonitor
         from webapp.runs import live
 
         self.run_id = run_id
@@ -198,6 +199,8 @@ class PostgresRedisSink:
         self.last_step = 0  # latest step durably stored
         self.flushes = 0
         self.points_written = 0
+        # The team's alert rules, evaluated on each flushed batch in memory (never raises).
+        self.alerts = RunMonitor(run_id) if alerts else None
 
     # ------------------------------------------------------------------ MetricSink protocol
     def start(self, *, total_steps: int, start_step: int, config: dict) -> None:
@@ -389,6 +392,8 @@ class PostgresRedisSink:
         self.points_written += points
         self._publish([json.dumps({"step": s, "t": e[0], "scalars": _finite(e[1]), "histograms": e[2]})
                        for s, e in sorted(steps.items())])
+        if steps and self.alerts is not None:
+            self.alerts.observe(steps)  # after the publish: the banner follows the step's charts
 
     def _write(self, steps: dict[int, list], groups: list, artifacts: list) -> None:
         conn = self._connection()

@@ -67,6 +67,10 @@ ACCEPTANCE_NOT_CHECKED = {
     "GET /api/evaluations/leaderboard/",  # run ids of the team, pick/metric names
     "POST /api/pipelines/",       # stages: launch validation per stage (helper pipe19)
     "GET /api/datasets/{id}/group-preview/",  # group counts and max_response_len bounded per launch field
+    "POST /api/alert-rules/",     # settings checked together (metric empty only for stalled/failed, baseline...)
+    "PUT /api/alert-rules/{id}/",
+    "PATCH /api/alert-rules/{id}/",
+    "POST /api/alert-webhooks/",  # the URL's host must resolve to a public address
 }
 
 

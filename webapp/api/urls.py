@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from webapp.alerts import api as alerts
 from webapp.evaluations import api as evaluations
 from webapp.pipelines import api as pipelines
 
@@ -20,6 +21,9 @@ router.register("eval-suites", evaluations.EvalSuiteViewSet, basename="eval-suit
 router.register("evaluations", evaluations.EvaluationViewSet, basename="evaluation")
 router.register("pipelines", pipelines.PipelineViewSet, basename="pipeline")
 router.register("reference-results", evaluations.ReferenceResultViewSet, basename="reference-result")
+router.register("alert-rules", alerts.AlertRuleViewSet, basename="alert-rule")
+router.register("alerts", alerts.AlertViewSet, basename="alert")
+router.register("alert-webhooks", alerts.WebhookViewSet, basename="alert-webhook")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -4,6 +4,7 @@ import { followRuns } from "./live.js";
 import { followQueue, liveNote, onEntry, onStatus, readStatesFrom, showState } from "./status.js";
 import { GroupInspector } from "./groups.js";
 import { EvalTab } from "./eval_tab.js";
+import { showAlert } from "./alert_banner.js";
 
 const page = JSON.parse(document.getElementById("page-data").textContent);
 const board = new ChartBoard(document.getElementById("charts"), page);
@@ -35,7 +36,7 @@ board.loadHistory().then(body => {
   if (state.status === "queued") followQueue(run.id);
   followRuns(board, [{ id: run.id, state }], { [run.id]: page.urls.stream }, body.stream_ids, {
     onEntry: (id, entry) => { board.applyEntry(id, entry); onEntry(id, entry); inspector.onStep(entry.step); },
-    onStatus: (id, event) => onStatus(id, event),
+    onStatus: (id, event) => (event.kind === "alert" ? showAlert(event) : onStatus(id, event)),
     onState: (id, st) => showState(id, st),
     onMode: (mode, detail) => liveNote(note, mode, detail),
   });

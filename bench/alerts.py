@@ -1,0 +1,214 @@
+"""Alert rule evaluation (issue 21): what the rules cost per step per run, and whether one process
+keeps up with 100 runs x 100 metrics at 10 steps/s (1,000 steps/s, 100,000 points/s).
+
+Ours: webapp.alerts.monitor.RunMonitor.observe, as the metric sink calls it after each flush: the
+team's rules (the 7 built-in metric rules + 3 team rules, 10 per run) in memory, rule reloads from
+Postgres when they change, checked in Redis every CHECK_S, included. Peer: the same rules evaluated by a database query per rule per
+step (the aggregate over the last W points of the metric, and the first-window / running-median
+baseline), i.e. what an evaluator polling the stored metrics would do. Same steps, same rules.
+Also: the paced load, 100 runs stepping at 10 steps/s for --seconds, all evaluated by one thread:
+the busy share of each 100 ms tick (ours), and the steps/s the peer reaches.
+Database `bench_alerts` (migrated here), Redis db 14.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+
+from bench.common import Stat, Skip, flush_bench_redis, migrate, print_table, record, services_up, setup_django, verdict
+
+DB = "bench_alerts"
+GOAL_US = 1000.0  # < 1 ms per step per run
+
+
+def _scalars(step: int, metrics: int, rng: random.Random) -> dict[str, float]:
+    from gft_core.metric_names import METRIC_NAMES
+
+    names = list(METRIC_NAMES)[:metrics] + [f"extra/m{i}" for i in range(max(0, metrics - len(METRIC_NAMES)))]
+    d = {n: rng.random() for n in names}
+    d["policy/entropy"] = 3.0 + rng.random()  # healthy: nothing fires, every rule runs its full path
+    d["grad_norm"] = 1.0 + 0.1 * rng.random()
+    d["dcr/rectified_frac"] = 0.2
+    return d
+
+
+def _setup(runs: int):
+    from django.contrib.auth import get_user_model
+
+    from webapp.accounts.models import Team
+    from webapp.alerts import services
+    from webapp.alerts.builtin import ensure_builtin_rules
+    from webapp.alerts.models import Alert, AlertRule
+    from webapp.runs.models import Run
+
+    Alert.objects.all().delete()
+    Run.objects.filter(name__startswith="alerts-bench").delete()
+    team, _ = Team.objects.get_or_create(name="alerts-bench", slug="alerts-bench")
+    AlertRule.objects.filter(team=team).delete()
+    ensure_builtin_rules(team)
+    services.create_rule(team, name="kl", metric="policy/kl_start", condition="above", window=5, aggregation="max",
+                         threshold=5.0)
+    services.create_rule(team, name="loss jump", metric="loss", condition="change_above", window=10,
+                         aggregation="mean", threshold=5.0)
+    services.create_rule(team, name="reward low", metric="reward/mean", condition="below", window=20,
+                         aggregation="min", threshold=-1.0)
+    user = get_user_model().objects.filter(username="alerts-bench").first() or \
+        get_user_model().objects.create_user("alerts-bench")
+    return team, [Run.objects.create(team=team, name=f"alerts-bench-{i}", method="gft", config={}, created_by=user,
+                                     status="running").pk for i in range(runs)]
+
+
+def bench_ours(run_ids: list[int], steps: int, metrics: int) -> tuple[Stat, int]:
+    """Microseconds per step per run of RunMonitor.observe (one step per call, as at 10 steps/s)."""
+    from webapp.alerts.monitor import RunMonitor
+
+    rng = random.Random(0)
+    monitors = {r: RunMonitor(r) for r in run_ids}
+    for r, m in monitors.items():
+        m.observe({0: [time.time(), _scalars(0, metrics, rng), {}]})  # loads the rules (DB), warm-up
+    data = [{1 + s: [time.time(), _scalars(1 + s, metrics, rng), {}]} for s in range(20)]  # reused: no RNG timed
+    per_step = []
+    for s in range(steps):
+        batch = data[s % len(data)]
+        step = s + 1
+        t0 = time.perf_counter()
+        for m in monitors.values():
+            m.observe({step: next(iter(batch.values()))})
+        per_step.append((time.perf_counter() - t0) / len(monitors) * 1e6)
+    rules = sum(len(v) for v in next(iter(monitors.values())).rules.by_metric.values())
+    return Stat.of(per_step), rules
+
+
+def _store_points(run_ids: list[int], steps: int, metrics: int) -> dict[str, int]:
+    """The peer reads stored points: COPY `steps` steps of every run into runs_metricpoint."""
+    from workers.sink import PostgresRedisSink
+
+    rng = random.Random(1)
+    for r in run_ids:
+        sink = PostgresRedisSink(r, alerts=False)
+        sink.start(total_steps=steps, start_step=0, config={})
+        for s in range(1, steps + 1):
+            sink.log(s, _scalars(s, metrics, rng))
+        sink.close()
+    from webapp.runs.models import MetricKey
+
+    return dict(MetricKey.objects.values_list("name", "id"))
+
+
+_AGG_SQL = {"last": "(array_agg(value ORDER BY step DESC))[1]", "mean": "avg(value)", "min": "min(value)",
+            "max": "max(value)"}
+
+
+def bench_peer(run_ids: list[int], steps: range, key_ids: dict[str, int]) -> Stat:
+    """Microseconds per step per run: each metric rule = one query over its window (+ baseline)."""
+    from django.db import connection
+
+    from webapp.alerts.engine import METRIC_CONDITIONS
+    from webapp.alerts.models import AlertRule
+
+    team_rules = [r for r in AlertRule.objects.filter(team__name="alerts-bench", condition__in=METRIC_CONDITIONS)]
+    per_step = []
+    with connection.cursor() as cur:
+        for step in steps:
+            t0 = time.perf_counter()
+            for run in run_ids:
+                for rule in team_rules:
+                    w = rule.window * (2 if rule.condition.startswith("change") else 1)
+                    agg = "count(*) FILTER (WHERE value = 'NaN' OR value IN ('Infinity', '-Infinity'))" \
+                        if rule.condition == "nonfinite" else _AGG_SQL[rule.aggregation]
+                    cur.execute(f"SELECT {agg} FROM (SELECT step, value FROM runs_metricpoint WHERE run_id = %s "
+                                f"AND key_id = %s AND step <= %s ORDER BY step DESC LIMIT %s) w",
+                                (run, key_ids[rule.metric], step, w))
+                    cur.fetchone()
+                    if rule.baseline == "first_window":
+                        cur.execute("SELECT avg(value) FROM (SELECT value FROM runs_metricpoint WHERE run_id = %s "
+                                    "AND key_id = %s ORDER BY step LIMIT %s) f", (run, key_ids[rule.metric], rule.window))
+                        cur.fetchone()
+                    elif rule.baseline == "running_median":
+                        cur.execute("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY value) FROM (SELECT value "
+                                    "FROM runs_metricpoint WHERE run_id = %s AND key_id = %s AND step < %s "
+                                    "ORDER BY step DESC LIMIT 100) h", (run, key_ids[rule.metric], step))
+                        cur.fetchone()
+            per_step.append((time.perf_counter() - t0) / len(run_ids) * 1e6)
+    return Stat.of(per_step)
+
+
+def paced_ours(run_ids: list[int], metrics: int, rate: float, seconds: float) -> tuple[float, float, int]:
+    """100 runs stepping at `rate`: busy share of each tick (median, max) and ticks that overran."""
+    from webapp.alerts.monitor import RunMonitor
+
+    rng = random.Random(2)
+    monitors = [RunMonitor(r) for r in run_ids]
+    scalars = [_scalars(s, metrics, rng) for s in range(20)]
+    for m in monitors:
+        m.observe({0: [time.time(), scalars[0], {}]})
+    tick, busy, late = 1.0 / rate, [], 0
+    t_next = time.perf_counter()
+    for step in range(1, int(seconds * rate) + 1):
+        t0 = time.perf_counter()
+        for m in monitors:
+            m.observe({step: [time.time(), scalars[step % 20], {}]})
+        spent = time.perf_counter() - t0
+        busy.append(spent / tick)
+        late += spent > tick
+        t_next += tick
+        time.sleep(max(0.0, t_next - time.perf_counter()))
+    return Stat.of(busy).median, max(busy), late
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench alerts", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--metrics", type=int, default=100)
+    p.add_argument("--rate", type=float, default=10.0, help="steps per second per run")
+    p.add_argument("--steps", type=int, default=200, help="steps per run timed for ours")
+    p.add_argument("--peer-runs", type=int, default=20, help="runs evaluated by the peer (it is slow)")
+    p.add_argument("--peer-steps", type=int, default=10)
+    p.add_argument("--seconds", type=float, default=10.0, help="length of the paced load")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.runs, a.steps, a.peer_runs, a.peer_steps, a.seconds = 5, 20, 2, 3, 1.0
+    why = services_up()
+    if why:
+        raise Skip(why)
+    migrate(DB)
+    setup_django(DB)
+    flush_bench_redis()
+    t0 = time.perf_counter()
+
+    def phase(what: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f} s] {what}", flush=True)
+
+    _, run_ids = _setup(a.runs)
+    phase(f"{a.runs} runs set up; ours: {a.steps} steps per run")
+    ours, n_rules = bench_ours(run_ids, a.steps, a.metrics)
+    phase(f"paced load for {a.seconds:g} s")
+    busy_med, busy_max, late = paced_ours(run_ids, a.metrics, a.rate, a.seconds)
+    peer_ids = run_ids[: a.peer_runs]
+    phase(f"storing {120 + a.peer_steps} steps of {a.peer_runs} runs for the peer")
+    key_ids = _store_points(peer_ids, 120 + a.peer_steps, a.metrics)
+    phase("peer")
+    peer = bench_peer(peer_ids, range(121, 121 + a.peer_steps), key_ids)
+    need = a.runs * a.rate  # steps/s to evaluate
+    ours_cap = 1e6 / ours.median
+    peer_cap = 1e6 / peer.median
+    rows = [
+        ("rule evaluation per step per run (us), ours: in memory in the sink",
+         f"{ours.fmt(3)} ({n_rules} rules, {a.metrics} metrics)", f"< {GOAL_US:.0f} us", verdict(ours.median < GOAL_US)),
+        ("same rules, peer: a DB query per rule per step (us)", f"{peer.fmt(3)} ({a.peer_runs} runs x {a.peer_steps} steps)",
+         "", ""),
+        (f"steps/s one core evaluates (need {need:,.0f}: {a.runs} runs x {a.rate:g} steps/s)",
+         f"ours {ours_cap:,.0f} / peer {peer_cap:,.0f}", f">= {need:,.0f}", verdict(ours_cap >= need)),
+        (f"paced {a.runs} runs x {a.metrics} metrics at {a.rate:g} steps/s for {a.seconds:g} s: busy share of a tick",
+         f"median {busy_med * 100:.1f}%, max {busy_max * 100:.1f}%, {late} ticks overran", "0 overran",
+         verdict(late == 0)),
+        ("peer at the same load", f"{need / peer_cap * 100:.0f}% of a core per second of training",
+         "", verdict(None)),
+    ]
+    print_table("alerts: rule evaluation cost (ours vs a DB query per step)", ["figure", "value", "goal", "verdict"], rows)
+    record("alerts", rows, quick=a.quick)
+    return 0 if not math.isnan(ours.median) else 1
