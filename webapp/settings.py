@@ -123,6 +123,7 @@ INSTALLED_APPS = [
     "webapp.runs",
     "webapp.dashboards",
     "webapp.evaluations",
+    "webapp.sweeps",
     "webapp.api",
 ]
 

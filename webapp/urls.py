@@ -9,5 +9,6 @@ urlpatterns = [
     path("rewards/", include("webapp.rewards.urls")),
     path("dashboards/", include("webapp.dashboards.urls")),
     path("evaluations/", include("webapp.evaluations.urls")),
+    path("sweeps/", include("webapp.sweeps.urls")),
     path("", include("webapp.runs.urls")),
 ]

@@ -65,6 +65,7 @@ ACCEPTANCE_NOT_CHECKED = {
     "POST /api/eval-suites/add-benchmarks/",  # preset names
     "POST /api/evaluations/",     # suite/run ids of the team, a checkpoint on disk, a model under MODEL_ROOTS
     "GET /api/evaluations/leaderboard/",  # run ids of the team, pick/metric names
+    "POST /api/sweeps/",          # launch inputs of the base, parameters checked against gft_core's fields
 }
 
 

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from webapp.evaluations import api as evaluations
+from webapp.sweeps import api as sweeps
 
 from . import views
 
@@ -18,6 +19,7 @@ router.register("runs", views.RunViewSet, basename="run")
 router.register("eval-suites", evaluations.EvalSuiteViewSet, basename="eval-suite")
 router.register("evaluations", evaluations.EvaluationViewSet, basename="evaluation")
 router.register("reference-results", evaluations.ReferenceResultViewSet, basename="reference-result")
+router.register("sweeps", sweeps.SweepViewSet, basename="sweep")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
