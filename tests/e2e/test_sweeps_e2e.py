@@ -49,7 +49,7 @@ def test_grid_sweep_from_the_cli_and_a_pruned_random_search(celery_worker, live_
     # logged `lr` itself, so the pruning is certain: with sampler seed 0 the trials' lr values are
     # 1.25e-3, 6.8e-4, 7.4e-4, and the two later ones fall below trial 0's at step 1.
     resp = api_client.post("/api/sweeps/", {
-        "name": "lr search", "strategy": "random", "seed": 0, "base": {**base, "max_steps": 6},
+        "name": "lr search", "strategy": "random", "seed": 0, "base": {**base, "max_steps": 4},
         "parameters": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}, "budget": {"runs": 3, "parallel": 1},
         "target": {"metric": "lr", "direction": "max", "mode": "final"},
         "pruner": {"name": "median", "startup_trials": 1, "warmup_steps": 0}}, format="json")
@@ -61,7 +61,7 @@ def test_grid_sweep_from_the_cli_and_a_pruned_random_search(celery_worker, live_
     trials = list(sweep.trials.select_related("run").order_by("number"))
     assert [t.state for t in trials] == ["complete", "pruned", "pruned"], [(t.state, t.run.status) for t in trials]
     for t in trials[1:]:
-        assert t.run.status == "cancelled" and t.run.step < 6
+        assert t.run.status == "cancelled" and t.run.step < 4
         reasons = " ".join(RunEvent.objects.filter(run=t.run).values_list("message", flat=True))
         assert f"pruned at step {t.pruned_step}" in reasons, reasons
     study = optuna.load_study(study_name=sweep.study_name, storage=search.storage())

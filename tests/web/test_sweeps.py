@@ -70,28 +70,33 @@ def test_bad_base_and_bad_parameter_value_for_the_run_are_400_through_the_api(ap
 
 
 @pytest.mark.django_db(transaction=True)
-def test_grid_sweep_queues_parallel_trials_and_cancel_stops_them(api_client, base, auth_client):
-    resp = api_client.post("/api/sweeps/", sweep_data(base, parameters={"tau": [0.2, 0.6], "seed": [0, 1]},
-                                                      budget={"runs": 4, "parallel": 2}), format="json")
+def test_grid_sweep_queues_parallel_trials_groups_seeds_and_cancel_stops_them(api_client, base, auth_client):
+    resp = api_client.post("/api/sweeps/", sweep_data(base, parameters={"tau": [0.2], "seed": [0, 1, 2]},
+                                                      budget={"runs": 3, "parallel": 2}), format="json")
     assert resp.status_code == 201, resp.json()
     body = resp.json()
-    assert body["progress"]["budget"] == 4 and body["asked"] == 2 and len(body["trials"]) == 2
+    assert body["progress"]["budget"] == 3 and body["asked"] == 2 and len(body["trials"]) == 2
     runs = Run.objects.filter(sweep_trial__sweep_id=body["id"]).order_by("pk")
     assert [r.status for r in runs] == ["queued", "queued"]
-    assert {r.config["tau"] for r in runs} <= {0.2, 0.6} and all(r.config["max_steps"] == 4 for r in runs)
+    assert {r.config["tau"] for r in runs} == {0.2} and len({r.config["seed"] for r in runs}) == 2
+    assert all(r.config["max_steps"] == 4 for r in runs)
     study = optuna.load_study(study_name=Sweep.objects.get().study_name, storage=search.storage())
     assert len(study.trials) == 2
 
+    # Trials that differ only in seed are one row: mean +/- std of their values.
+    for value, trial in zip((0.5, 0.7), SweepTrial.objects.order_by("number")):
+        SweepTrial.objects.filter(pk=trial.pk).update(state="complete", value=value)
     page = auth_client.get(f"/sweeps/{body['id']}/")
     assert page.status_code == 200
     html = page.content.decode()
     data = json.loads(html.split('<script id="sweep-data" type="application/json">')[1].split("</script>")[0])
-    assert data["params"] == ["tau", "seed"] and len(data["trials"]) == 2
-    assert "parcoords" in html and "/compare/?runs=" in html
+    assert data["params"] == ["tau", "seed"] and [t["value"] for t in data["trials"]] == [0.5, 0.7]
+    assert "sweep-parcoords" in html and f"/compare/?runs={runs[0].pk},{runs[1].pk}" in html
+    best = SweepTrial.objects.get(value=0.7).run_id
+    assert "0.6000 ± 0.1414 (n=2)" in html and f"run #{best}</a>" in html  # the seed group's row; the best run
 
     resp = api_client.post(f"/api/sweeps/{body['id']}/cancel/")
     assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
     assert set(Run.objects.values_list("status", flat=True)) == {"cancelled"}
     assert Sweep.objects.get().asked == 2  # cancelled runs launched nothing more
-    assert set(SweepTrial.objects.values_list("state", flat=True)) == {"failed"}
     assert api_client.post(f"/api/sweeps/{body['id']}/cancel/").status_code == 409
