@@ -13,6 +13,7 @@ from webapp.dashboards.models import Dashboard
 from webapp.datasets.models import Dataset
 from webapp.rewards.models import RewardConfig
 from webapp.runs.models import Run
+from webapp.sweeps.models import Sweep
 
 PUBLIC = {"login", "logout", "healthz", "schema", "docs", "api-schema", "api-docs", "swagger-ui", "redoc"}
 
@@ -35,14 +36,16 @@ def _objects(team, user):
     run = Run.objects.create(team=team, name="run", method="gft", config={"tau": 0.5}, dataset=dataset,
                              reward_config=reward, created_by=user, status="failed")
     dashboard = Dashboard.objects.create(team=team, name="dash", run_ids=[run.pk])
-    return {"runs": run, "datasets": dataset, "rewards": reward, "dashboards": dashboard, "api": None}
+    sweep = Sweep.objects.create(team=team, name="s", base={}, parameters={"tau": {"values": [0.5]}}, strategy="grid",
+                                 max_runs=1, target="loss", direction="min", study_name=f"access-{run.pk}")
+    return {"runs": run, "datasets": dataset, "rewards": reward, "dashboards": dashboard, "sweeps": sweep, "api": None}
 
 
 def _model_for(route: str, namespace: str, objs: dict):
     """Which object a pattern's first int argument names, from its namespace or API route."""
     if namespace == "api" or route.startswith("api/"):
         for segment, key in (("runs", "runs"), ("datasets", "datasets"), ("reward", "rewards"),
-                             ("dashboards", "dashboards"), ("teams", None)):
+                             ("dashboards", "dashboards"), ("sweeps", "sweeps"), ("teams", None)):
             if f"/{segment}" in "/" + route:
                 return objs.get(key) if key else None
         return None

@@ -100,3 +100,19 @@ def test_grid_sweep_queues_parallel_trials_groups_seeds_and_cancel_stops_them(ap
     assert set(Run.objects.values_list("status", flat=True)) == {"cancelled"}
     assert Sweep.objects.get().asked == 2  # cancelled runs launched nothing more
     assert api_client.post(f"/api/sweeps/{body['id']}/cancel/").status_code == 409
+
+
+@pytest.mark.django_db
+def test_new_sweep_page_reuses_the_launch_form_and_starts_a_sweep(auth_client, launch_inputs):
+    assert "/sweeps/new/" in auth_client.get("/runs/new/").content.decode()
+    page = auth_client.get("/sweeps/new/").content.decode()
+    assert 'name="parameters"' in page and 'name="tau"' in page and 'name="dataset"' in page
+    form = {**launch_inputs, "tags": "s", "sweep_name": "from the form", "strategy": "grid", "parallel": 1,
+            "target": "reward/mean", "direction": "max", "mode": "final", "pruner": "median", "sweep_seed": 0}
+    bad = auth_client.post("/sweeps/new/", {**form, "parameters": "tau: [0.2, 7]"})
+    assert bad.status_code == 200 and "parameters.tau" in bad.content.decode() and not Sweep.objects.exists()
+    resp = auth_client.post("/sweeps/new/", {**form, "parameters": "tau: [0.2, 0.4]"})
+    assert resp.status_code == 302, resp.content.decode()[:3000]
+    sweep = Sweep.objects.get()
+    assert sweep.parameters == {"tau": {"values": [0.2, 0.4]}} and "tau" not in sweep.base
+    assert sweep.max_runs == 2 and sweep.pruner["name"] == "median" and sweep.trials.count() == 1

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from webapp.accounts.quotas import QuotaExceeded
 from webapp.accounts.scoping import scoped
 from webapp.api.parsers import LimitedJSONField
+from webapp.api.serializers import RunCreateSerializer
 from webapp.api.views import ScopedMixin, _team_for_write, _writer
 
 from . import selectors, services, spaces
@@ -32,7 +33,7 @@ class SweepTrialSerializer(serializers.ModelSerializer):
 
 
 class SweepSerializer(serializers.ModelSerializer):
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     progress = serializers.SerializerMethodField()
 
     class Meta:
@@ -68,7 +69,7 @@ class SweepCreateSerializer(serializers.Serializer):
     team = serializers.IntegerField(required=False, min_value=1, max_value=2**31 - 1,
                                     help_text="Team id; default: your only or first team")
     name = serializers.CharField(max_length=spaces.NAME_MAX)
-    strategy = serializers.ChoiceField(choices=spaces.STRATEGIES, default="grid")
+    strategy = serializers.ChoiceField(choices=Sweep.Strategy.choices, default="grid")
     base = LimitedJSONField(help_text="Launch inputs shared by the trials (as POST /api/runs/: dataset, "
                                       "reward_config, model, method, max_steps, ...)")
     parameters = LimitedJSONField(help_text="{field: [values]} or {field: {low, high, log}}; bounded gft_core "
@@ -79,6 +80,20 @@ class SweepCreateSerializer(serializers.Serializer):
     pruner = LimitedJSONField(required=False, help_text='"none" | "median" | "hyperband" or {name, startup_trials, '
                                                         'warmup_steps}')
     seed = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1, help_text="Sampler seed")
+
+
+def _checked_base(base) -> dict:
+    """The base launch inputs through the run launch's own serializer (types and bounds as for
+    POST /api/runs/); errors come back as base.<field>. A sweep's parameters may be left out of it."""
+    if not isinstance(base, dict):
+        raise ValidationError({"base": ["A mapping of launch inputs (as POST /api/runs/)."]})
+    extra = sorted(k for k in base if k in ("team", "clone_of"))
+    if extra:
+        raise ValidationError({f"base.{k}": ["Not a sweep input: the sweep's team is used."] for k in extra})
+    ser = RunCreateSerializer(data=base, partial=False)
+    if not ser.is_valid():
+        raise ValidationError({f"base.{k}": v for k, v in ser.errors.items()})
+    return dict(ser.validated_data)
 
 
 class SweepViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
@@ -98,6 +113,7 @@ class SweepViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelV
         ser.is_valid(raise_exception=True)
         data = dict(ser.validated_data)
         team = _team_for_write(request, data.pop("team", None))
+        data["base"] = _checked_base(data["base"])
         try:
             sweep = services.create_sweep(team, request.user, data)
         except services.SweepError as e:

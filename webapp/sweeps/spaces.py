@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gft_core.config import FIELDS, LAUNCH_FIELDS, ConfigError, FieldSpec, check_field
+from webapp.runs.launch import LaunchError
 from webapp.runs.launchfields import WEB_CONTROLLED
 
 STRATEGIES = ("grid", "random", "tpe")
@@ -26,16 +27,8 @@ TARGET_RE = re.compile(r"^(eval:[^/\s]{1,120}/[A-Za-z0-9_@]{1,40}|[A-Za-z0-9_./@
 DEFAULT_TARGET = "eval/accuracy"
 
 
-class SweepError(Exception):
+class SweepError(LaunchError):
     """Invalid sweep inputs: `errors` maps field names ("parameters.tau", "budget.runs") to messages."""
-
-    def __init__(self, errors: dict[str, list[str]]):
-        self.errors = errors
-        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
-
-    @classmethod
-    def one(cls, name: str, message: str) -> "SweepError":
-        return cls({name: [message]})
 
 
 @dataclass
