@@ -83,8 +83,8 @@ class Api:
     def get(self, path: str, **params) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
 
-    def post(self, path: str, payload: dict | None = None) -> Any:
-        return self.request("POST", path, json=payload or {})
+    def post(self, path: str, payload: dict | None = None, *, timeout: float | None = None) -> Any:
+        return self.request("POST", path, json=payload or {}, **({"timeout": timeout} if timeout else {}))
 
 
 def _format_errors(body: Any) -> str:
@@ -498,6 +498,95 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------- sweeps
+SWEEP_SUBMIT_TIMEOUT_S = 180.0
+
+
+def cmd_sweep_submit(args: argparse.Namespace) -> int:
+    spec = load_run_file(Path(args.file))
+    # Creating a sweep checks its launches and queues its first runs: it may take longer than a call
+    sweep = api().post("sweeps/", spec, timeout=SWEEP_SUBMIT_TIMEOUT_S)
+    print(f"Sweep #{sweep['id']} {sweep['name']!r}: {sweep['strategy']} over {', '.join(sweep['parameters'])}, "
+          f"{len(sweep['trials'])} of {sweep['progress']['budget']} runs queued")
+    if args.follow:
+        return follow_sweep(api(), sweep["id"], interval=args.interval)
+    return 0
+
+
+def sweep_line(sweep: dict) -> str:
+    p, best = sweep["progress"], sweep.get("best")
+    line = (f"sweep #{sweep['id']} {sweep['status']:<9} {p['asked']}/{p['budget']} launched, {p['active']} active, "
+            f"{p['complete']} complete, {p['pruned']} pruned, {p['failed']} failed")
+    return line + (f"; best {sweep['target']}={_fmt(best['value'])} (run #{best['run']})" if best else "")
+
+
+def follow_sweep(client: Api, sweep_id: int, *, interval: float = 2.0, out=None) -> int:
+    """Print the sweep's progress until it ends, then its trials; 0 if it succeeded."""
+    out = out or sys.stdout
+    last = ""
+    while True:
+        sweep = client.get(f"sweeps/{sweep_id}/")
+        line = sweep_line(sweep)
+        if line != last:
+            out.write(line + "\n")
+            out.flush()
+            last = line
+        if sweep["status"] != "running":
+            out.write(_trials_table(sweep) + "\n")
+            return 0 if sweep["status"] == "succeeded" else 1
+        time.sleep(interval)
+
+
+def _trials_table(sweep: dict) -> str:
+    names = list(sweep["parameters"])
+    rows = [[str(t["number"]), f"#{t['run']}", *[_fmt(t["params"].get(n)) for n in names], t["run_status"],
+             t["state"] + (f" at step {t['pruned_step']}" if t.get("pruned_step") is not None else ""),
+             _fmt(t["value"])] for t in sweep["trials"]]
+    return _table(["trial", "run", *names, "status", "trial state", sweep["target"]], rows)
+
+
+def cmd_sweep_best(args: argparse.Namespace) -> int:
+    sweep = api().get(f"sweeps/{args.id}/")
+    best = sweep.get("best")
+    if not best:
+        print(f"Sweep #{args.id} has no complete trial yet ({sweep_line(sweep)}).")
+        return 1
+    params = ", ".join(f"{k}={_fmt(v)}" for k, v in best["params"].items())
+    print(f"Best of sweep #{args.id} ({sweep['direction']} {sweep['target']}, {sweep['target_mode']}): "
+          f"run #{best['run']} (trial {best['number']}) {sweep['target']}={_fmt(best['value'])} with {params}")
+    return 0
+
+
+def cmd_sweep_list(args: argparse.Namespace) -> int:
+    rows = [[str(s["id"]), s["name"][:40], s["strategy"], ",".join(s["parameters"]), s["status"],
+             f"{s['progress']['asked']}/{s['progress']['budget']}"] for s in _results(api().get("sweeps/"))]
+    print(_table(["id", "name", "strategy", "parameters", "status", "runs"], rows))
+    return 0
+
+
+def cmd_sweep_cancel(args: argparse.Namespace) -> int:
+    print(sweep_line(api().post(f"sweeps/{args.id}/cancel/")))
+    return 0
+
+
+def add_sweep_commands(sub) -> None:
+    sw = sub.add_parser("sweeps", help="grid / random / Bayesian searches over launch settings").add_subparsers(
+        dest="sweeps_command", required=True)
+    submit = sw.add_parser("submit", help="start a sweep from a YAML/JSON file (name, base, parameters, strategy, "
+                                          "budget, target, pruner)")
+    submit.add_argument("file")
+    submit.add_argument("--follow", action="store_true", help="then follow it until it ends")
+    submit.add_argument("--interval", type=float, default=2.0)
+    submit.set_defaults(fn=cmd_sweep_submit)
+    best = sw.add_parser("best", help="the sweep's best run so far and its parameters")
+    best.add_argument("id", type=int)
+    best.set_defaults(fn=cmd_sweep_best)
+    sw.add_parser("list", help="sweeps of your teams").set_defaults(fn=cmd_sweep_list)
+    cancel = sw.add_parser("cancel", help="stop launching and cancel the sweep's queued and running runs")
+    cancel.add_argument("id", type=int)
+    cancel.set_defaults(fn=cmd_sweep_cancel)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gft", description="GFT Studio command-line client.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -598,6 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--keys", help="comma-separated metric names (default: all)")
     exp.add_argument("-o", "--output", help="file to write (default: run-ID-metrics.FORMAT)")
     exp.set_defaults(fn=cmd_export)
+    add_sweep_commands(sub)
     return p
 
 

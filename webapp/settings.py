@@ -134,6 +134,7 @@ INSTALLED_APPS = [
     "webapp.evaluations",
     "webapp.pipelines",
     "webapp.alerts",
+    "webapp.sweeps",
     "webapp.api",
 ]
 
@@ -255,7 +256,9 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
                              "webapp.api.schema.add_error_responses"],
     "ENUM_NAME_OVERRIDES": {"RunStatusEnum": "webapp.runs.models.RunStatus",
-                            "DatasetStatusEnum": "webapp.datasets.models.Dataset.Status"},
+                            "DatasetStatusEnum": "webapp.datasets.models.Dataset.Status",
+                            "SweepStatusEnum": "webapp.sweeps.models.SweepStatus",
+                            "SweepStrategyEnum": "webapp.sweeps.models.Sweep.Strategy"},
     # No CDN: the UI's files come from drf-spectacular-sidecar through the static files, and the
     # online spec validator (swagger.io) is off.
     "SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR",

@@ -11,5 +11,6 @@ urlpatterns = [
     path("evaluations/", include("webapp.evaluations.urls")),
     path("pipelines/", include("webapp.pipelines.urls")),
     path("alerts/", include("webapp.alerts.urls")),
+    path("sweeps/", include("webapp.sweeps.urls")),
     path("", include("webapp.runs.urls")),
 ]

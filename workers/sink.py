@@ -49,7 +49,7 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import psycopg
@@ -159,7 +159,8 @@ class PostgresRedisSink:
 
     def __init__(self, run_id: int, *, attempt: int | None = None, conninfo: dict[str, Any] | None = None,
                  redis_url: str | None = None, flush_interval: float = 0.5, max_buffer_points: int = 5_000_000,
-                 close_timeout: float = 120.0, alerts: bool = True):
+                 close_timeout: float = 120.0, alerts: bool = True,
+                 on_flush: Callable[[dict[int, dict[str, float]]], None] | None = None):
         from django.conf import settings
 
         from webapp.alerts.monitor import RunMonitor
@@ -174,6 +175,7 @@ class PostgresRedisSink:
         self.flush_interval = flush_interval
         self.max_buffer_points = max_buffer_points
         self.close_timeout = close_timeout
+        self.on_flush = on_flush  # called with {step: scalars} after each committed flush (sweep pruning)
 
         self._lock = threading.Lock()  # guards the buffers
         self._flush_lock = threading.Lock()
@@ -394,6 +396,11 @@ class PostgresRedisSink:
                        for s, e in sorted(steps.items())])
         if steps and self.alerts is not None:
             self.alerts.observe(steps)  # after the publish: the banner follows the step's charts
+        if self.on_flush is not None and steps:
+            try:
+                self.on_flush({step: e[1] for step, e in steps.items()})
+            except Exception:  # noqa: BLE001 - a hook's failure must not stop the metrics
+                log.exception("run %s: on_flush hook failed", self.run_id)
 
     def _write(self, steps: dict[int, list], groups: list, artifacts: list) -> None:
         conn = self._connection()

@@ -129,7 +129,10 @@ class RunExecution:
         self.attempt = run.attempt
         self.dir = run.directory
         self.log_path = run.log_path
-        self.sink = PostgresRedisSink(run.pk, attempt=run.attempt)
+        from webapp.sweeps.pruning import hook_for
+
+        # A sweep's trial reports its target to the pruner as steps are stored (webapp.sweeps.pruning)
+        self.sink = PostgresRedisSink(run.pk, attempt=run.attempt, on_flush=hook_for(run.pk))
         self._stop = threading.Event()
         self._superseded = threading.Event()  # set by the heartbeat when its update is refused
         self._cancel_flag = False  # Run.cancel_requested, read by the heartbeat thread

@@ -14,6 +14,7 @@ from webapp.datasets.models import Dataset
 from webapp.pipelines.models import Pipeline, PipelineStage
 from webapp.rewards.models import RewardConfig
 from webapp.runs.models import Run
+from webapp.sweeps.models import Sweep
 
 PUBLIC = {"login", "logout", "healthz", "schema", "docs", "api-schema", "api-docs", "swagger-ui", "redoc"}
 
@@ -38,15 +39,17 @@ def _objects(team, user):
     dashboard = Dashboard.objects.create(team=team, name="dash", run_ids=[run.pk])
     pipeline = Pipeline.objects.create(team=team, name="pipe", created_by=user)
     PipelineStage.objects.create(pipeline=pipeline, index=0, method="gft", inputs={}, run=run)
+    sweep = Sweep.objects.create(team=team, name="s", base={}, parameters={"tau": {"values": [0.5]}}, strategy="grid",
+                                 max_runs=1, target="loss", direction="min", study_name=f"access-{run.pk}")
     return {"runs": run, "datasets": dataset, "rewards": reward, "dashboards": dashboard, "pipelines": pipeline,
-            "api": None}
+            "sweeps": sweep, "api": None}
 
 
 def _model_for(route: str, namespace: str, objs: dict):
     """Which object a pattern's first int argument names, from its namespace or API route."""
     if namespace == "api" or route.startswith("api/"):
         for segment, key in (("pipelines", "pipelines"), ("runs", "runs"), ("datasets", "datasets"), ("reward", "rewards"),
-                             ("dashboards", "dashboards"), ("teams", None)):
+                             ("dashboards", "dashboards"), ("sweeps", "sweeps"), ("teams", None)):
             if f"/{segment}" in "/" + route:
                 return objs.get(key) if key else None
         return None

@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 from webapp.alerts import api as alerts
 from webapp.evaluations import api as evaluations
 from webapp.pipelines import api as pipelines
+from webapp.sweeps import api as sweeps
 
 from . import views
 
@@ -24,6 +25,7 @@ router.register("reference-results", evaluations.ReferenceResultViewSet, basenam
 router.register("alert-rules", alerts.AlertRuleViewSet, basename="alert-rule")
 router.register("alerts", alerts.AlertViewSet, basename="alert")
 router.register("alert-webhooks", alerts.WebhookViewSet, basename="alert-webhook")
+router.register("sweeps", sweeps.SweepViewSet, basename="sweep")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
