@@ -33,12 +33,14 @@ BENCHMARKS = {
     "gpu": "MFU of a ~0.5B Qwen2-shaped model in bf16 and rollout tokens/s (CUDA only)",
     "dataread": "dataset reading: peak RSS and MB/s on large JSONL/Parquet and a 50 MB line vs old reader, pandas",
     "evaluation": "MATH-500 x k=4 on the tiny model: batched evaluate_benchmark vs a transformers generate loop",
+    "memory": "gft_core.memory's plan vs the measured peak RSS increase of real training steps (CPU)",
     "validate": "the worker's dataset validation (validate()): peak RSS and MB/s on a large JSONL/Parquet, a 50 MB line",
     "runtable": "run table page with 10,000 runs x 30 columns: server time + queries vs the Django admin changelist",
 }
 # Per-benchmark wall-clock limit in `all` (the whole run must stay under 15 minutes on 2 cores).
 LIMITS = {"trainer": 360, "loss": 150, "ingest": 200, "live": 150, "alerts": 180, "chart": 600, "gpu": 300,
-          "dataread": 300, "evaluation": 300, "validate": 300, "runtable": 240}
+          "dataread": 300, "evaluation": 300, "validate": 300, "runtable": 240,
+          "memory": 300}
 
 
 def run_one(name: str, argv: list[str]) -> int:
