@@ -221,13 +221,14 @@ def teacher_column(columns: Sequence[str]) -> str:
 
 
 def write_with_teachers(source: str | Path, mapping: ColumnMapping, answers: dict[int, list[str]],
-                        out_path: str | Path) -> tuple[ColumnMapping, dict]:
+                        out_path: str | Path, *, column: str | None = None) -> tuple[ColumnMapping, dict]:
     """Write every row of `source` (all its columns) to `out_path` (JSONL) with one list column of
     teacher answers: the row's existing teachers (per `mapping`), then answers[row number].
-    Returns the new mapping (teacher = that column) and {"rows", "rows_with_new", "existing", "added"}."""
+    `column` names it (default: a name the file does not use). Returns the new mapping (teacher =
+    that column) and {"rows", "rows_with_new", "existing", "added", "column"}."""
     source, out_path = Path(source), Path(out_path)
     rows = list(iter_rows(source))  # bounded per row; datasets are held in memory by the trainer too
-    column = teacher_column(list(rows[0][1]) if rows else [])
+    column = column or teacher_column(list(rows[0][1]) if rows else [])
     stats = {"rows": 0, "rows_with_new": 0, "existing": 0, "added": 0, "column": column}
     tmp = out_path.with_name(out_path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
