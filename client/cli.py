@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from client import teachers
 from gft_core.config import config_diff
 
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -469,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
         c = ev.add_parser(name, help=text)
         c.add_argument("id", type=int)
         c.set_defaults(fn=fn)
+
+    teachers.add_parser(sub)
 
     metrics = sub.add_parser("metrics", help="metric data").add_subparsers(dest="metrics_command", required=True)
     exp = metrics.add_parser("export", help="every metric point of a run to CSV or Parquet")

@@ -65,6 +65,8 @@ ACCEPTANCE_NOT_CHECKED = {
     "POST /api/eval-suites/add-benchmarks/",  # preset names
     "POST /api/evaluations/",     # suite/run ids of the team, a checkpoint on disk, a model under MODEL_ROOTS
     "GET /api/evaluations/leaderboard/",  # run ids of the team, pick/metric names
+    "POST /api/datasets/{id}/teacher-answers/",  # a model under MODEL_ROOTS or a run of the team (issue 18)
+    "POST /api/datasets/{id}/teacher-import/",   # the file's key column, rows matching the dataset's
 }
 
 
