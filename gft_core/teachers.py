@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from gft_core.benchmarks import _float, _int
+from gft_core.benchmarks import _float, _int, check_reward, settings_from_dict
 from gft_core.data import ColumnMapping, DataError, Example, iter_rows, to_example
 from gft_core.errors import ConfigError
 
@@ -55,8 +55,6 @@ class TeacherSettings:
         self.validate()
 
     def validate(self) -> "TeacherSettings":
-        from gft_core.rewards import RewardSpecError, build_reward
-
         _int("k", self.k, 1, MAX_K)
         self.temperature = _float("temperature", self.temperature, 0.0, 10.0)
         self.top_p = _float("top_p", self.top_p, 0.0, 1.0, lo_open=True)
@@ -69,23 +67,12 @@ class TeacherSettings:
         for name in ("use_chat_template", "filter"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, getattr(self, name), "must be true or false")
-        if not isinstance(self.reward, dict):
-            raise ConfigError("reward", self.reward, 'expected {"name": ..., "params": {...}}')
-        try:
-            build_reward(self.reward)
-        except RewardSpecError as e:
-            raise ConfigError(e.field, e.value, str(e).removeprefix(f"{e.field}={e.value!r}: ")) from None
+        check_reward(self.reward)
         return self
 
     @classmethod
     def from_dict(cls, d: dict) -> "TeacherSettings":
-        if not isinstance(d, dict):
-            raise ConfigError("settings", d, "expected a mapping of teacher settings")
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in d:
-            if key not in known:
-                raise ConfigError(str(key), d[key], f"unknown teacher setting; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        return settings_from_dict(cls, d, "teacher")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

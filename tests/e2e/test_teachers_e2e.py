@@ -47,8 +47,9 @@ def test_generate_with_the_cli_then_train_on_the_new_version(celery_worker, live
     bad = gft("datasets", "teachers", "generate", str(plain.pk), "--model", "/etc", env=env, cwd=tmp_path)
     assert bad.returncode == 2 and "outside the allowed model roots" in bad.stderr
 
-    run = launch.submit_run(team, user, {**launch_inputs, "dataset": new.pk, "n_teacher": 2, "micro_batch_size": 5, "max_steps": 2,
-                                         "checkpoint_interval": 0})
+    run = launch.submit_run(team, user, {**launch_inputs, "dataset": new.pk, "n_teacher": 2, "micro_batch_size": 5,
+                                         "max_steps": 2, "checkpoint_interval": 0,
+                                         "config": {"group_sample_interval": 1}})
     wait_for(lambda: Run.objects.get(pk=run.pk).status in Run.FINISHED, timeout=240, what="the run",
              on_timeout=celery_worker.log)
     run.refresh_from_db()

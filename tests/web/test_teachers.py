@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from gft_core.data import ColumnMapping, load_examples
-from tests.runs_support import make_dataset, reward_config, tiny_assets, toy_dataset, validated  # noqa: F401
+from tests.runs_support import make_dataset, tiny_assets, toy_dataset, validated  # noqa: F401
 from webapp.datasets import teachers
 from webapp.datasets.models import Dataset, TeacherJob
 

@@ -22,7 +22,7 @@ from webapp.rewards.models import RewardConfig
 from webapp.runs.models import Run
 
 from . import teachers
-from .models import Dataset, TeacherJob
+from .models import TeacherJob
 from .uploads import UploadError
 
 
@@ -172,5 +172,3 @@ class TeacherJobViewSet(viewsets.ReadOnlyModelViewSet):
     def resume(self, request: Request, pk=None) -> Response:
         return self._change(request, teachers.resume)
 
-
-__all__ = ["DatasetTeacherActions", "TeacherJobViewSet", "Dataset"]

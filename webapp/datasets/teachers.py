@@ -80,12 +80,20 @@ def resolve_teacher(team, *, model: str | None = None, run=None) -> tuple[str, s
         path = resolve_model(model or "")
     except ModelPathError as exc:
         raise TeacherError("model", str(exc)) from None
-    if not (Path(path) / "config.json").is_file():
+    try:
+        is_model = (Path(path) / "config.json").is_file()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise TeacherError("model", f"{model} is not a usable path ({exc.strerror}).") from None
+    if not is_model:
         raise TeacherError("model", f"{model} is not a Hugging Face model directory (no config.json).")
     return path, launch_value(path) if launch_value(path) == "tiny" else Path(path).name, None
 
 
 def _usable(dataset: Dataset) -> None:
+    try:
+        ColumnMapping(**dataset.mapping)
+    except TypeError:
+        raise TeacherError("dataset", f"{dataset} has no usable column mapping; make a new version with one.") from None
     if not dataset.usable or dataset.is_benchmark:
         raise TeacherError("dataset", f"{dataset} is {dataset.status}{' (archived)' if dataset.archived else ''}"
                                       f"{' (a benchmark)' if dataset.is_benchmark else ''}: only a validated "
