@@ -33,7 +33,7 @@ def _upload(api_client, ds, lines: list[dict] | None = None, raw: bytes | None =
     return api_client.post(f"/api/datasets/{ds.pk}/teacher-import/", {"file": f}, format="multipart")
 
 
-def test_import_joins_answers_and_reports_unmatched_and_duplicates(api_client, toy_dataset):
+def test_import_joins_answers_and_reports_unmatched_and_duplicates(api_client, auth_client, toy_dataset):
     prompts = [e.prompt for e in load_examples(toy_dataset.path, ColumnMapping(**toy_dataset.mapping))]
     lines = [{"prompt": prompts[0], "answers": ["A1", "A2"]}, {"prompt": prompts[1], "answer": "B1"},
              {"prompt": prompts[0], "answer": "again"}, {"prompt": "no such prompt", "answer": "x"},
@@ -51,6 +51,9 @@ def test_import_joins_answers_and_reports_unmatched_and_duplicates(api_client, t
     assert ex[0].teachers[-2:] == ["A1", "A2"] and ex[1].teachers[-1] == "B1" and len(ex[2].teachers) == 3
     # the eval file is taken over, with the same (empty here) teacher column so the mapping fits it
     assert new.eval_split == "file" and new.report["eval"]["valid_rows"] == 8
+    page = auth_client.get(f"/datasets/{new.pk}/").content.decode()
+    assert f"v2 = <a href=\"/datasets/{toy_dataset.pk}/\">v1</a> + 3 imported answers for 2 rows from answers.jsonl" in page
+    assert "2 unmatched keys (e.g. no such prompt, another stranger)" in page and "GFT trains on a <em>group</em>" in page
     # keyed by row number instead of the prompt
     r = _upload(api_client, toy_dataset, [{"row": 3, "answers": ["C"]}, {"row": 999, "answer": "z"}])
     assert r.status_code == 201 and r.json()["report"]["unmatched"] == 1
