@@ -148,6 +148,12 @@ class TeacherJobViewSet(viewsets.ReadOnlyModelViewSet):
 
     serializer_class = TeacherJobSerializer
 
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        # As webapp.api.views.ScopedMixin (which imports this module): 404 first for a foreign job.
+        if "pk" in kwargs:
+            self.get_object()
+        return super().http_method_not_allowed(request, *args, **kwargs)
+
     def get_queryset(self) -> QuerySet:
         return scoped(self.request.user, TeacherJob.objects.all()).order_by("-created_at")
 
