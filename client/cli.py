@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from client import teachers
 from gft_core.config import config_diff
 
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -679,6 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     ack = al.add_parser("ack", help="acknowledge an alert")
     ack.add_argument("id", type=int)
     ack.set_defaults(fn=cmd_alerts_ack)
+    teachers.add_parser(sub)
 
     metrics = sub.add_parser("metrics", help="metric data").add_subparsers(dest="metrics_command", required=True)
     exp = metrics.add_parser("export", help="every metric point of a run to CSV or Parquet")

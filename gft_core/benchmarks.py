@@ -98,6 +98,29 @@ def _float(name: str, value: Any, lo: float, hi: float, lo_open: bool = False) -
     return float(value)
 
 
+def check_reward(reward: Any) -> None:
+    """ConfigError naming the field unless `reward` is a reward spec gft_core can build."""
+    from gft_core.rewards import RewardSpecError, build_reward
+
+    if not isinstance(reward, dict):
+        raise ConfigError("reward", reward, 'expected {"name": ..., "params": {...}}')
+    try:
+        build_reward(reward)
+    except RewardSpecError as e:
+        raise ConfigError(e.field, e.value, str(e).removeprefix(f"{e.field}={e.value!r}: ")) from None
+
+
+def settings_from_dict(cls: type, d: Any, what: str) -> Any:
+    """`cls(**d)` for a settings dataclass; ConfigError naming an unknown key."""
+    if not isinstance(d, dict):
+        raise ConfigError("settings", d, f"expected a mapping of {what} settings")
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in d:
+        if key not in known:
+            raise ConfigError(str(key), d[key], f"unknown {what} setting; known: {', '.join(sorted(known))}")
+    return cls(**d)
+
+
 @dataclass
 class EvalSettings:
     """How a benchmark is evaluated; invalid values raise ConfigError naming the field."""
@@ -116,8 +139,6 @@ class EvalSettings:
         self.validate()
 
     def validate(self) -> "EvalSettings":
-        from gft_core.rewards import RewardSpecError, build_reward
-
         _int("k", self.k, 1, MAX_K)
         self.temperature = _float("temperature", self.temperature, 0.0, 10.0)
         self.top_p = _float("top_p", self.top_p, 0.0, 1.0, lo_open=True)
@@ -127,23 +148,12 @@ class EvalSettings:
         _int("seed", self.seed, 0, MAX_SEED)
         _int("batch_size", self.batch_size, 1, 4096)
         _int("max_prompt_len", self.max_prompt_len, 1, MAX_NEW_TOKENS)
-        if not isinstance(self.reward, dict):
-            raise ConfigError("reward", self.reward, 'expected {"name": ..., "params": {...}}')
-        try:
-            build_reward(self.reward)
-        except RewardSpecError as e:
-            raise ConfigError(e.field, e.value, str(e).removeprefix(f"{e.field}={e.value!r}: ")) from None
+        check_reward(self.reward)
         return self
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvalSettings":
-        if not isinstance(d, dict):
-            raise ConfigError("settings", d, "expected a mapping of evaluation settings")
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in d:
-            if key not in known:
-                raise ConfigError(str(key), d[key], f"unknown evaluation setting; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        return settings_from_dict(cls, d, "evaluation")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -21,6 +21,7 @@ VALIDATE_DATASET = "workers.data_tasks.validate_dataset"
 TEST_REWARD = "workers.data_tasks.test_reward"
 EVALUATE = "workers.eval_tasks.evaluate"  # on the first training queue (webapp.evaluations.services)
 DELIVER_ALERT = "workers.alert_tasks.deliver_alert"  # default queue: a slow webhook never waits in training
+GENERATE_TEACHERS = "workers.teacher_tasks.generate_teachers"  # first training queue (webapp.datasets.teachers)
 
 # With a Redis broker an unacknowledged message is delivered again after this timeout: it must
 # exceed any run (see workers/celery.py for why the Run row, not the broker, owns recovery).
@@ -41,6 +42,7 @@ def celery_config() -> dict[str, Any]:
         task_default_queue=settings.DEFAULT_QUEUE,
         task_queues=[Queue(q) for q in (settings.DEFAULT_QUEUE, *settings.TRAINING_QUEUES, HOUSEKEEPING_QUEUE)],
         task_routes={TRAIN_RUN: {"queue": settings.TRAINING_QUEUES[0]}, EVALUATE: {"queue": settings.TRAINING_QUEUES[0]},
+                     GENERATE_TEACHERS: {"queue": settings.TRAINING_QUEUES[0]},
                      HOUSEKEEPING: {"queue": HOUSEKEEPING_QUEUE}},
         task_acks_late=True,
         task_reject_on_worker_lost=False,

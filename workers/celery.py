@@ -44,7 +44,8 @@ app.conf.update(
 )
 # Training and housekeeping (workers.tasks); dataset validation and reward tests (workers.data_tasks);
 # benchmark evaluations (workers.eval_tasks).
-app.conf.include = ["workers.tasks", "workers.data_tasks", "workers.eval_tasks", "workers.alert_tasks"]
+app.conf.include = ["workers.tasks", "workers.data_tasks", "workers.eval_tasks", "workers.alert_tasks",
+                    "workers.teacher_tasks"]
 
 
 @signals.worker_init.connect

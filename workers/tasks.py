@@ -457,11 +457,13 @@ class _JsonlTail:
 def housekeeping() -> dict:
     """Fail runs whose heartbeat stopped; send again queued runs whose task message was lost;
     roll up the metrics of long running runs (webapp.runs.housekeeping); mark invalid the
-    datasets whose validation died; the same for evaluations (webapp.evaluations.housekeeping)."""
+    datasets whose validation died; the same for evaluations (webapp.evaluations.housekeeping) and
+    teacher-answer jobs (webapp.datasets.teachers)."""
     from webapp.alerts.housekeeping import check_stalled
+    from webapp.datasets.teachers import housekeeping as teachers_housekeeping
     from webapp.evaluations.housekeeping import housekeeping as evaluations_housekeeping
     from workers.data_tasks import fail_stale_validations
 
     return {"failed": runs_housekeeping.fail_stale_runs(), "redispatched": runs_housekeeping.redispatch_lost_runs(),
             "rolled_up": runs_housekeeping.refresh_running_rollups(), "datasets_failed": fail_stale_validations(),
-            "stalled_alerts": check_stalled(), **evaluations_housekeeping()}
+            "stalled_alerts": check_stalled(), **evaluations_housekeeping(), **teachers_housekeeping()}

@@ -72,6 +72,8 @@ ACCEPTANCE_NOT_CHECKED = {
     "PATCH /api/alert-rules/{id}/",
     "POST /api/alert-webhooks/",  # the URL's host must resolve to a public address
     "POST /api/sweeps/",          # launch inputs of the base, parameters checked against gft_core's fields
+    "POST /api/datasets/{id}/teacher-answers/",  # a model under MODEL_ROOTS or a run of the team (issue 18)
+    "POST /api/datasets/{id}/teacher-import/",   # the file's key column, rows matching the dataset's
 }
 
 

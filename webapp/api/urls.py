@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from webapp.alerts import api as alerts
+from webapp.datasets import api as datasets
 from webapp.evaluations import api as evaluations
 from webapp.pipelines import api as pipelines
 from webapp.sweeps import api as sweeps
@@ -16,6 +17,7 @@ router = DefaultRouter(trailing_slash=True)
 router.include_format_suffixes = False
 router.register("teams", views.TeamViewSet, basename="team")
 router.register("datasets", views.DatasetViewSet, basename="dataset")
+router.register("teacher-jobs", datasets.TeacherJobViewSet, basename="teacher-job")
 router.register("reward-configs", views.RewardConfigViewSet, basename="reward-config")
 router.register("runs", views.RunViewSet, basename="run")
 router.register("eval-suites", evaluations.EvalSuiteViewSet, basename="eval-suite")

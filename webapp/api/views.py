@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from webapp.accounts.quotas import QuotaExceeded
 from webapp.accounts.scoping import in_team, require_writer, scoped, user_teams
 from webapp.datasets import services as datasets
+from webapp.datasets.api import DatasetTeacherActions
 from webapp.datasets.models import Dataset
 from webapp.datasets.uploads import SizeLimitUploadHandler, too_large_message
 from webapp.rewards import services as rewards
@@ -106,7 +107,7 @@ class VersionedResourceMixin:
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class DatasetViewSet(VersionedResourceMixin, ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class DatasetViewSet(DatasetTeacherActions, VersionedResourceMixin, ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Dataset versions of your teams; POST (multipart) uploads a new dataset, validated in the background."""
 
     resource_services = datasets

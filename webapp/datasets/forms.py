@@ -143,3 +143,35 @@ class ValidateForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["tokenizer"].choices = available_tokenizers()
+
+
+class TeacherGenerateForm(forms.Form):
+    """Generate teacher answers (webapp.datasets.teachers.submit_generation); bounds from gft_core.teachers."""
+
+    from gft_core.teachers import MAX_K, MAX_NEW_TOKENS, MAX_RETRIES
+
+    model = forms.ChoiceField(required=False, help_text="A model directory under MODEL_ROOTS (or the built-in tiny model).")
+    run = forms.TypedChoiceField(required=False, coerce=int, empty_value=None,
+                                 help_text="Or the final model of a finished run of your team.")
+    k = forms.IntegerField(min_value=1, max_value=MAX_K, initial=4, label="Answers per prompt (K)")
+    temperature = forms.FloatField(min_value=0.0, max_value=10.0, initial=0.7)
+    top_p = forms.FloatField(min_value=1e-6, max_value=1.0, initial=1.0, label="Top-p")
+    max_new_tokens = forms.IntegerField(min_value=1, max_value=MAX_NEW_TOKENS, initial=1024)
+    use_chat_template = forms.BooleanField(required=False, label="Chat template")
+    reward_config = forms.TypedChoiceField(required=False, coerce=int, empty_value=None,
+                                           help_text="Scores the answers (teacher accuracy) and filters them; default math_verify.")
+    filter = forms.BooleanField(required=False, label="Keep only answers scoring >= threshold")
+    threshold = forms.FloatField(initial=1.0, min_value=-1e6, max_value=1e6)
+    max_retries = forms.IntegerField(min_value=0, max_value=MAX_RETRIES, initial=2, label="Retries (filter)")
+
+    def __init__(self, *args, model_choices=(), run_choices=(), reward_choices=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].choices = [("", "–")] + list(model_choices)
+        self.fields["run"].choices = [("", "–")] + list(run_choices)
+        self.fields["reward_config"].choices = [("", "math_verify (built in)")] + list(reward_choices)
+
+
+class TeacherImportForm(forms.Form):
+    file = forms.FileField(help_text="JSONL or Parquet: a key column (row = the dataset's row number, or prompt = the "
+                                     "exact prompt) and answers (a list) or answer (one string).",
+                           widget=forms.ClearableFileInput(attrs={"accept": ".jsonl,.json,.parquet,.gz"}))

@@ -6,6 +6,7 @@ reuse a file share it); a version used by a run is never edited in place.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from pathlib import Path
@@ -30,7 +31,7 @@ QUICK_CHECK_ROWS = 50
 
 __all__ = [
     "UploadError", "DuplicateDatasetError", "InUseError", "create_dataset_from_upload", "new_dataset_version",
-    "archive", "delete", "used_by", "versions", "start_validation", "mapping_from", "data_config",
+    "archive", "delete", "used_by", "versions", "start_validation", "mapping_from", "data_config", "derived_version",
 ]
 
 
@@ -279,6 +280,22 @@ def new_dataset_version(
     version = resources.next_version(Dataset, team, dataset.name)
     return _create(team, user, name=dataset.name, version=version, previous=dataset, fields=fields,
                    uploads=uploads, tokenizer=tokenizer)
+
+
+def derived_version(dataset: Dataset, user, path: Path, *, filename: str, mapping: ColumnMapping | dict,
+                    lineage: dict, eval_path: Path | None = None) -> Dataset:
+    """A new version of `dataset` whose training file is `path` (made here: teacher answers joined
+    on), stored and checked like an upload, validated like one; the eval split is taken over (with
+    `eval_path` as its eval file when given). `lineage` says how it was made (its page shows it).
+    UploadError for the user, nothing left behind."""
+    mapping_d = mapping_from(dataclasses.asdict(mapping) if isinstance(mapping, ColumnMapping) else mapping)
+    with open(path, "rb") as f, (open(eval_path, "rb") if eval_path else contextlib.nullcontext()) as ef:
+        uploads = _receive_all(dataset.team, f, filename, ef, dataset.eval_original_filename or "eval.jsonl", mapping_d)
+    fields: dict = {"mapping": mapping_d, "lineage": lineage, "purpose": dataset.purpose,
+                    **_eval_fields(dataset.eval_split, dataset.eval_fraction, dataset.eval_seed, eval_path is not None)}
+    version = resources.next_version(Dataset, dataset.team, dataset.name)
+    return _create(dataset.team, user, name=dataset.name, version=version, previous=dataset, fields=fields,
+                   uploads=uploads, tokenizer=dataset.tokenizer)
 
 
 # --- tokenizers for the length report ----------------------------------------------------------

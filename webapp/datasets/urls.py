@@ -12,4 +12,7 @@ urlpatterns = [
     path("<int:pk>/validate/", views.validate, name="validate"),
     path("<int:pk>/archive/", views.archive, name="archive"),
     path("<int:pk>/delete/", views.delete, name="delete"),
+    path("<int:pk>/teachers/generate/", views.teachers_generate, name="teachers_generate"),
+    path("<int:pk>/teachers/import/", views.teachers_import, name="teachers_import"),
+    path("<int:pk>/teachers/<int:job_id>/<str:action>/", views.teacher_job_action, name="teacher_job"),
 ]

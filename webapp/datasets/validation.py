@@ -103,9 +103,11 @@ _FIELD = re.compile(r"field (\w+):")
 
 
 def clip(text: str | None, n: int = PREVIEW_CHARS) -> str | None:
-    """`text` cut to `n` characters (marked with an ellipsis) for previews."""
+    """`text` cut to `n` characters (marked with an ellipsis) for previews; a NUL character (which
+    Postgres' JSON cannot store) shows as U+FFFD, as in workers/sink.py."""
     if text is None:
         return None
+    text = text.replace("\x00", "\ufffd")
     return text if len(text) <= n else text[:n] + " …"
 
 

@@ -16,9 +16,10 @@ from webapp.resources.services import can_manage
 from webapp.resources.views import team_write
 from webapp.rewards.models import RewardConfig
 
-from . import services
-from .forms import NewVersionForm, UploadForm, ValidateForm, preset_fields
-from .models import Dataset
+from . import services, teachers
+from .api import eta_seconds
+from .forms import NewVersionForm, TeacherGenerateForm, TeacherImportForm, UploadForm, ValidateForm, preset_fields
+from .models import Dataset, TeacherJob
 from .uploads import SizeLimitUploadHandler, human_bytes, too_large_message
 
 
@@ -103,7 +104,80 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "size": human_bytes(dataset.size_bytes),
         "eval_size": human_bytes(dataset.eval_size_bytes) if dataset.eval_file_path else "",
         "reward_configs": in_team(request.user, RewardConfig.objects.filter(archived=False), dataset.team),
+        "teacher_form": _teacher_form(request, dataset), "import_form": TeacherImportForm(),
+        "teacher_jobs": [(j, eta_seconds(j)) for j in teachers.jobs_of(dataset)[:20]],
     })
+
+
+def _teacher_form(request: HttpRequest, dataset: Dataset, data=None) -> TeacherGenerateForm:
+    from webapp.runs.modelpaths import model_choices
+    from webapp.runs.models import Artifact, Run
+
+    runs = Run.objects.filter(team=dataset.team, status=Run.Status.SUCCEEDED,
+                              artifacts__kind=Artifact.Kind.FINAL_MODEL).distinct().order_by("-created_at")[:50]
+    rewards = RewardConfig.objects.filter(team=dataset.team, archived=False)
+    return TeacherGenerateForm(data, model_choices=model_choices(), run_choices=[(r.pk, f"#{r.pk} {r.name}") for r in runs],
+                               reward_choices=[(r.pk, str(r)) for r in rewards])
+
+
+@team_write(Dataset)
+def teachers_generate(request: HttpRequest, dataset: Dataset) -> HttpResponse:
+    """Queue a teacher-answer job (the form on the dataset page)."""
+    from webapp.runs.models import Run
+
+    form = _teacher_form(request, dataset, request.POST)
+    if not form.is_valid():
+        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+        return redirect("datasets:detail", pk=dataset.pk)
+    d = dict(form.cleaned_data)
+    run = Run.objects.filter(pk=d.pop("run"), team=dataset.team).first() if d.get("run") else None
+    d.pop("run", None)
+    reward = RewardConfig.objects.filter(pk=d.pop("reward_config"), team=dataset.team).first() if d.get("reward_config") else None
+    d.pop("reward_config", None)
+    model = d.pop("model") or None
+    try:
+        job = teachers.submit_generation(dataset.team, request.user, dataset, model=None if run else model, run=run,
+                                         options=d, reward_config=reward)
+    except teachers.TeacherError as e:
+        messages.error(request, f"{e.field}: {e}")
+    else:
+        messages.success(request, f"Teacher job #{job.pk} queued: {job.total} prompts.")
+    return redirect("datasets:detail", pk=dataset.pk)
+
+
+@team_write(Dataset)
+@_with_size_limit
+def teachers_import(request: HttpRequest, dataset: Dataset) -> HttpResponse:
+    """Join an uploaded file of teacher answers onto this version (a new version)."""
+    form = TeacherImportForm(request.POST, request.FILES)
+    if request.upload_too_large or not form.is_valid():
+        messages.error(request, too_large_message(request.upload_too_large) if request.upload_too_large
+                       else "Choose a JSONL or Parquet file of teacher answers.")
+        return redirect("datasets:detail", pk=dataset.pk)
+    f = form.cleaned_data["file"]
+    try:
+        new, rep = teachers.import_answers(dataset, request.user, f, f.name)
+    except (teachers.TeacherError, services.UploadError) as e:
+        messages.error(request, str(e))
+        return redirect("datasets:detail", pk=dataset.pk)
+    messages.success(request, f"Created {new}: {rep['answers']} answers for {rep['matched_rows']} rows; "
+                              f"{rep['unmatched']} unmatched and {rep['duplicates']} duplicate keys.")
+    return redirect("datasets:detail", pk=new.pk)
+
+
+@login_required
+def teacher_job_action(request: HttpRequest, pk: int, job_id: int, action: str) -> HttpResponse:
+    """Cancel or resume a teacher job (POST)."""
+    dataset = _get(request, pk)
+    require_writer(request.user, dataset.team)
+    job = get_scoped(request.user, TeacherJob.objects.all(), pk=job_id)
+    if request.method != "POST" or action not in ("cancel", "resume"):
+        raise Http404
+    try:
+        (teachers.request_cancel if action == "cancel" else teachers.resume)(job)
+    except teachers.TransitionError as e:
+        messages.error(request, str(e))
+    return redirect("datasets:detail", pk=dataset.pk)
 
 
 @login_required
