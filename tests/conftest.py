@@ -3,7 +3,9 @@
 The environment (test Redis database, temporary artifact and model roots) is set by the plugin
 tests/pytest_env.py, loaded before Django reads its settings.
 Subprocess fixtures (Celery worker, uvicorn) point at the same test database, so tests that use
-them need `transactional_db` (their rows must be committed to be seen).
+them need `transactional_db` (their rows must be committed to be seen). They, and the `chromium`
+browser, are kept from one test to the next while consecutive tests ask for them (see "shared
+processes"), so tests that use `celery_worker` run faster next to each other.
 """
 from __future__ import annotations
 
