@@ -91,6 +91,28 @@ def test_api_cancel_keeps_checkpoint_and_resume_continues_the_series(celery_work
     assert metrics["loss"]["step"] == list(range(1, run.step + 1))
 
 
+def test_two_process_run_through_accelerate_launch_cancel_and_resume(celery_worker, api_client, launch_inputs):
+    """num_gpus=2 starts `accelerate launch` (CPU processes here); rank 0's JSONL is tailed into the sink."""
+    resp = api_client.post("/api/runs/", {**launch_inputs, "num_gpus": 2, "max_steps": 30, "checkpoint_interval": 1,
+                                          "micro_batch_size": 4}, format="json")
+    assert resp.status_code == 201, resp.json()
+    pk = resp.json()["id"]
+    wait_for(lambda: run_state(pk).step >= 2, what="2 steps", on_timeout=celery_worker.log)
+    api_client.post(f"/api/runs/{pk}/cancel/")
+    run = wait_status(pk, ("cancelled", "failed", "succeeded"), celery_worker)
+    assert run.status == "cancelled", (run.error, run.log_tail)
+    assert loss_steps(pk) == list(range(1, run.step + 1))
+    assert "accelerate" in open(Artifact.objects.get(run=run, kind="log").path).read()
+    stopped_at = run.step
+    api_client.post(f"/api/runs/{pk}/resume/")
+    wait_for(lambda: run_state(pk).status == "running" and run_state(pk).step > stopped_at, what="resumed steps",
+             on_timeout=celery_worker.log)
+    api_client.post(f"/api/runs/{pk}/cancel/")
+    run = wait_status(pk, ("cancelled", "failed", "succeeded"), celery_worker)
+    assert run.status == "cancelled" and loss_steps(pk) == list(range(1, run.step + 1))
+
+
+# Last: it starts workers of its own, so the tests above share one `celery_worker` (tests/conftest.py).
 def test_killed_worker_is_failed_by_housekeeping_then_resume_completes(transactional_db, tmp_path, api_client,
                                                                         launch_inputs, settings):
     from tests.conftest import purge_queues
@@ -129,24 +151,3 @@ def test_killed_worker_is_failed_by_housekeeping_then_resume_completes(transacti
     steps = loss_steps(pk)
     assert steps == list(range(1, total + 1)), (killed_at, steps)  # resumed from the checkpoint, no gap, no duplicate
     assert stream_steps(pk)[-1] == total
-
-
-def test_two_process_run_through_accelerate_launch_cancel_and_resume(celery_worker, api_client, launch_inputs):
-    """num_gpus=2 starts `accelerate launch` (CPU processes here); rank 0's JSONL is tailed into the sink."""
-    resp = api_client.post("/api/runs/", {**launch_inputs, "num_gpus": 2, "max_steps": 30, "checkpoint_interval": 1,
-                                          "micro_batch_size": 4}, format="json")
-    assert resp.status_code == 201, resp.json()
-    pk = resp.json()["id"]
-    wait_for(lambda: run_state(pk).step >= 2, what="2 steps", on_timeout=celery_worker.log)
-    api_client.post(f"/api/runs/{pk}/cancel/")
-    run = wait_status(pk, ("cancelled", "failed", "succeeded"), celery_worker)
-    assert run.status == "cancelled", (run.error, run.log_tail)
-    assert loss_steps(pk) == list(range(1, run.step + 1))
-    assert "accelerate" in open(Artifact.objects.get(run=run, kind="log").path).read()
-    stopped_at = run.step
-    api_client.post(f"/api/runs/{pk}/resume/")
-    wait_for(lambda: run_state(pk).status == "running" and run_state(pk).step > stopped_at, what="resumed steps",
-             on_timeout=celery_worker.log)
-    api_client.post(f"/api/runs/{pk}/cancel/")
-    run = wait_status(pk, ("cancelled", "failed", "succeeded"), celery_worker)
-    assert run.status == "cancelled" and loss_steps(pk) == list(range(1, run.step + 1))
