@@ -28,7 +28,8 @@ def test_compare_runs_methods_evaluates_checkpoints_and_saves_a_dashboard(tmp_pa
     outside = signal.getsignal(signal.SIGTERM)
     try:
         rc = launcher.main(["compare", "--steps", "2", "--methods", "sft,gft", "--team", "Compare",
-                            "--model", str(tiny_assets["model"]), "--eval-problems", "4", "--k", "2"])
+                            "--model", str(tiny_assets["model"]), "--eval-problems", "4", "--k", "1",
+                            "--eval-interval", "2"])
     finally:
         signal.signal(signal.SIGTERM, outside)
     logs = "".join(p.read_text(errors="replace")[-3000:] for p in (tmp_path / "var" / "logs").glob("*.log"))
@@ -37,9 +38,9 @@ def test_compare_runs_methods_evaluates_checkpoints_and_saves_a_dashboard(tmp_pa
     runs = list(Run.objects.filter(team__name="Compare").order_by("pk"))
     assert [(r.method, r.status, r.step) for r in runs] == [("sft", "succeeded", 2), ("gft", "succeeded", 2)]
     assert len({r.config["seed"] for r in runs}) == 1 and len({r.dataset_id for r in runs}) == 1
-    for run in runs:  # every checkpoint evaluated on the held-out benchmark (eval_interval 1)
+    for run in runs:  # every checkpoint (eval_interval = checkpoint_interval = 2) evaluated on the benchmark
         evs = Evaluation.objects.filter(run=run, status="succeeded").order_by("checkpoint_step")
-        assert [e.checkpoint_step for e in evs] == [1, 2]
+        assert [e.checkpoint_step for e in evs] == [2]
         for res in EvalResult.objects.filter(evaluation__in=evs):
             assert res.benchmark_name == "toy-easy-eval-4" and res.metrics["n_problems"] == 4
             assert 0.0 <= res.metrics["avg_at_k"] <= 1.0 and len(res.problems) == 4
