@@ -29,7 +29,7 @@ def demo_model_dir() -> Path:
     return Path(settings.MODEL_ROOTS[0]) / "tiny-warm"
 
 
-def _ensure_model() -> Path:
+def ensure_model() -> Path:
     from gft_core.metrics import ConsoleSink
     from gft_core.tiny import make_tiny
 
@@ -75,7 +75,7 @@ def dataset_ready(dataset) -> bool:
     return dataset.status == Dataset.Status.VALID
 
 
-def _ensure_reward(team, user):
+def ensure_reward(team, user):
     from webapp.rewards.models import RewardConfig
     from webapp.rewards.services import create_reward_config
 
@@ -84,18 +84,24 @@ def _ensure_reward(team, user):
                                             description="1.0 when the last \\boxed{} answer equals the ground truth")
 
 
+@transaction.atomic
+def ensure_admin(password: str, team_name: str = DEMO_TEAM):
+    """(team, the demo admin as an admin of it), created or reused; the admin's password set."""
+    User = get_user_model()
+    team = ensure_team(team_name)
+    user = User.objects.filter(username=DEMO_USER).first() or User.objects.create_superuser(DEMO_USER, "", password)
+    user.set_password(password)
+    user.save()
+    Membership.objects.update_or_create(user=user, team=team, defaults={"role": Membership.Role.ADMIN})
+    return team, user
+
+
 def ensure_demo(password: str) -> dict:
     """Create (or reuse) the demo admin, team, model, dataset and reward; return their handles."""
-    User = get_user_model()
-    with transaction.atomic():
-        team = ensure_team(DEMO_TEAM)
-        user = User.objects.filter(username=DEMO_USER).first() or User.objects.create_superuser(DEMO_USER, "", password)
-        user.set_password(password)
-        user.save()
-        Membership.objects.update_or_create(user=user, team=team, defaults={"role": Membership.Role.ADMIN})
-    model = _ensure_model()
+    team, user = ensure_admin(password)
+    model = ensure_model()
     return {"team": team, "user": user, "username": DEMO_USER, "password": password, "model": str(model),
-            "dataset": _ensure_dataset(team, user), "reward": _ensure_reward(team, user)}
+            "dataset": _ensure_dataset(team, user), "reward": ensure_reward(team, user)}
 
 
 def launch_demo_run(info: dict):

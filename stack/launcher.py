@@ -12,6 +12,7 @@
 4. Once the dataset is valid, launch a demo GFT run on the tiny model; print the URL and the login.
 Ctrl-C stops everything this command started.
 
+`gft-studio compare` runs the method comparison of stack/compare.py on the same machinery.
 `gft-studio test [pytest args]` does step 1, runs pytest against those servers and stops the
 servers it started when pytest ends (what `./studio test` runs).
 """
@@ -272,16 +273,34 @@ def _stored_secret(name: str, nbytes: int) -> str:
 
 
 # ------------------------------------------------------------------ demo
-def prepare_demo() -> dict:
-    """Migrate and create the demo admin, team, tiny model, toy dataset and reward config."""
+def prepare_environment(stack: Stack) -> None:
+    """Services up (ensure_services) and the settings `up` gives its processes: a stored secret
+    key, artifacts and models under var/ unless set."""
+    ensure_services(stack)
+    os.environ.setdefault("SECRET_KEY", _stored_secret("secret_key", 48))
+    os.environ.setdefault("ARTIFACT_ROOT", str(VAR / "artifacts"))
+    os.environ.setdefault("MODEL_ROOTS", str(VAR / "models"))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+
+
+def migrate() -> None:
     import django
     from django.core.management import call_command
 
     django.setup()
     call_command("migrate", interactive=False, verbosity=0)
+
+
+def admin_password() -> str:
+    return _stored_secret("admin_password", 9)
+
+
+def prepare_demo() -> dict:
+    """Migrate and create the demo admin, team, tiny model, toy dataset and reward config."""
+    migrate()
     from stack import demo
 
-    return demo.ensure_demo(password=_stored_secret("admin_password", 9))
+    return demo.ensure_demo(password=admin_password())
 
 
 def _interrupt(*_) -> None:
@@ -315,11 +334,7 @@ def processes(host: str, port: int) -> dict[str, list[str]]:
 def up(args: argparse.Namespace) -> int:
     stack = Stack()
     try:
-        ensure_services(stack)
-        os.environ.setdefault("SECRET_KEY", _stored_secret("secret_key", 48))
-        os.environ.setdefault("ARTIFACT_ROOT", str(VAR / "artifacts"))
-        os.environ.setdefault("MODEL_ROOTS", str(VAR / "models"))
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+        prepare_environment(stack)
         say("preparing database and demo assets (first time: a minute for the tiny model's warm-up)")
         info = prepare_demo()
         logs = VAR / "logs"
@@ -428,10 +443,14 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--port", type=int, default=int(os.environ.get("GFT_PORT", "8000")))
     p_up.add_argument("--exit-after-demo", action="store_true", help="stop everything when the demo run ends")
     sub.add_parser("test", help="make sure Postgres and Redis are there, run pytest with the arguments that follow")
+    from stack import compare
+
+    compare.add_parser(sub)
     signal.signal(signal.SIGTERM, _interrupt)
     if argv[:1] == ["test"]:
         return run_tests(argv[1:])  # every argument after `test` is pytest's
-    return up(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    return compare.main(args) if args.cmd == "compare" else up(args)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Thin on purpose: the state machine, progress, results and cancel flag live in
 webapp.evaluations.services; this module loads the model directory the evaluation names (a run's
 checkpoint, its final model, or a base model), evaluates every benchmark of the suite not scored
 yet (a resumed evaluation keeps what it had), and keeps a heartbeat so that housekeeping fails the
-evaluation when this worker dies. Registered under webapp.dispatch.EVALUATE, sent on the first
+evaluation when this worker dies. A worker shutdown (SIGTERM, forwarded to this process like a
+run's: workers/tasks.py) stops it after the current batch and queues it again. Registered under webapp.dispatch.EVALUATE, sent on the first
 training queue (it needs the accelerator like a run).
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from workers.celery import app  # isort: skip
 
 import logging
+import signal
 import socket
 import threading
 import traceback
@@ -24,7 +26,7 @@ from webapp.dispatch import EVALUATE
 from webapp.evaluations import services
 from webapp.evaluations.models import EvalStatus, Evaluation
 
-from .tasks import _describe, heartbeat_interval
+from .tasks import _describe, heartbeat_interval, preemptible
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,16 @@ class EvalExecution:
         self.ev = ev
         self._stop = threading.Event()
         self._superseded = threading.Event()
+        self._preempt = ""  # the signal that asked this worker to stop ("SIGTERM")
 
     def execute(self) -> str:
+        with preemptible(self._on_signal):  # SIGTERM stops after the batch and re-queues, never kills
+            return self._execute()
+
+    def _on_signal(self, signum: int) -> None:
+        self._preempt = signal.Signals(signum).name  # only a flag: no logging inside a handler
+
+    def _execute(self) -> str:
         beat = threading.Thread(target=self._heartbeat, name=f"heartbeat-eval-{self.ev.pk}", daemon=True)
         beat.start()
         status, error = EvalStatus.FAILED, ""
@@ -61,6 +71,10 @@ class EvalExecution:
         except EvaluationStopped as exc:
             status, error = EvalStatus.CANCELLED, ""
             log.info("evaluation %s stopped: %s", self.ev.pk, exc)
+            if self._preempt and not self._superseded.is_set():
+                self._stop.set()
+                services.requeue(self.ev)
+                return "requeued"
         except Superseded as exc:
             log.warning("evaluation %s attempt %s: %s", self.ev.pk, self.ev.attempt, exc)
             return "superseded"
@@ -110,7 +124,7 @@ class EvalExecution:
     def _should_stop(self) -> bool:
         if self._superseded.is_set():
             raise Superseded("its heartbeat was refused")
-        return services.cancel_requested(self.ev.pk)
+        return bool(self._preempt) or services.cancel_requested(self.ev.pk)
 
     def _heartbeat(self) -> None:
         try:

@@ -99,12 +99,13 @@ def train_run(self, run_id: int) -> str:
 @signals.worker_shutting_down.connect
 def _forward_shutdown(sig: str = "", how: str = "", **_) -> None:
     """The worker's main process is shutting down (SIGTERM from `docker stop`, a deploy): pass
-    SIGTERM on to the pool processes that train a run, so each checkpoints at its next step and
-    queues its run again (RunExecution._preemptible). A warm shutdown then waits for them."""
+    SIGTERM on to the pool processes that train a run or evaluate, so each checkpoints at its next
+    step (an evaluation: after its batch) and queues itself again (`preemptible`). A warm shutdown
+    then waits for them."""
     from celery.worker import state
 
     for request in list(state.active_requests):
-        if request.name == train_run.name and request.worker_pid:
+        if request.name in (train_run.name, dispatch.EVALUATE) and request.worker_pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(request.worker_pid, signal.SIGTERM)
 
@@ -300,22 +301,11 @@ class RunExecution:
         finally:
             connection.close()
 
-    @contextlib.contextmanager
     def _preemptible(self):
-        """While the attempt runs, SIGTERM to this process (forwarded by _forward_shutdown, or
-        sent to the whole process group) asks for a graceful stop instead of killing it."""
-        if threading.current_thread() is not threading.main_thread():
-            yield  # signal handlers can only be set from the main thread (e.g. an eager call)
-            return
+        return preemptible(self._on_signal)
 
-        def on_sigterm(signum, _frame) -> None:
-            self._preempt = signal.Signals(signum).name  # only a flag: no logging inside a handler
-
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+    def _on_signal(self, signum: int) -> None:
+        self._preempt = signal.Signals(signum).name  # only a flag: no logging inside a handler
 
     # ------------------------------------------------------------------ log, end
     @contextlib.contextmanager
@@ -374,6 +364,21 @@ class RunExecution:
             return
         if status != RunStatus.QUEUED:
             refresh_rollups_of(self.run.pk)
+
+
+@contextlib.contextmanager
+def preemptible(on_signal: Callable[[int], None]):
+    """While an attempt (a run's, an evaluation's) runs, SIGTERM to this process (forwarded by
+    _forward_shutdown, or sent to the whole process group) calls `on_signal(signum)`, which asks for
+    a graceful stop, instead of killing it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread (e.g. an eager call)
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: on_signal(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _db_retry(fn: Callable, what: str, timeout_s: float = 120.0):

@@ -93,3 +93,46 @@ def test_a_run_evaluates_its_suite_during_training(celery_worker, team, user, la
         assert len(res.problems) == 4 and all(p["k"] == 2 for p in res.problems)
     assert [step for step, _ in accuracy_series(run, s)["toy4"]] == [2, 3]
     assert "eval/accuracy" in run.summary  # the held-out accuracy metric is kept as it was
+
+
+def test_sigterm_requeues_a_running_evaluation(team, user, tiny_assets):
+    """A worker shutdown (SIGTERM, forwarded to the process evaluating, as for runs) stops the
+    evaluation after its current batch and queues it again with a new task. The task body runs
+    in this process and the signal is a real one, sent once a batch is scored."""
+    import os
+    import signal
+    import threading
+
+    from django.db import connection
+
+    from tests.conftest import purge_queues
+    from webapp.runs.housekeeping import broker_task_ids
+    from workers.eval_tasks import EvalExecution
+
+    bench = make_benchmark(team, tiny_assets, name="sig_bench", n=40)
+    s = services.create_suite(team, user, name="sig", benchmarks=[bench.pk],
+                              settings={"k": 2, "max_new_tokens": 8, "batch_size": 1, "max_prompt_len": 48})
+    ev = services.submit_evaluation(team, user, suite=s, model=str(tiny_assets["model"]))
+    first_task = ev.celery_task_id
+    running = services.start(ev.pk, first_task, "here")
+
+    def stop_when_scoring() -> None:
+        try:
+            wait_for(lambda: ev_state(ev.pk).done >= 1, timeout=120, what="a scored batch")
+            os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            connection.close()
+
+    outside = signal.signal(signal.SIGTERM, lambda *_: None)  # what the signal does outside the attempt
+    sender = threading.Thread(target=stop_when_scoring, daemon=True)
+    sender.start()
+    try:
+        outcome = EvalExecution(running).execute()
+    finally:
+        sender.join(timeout=130)
+        signal.signal(signal.SIGTERM, outside)
+    e = ev_state(ev.pk)
+    assert outcome == "requeued" and e.status == "queued", (outcome, e.status, e.error)
+    assert e.attempt == 1 and 1 <= e.done < e.total == 40 and not e.error
+    assert e.celery_task_id != first_task and e.celery_task_id in broker_task_ids({"gpu"})
+    purge_queues()

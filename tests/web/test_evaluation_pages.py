@@ -62,6 +62,18 @@ def test_run_tab_data_has_the_stored_accuracies_pass_at_k_and_references(auth_cl
     assert {e["status"] for e in data["evaluations"]} == {"succeeded"}
 
 
+def test_run_tab_shows_the_runs_own_suite_before_its_first_result(auth_client, picture, team, user, tmp_path):
+    from tests.eval_pages_support import make_run
+
+    run = make_run(team, user, tmp_path, "fresh", [5], model_dir(tmp_path, "other-base"))
+    run.eval_suite = picture["suite"]
+    run.save(update_fields=["eval_suite"])
+    data = auth_client.get(f"/evaluations/runs/{run.pk}/data/").json()
+    assert data["suite"] == {"id": picture["suite"].pk, "label": str(picture["suite"])}
+    assert data["accuracy"] == {"math500": {"step": [], "value": []}, "gsm8k_test": {"step": [], "value": []}}
+    assert data["evaluations"] == []
+
+
 def test_per_problem_view_gained_and_lost_against_the_base_model(auth_client, picture):
     a = picture["a"]
     url = f"/evaluations/runs/{a.pk}/problems/?suite={picture['suite'].pk}&benchmark=math500&step=20"

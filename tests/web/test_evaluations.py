@@ -269,3 +269,40 @@ def test_every_preset_makes_a_valid_benchmark(team):
         d.refresh_from_db()
         assert d.status == "valid" and d.is_benchmark, (d.name, d.report.get("fatal"), d.report.get("train", {}).get("errors"))
     assert made["math500"].report["train"]["valid_rows"] == 500
+
+
+# ---------------------------------------------------------------------------- leftovers of issue 17
+def test_reference_api_writes_through_the_service(api_client, team):
+    """One write path: the API's create is references.add_reference (trimmed names, updates in place)."""
+    row = {"model": " Qwen2.5-Math-1.5B ", "method": "GFT ", "benchmark": " MATH", "value": 50.0, "source": "notes"}
+    r = api_client.post("/api/reference-results/", row, format="json")
+    assert r.status_code == 201, r.content
+    assert (r.json()["model"], r.json()["method"], r.json()["benchmark"]) == ("Qwen2.5-Math-1.5B", "GFT", "MATH")
+    assert api_client.post("/api/reference-results/", {**row, "value": 51.5}, format="json").status_code == 201
+    ref = ReferenceResult.objects.get(team=team)
+    assert ref.value == 51.5 and not ref.from_paper
+
+
+def test_benchmarks_are_not_offered_for_training(api_client, auth_client, team, tiny_assets, benchmark):  # noqa: F811
+    from tests.runs_support import make_dataset, reward_config  # noqa: F401
+
+    train = make_dataset(team, tiny_assets, name="toy-train")
+    listed = {d["name"]: d["purpose"] for d in api_client.get("/api/datasets/").json()["results"]}
+    assert listed == {"toy-train": "train", "toy_bench": "evaluation"}
+    form = auth_client.get("/runs/new/").content.decode()
+    picker = form.split('name="dataset"')[1].split("</select>")[0]
+    assert f'value="{train.pk}"' in picker and f'value="{benchmark.pk}"' not in picker
+    from webapp.rewards.models import RewardConfig
+
+    reward = RewardConfig.objects.create(team=team, name="math", spec={"name": "math_verify", "params": {}})
+    r = api_client.post("/api/runs/", {"method": "sft", "model": str(tiny_assets["model"]), "dataset": benchmark.pk,
+                                       "reward_config": reward.pk}, format="json")
+    assert r.status_code == 400 and "benchmark" in r.json()["dataset"][0]
+
+
+def test_evaluation_models_are_in_the_admin(client, team):
+    from django.contrib.auth import get_user_model
+
+    client.force_login(get_user_model().objects.create_superuser("root", "", "root-pass-123"))
+    for model in ("evalsuite", "evaluation", "evalresult", "referenceresult"):
+        assert client.get(f"/admin/evaluations/{model}/").status_code == 200, model

@@ -45,9 +45,9 @@ class DatasetSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Dataset
-        fields = ["id", "team", "name", "version", "previous", "status", "usable", "archived", "original_filename",
-                  "file_format", "size_bytes", "sha256", "mapping", "eval_split", "eval_fraction", "eval_seed",
-                  "report", "created_at"]
+        fields = ["id", "team", "name", "version", "previous", "status", "usable", "archived", "purpose",
+                  "original_filename", "file_format", "size_bytes", "sha256", "mapping", "eval_split", "eval_fraction",
+                  "eval_seed", "report", "created_at"]
         read_only_fields = fields
 
 

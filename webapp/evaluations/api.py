@@ -324,9 +324,8 @@ class ReferenceResultViewSet(ScopedMixin, mixins.CreateModelMixin, mixins.Destro
         ser.is_valid(raise_exception=True)
         d = dict(ser.validated_data)
         team = _team_for_write(request, d.pop("team_id", None))
-        ref, _ = ReferenceResult.objects.update_or_create(
-            team=team, model=d["model"], method=d["method"], benchmark=d["benchmark"],
-            metric=d.get("metric", "accuracy"), source=d.get("source", ""), defaults={"value": d["value"]})
+        ref = references.add_reference(team, model=d["model"], method=d["method"], benchmark=d["benchmark"],
+                                       value=d["value"], metric=d.get("metric", "accuracy"), source=d.get("source", ""))
         return Response(ReferenceResultSerializer(ref).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={204: None})

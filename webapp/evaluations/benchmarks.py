@@ -80,16 +80,22 @@ def add_benchmark(team, user, name: str) -> tuple[Dataset, bool]:
     path = Path(settings.BENCHMARK_DATA) / preset["path"]
     if not path.is_file():
         raise BenchmarkError(f"The benchmark file {path} is not there (settings.BENCHMARK_DATA).")
-    with transaction.atomic(), path.open("rb") as f:
+    return add_benchmark_file(team, user, name, path, preset["mapping"]), True
+
+
+def add_benchmark_file(team, user, name: str, path: Path, mapping: str | dict) -> Dataset:
+    """Upload the file at `path` as a new benchmark dataset `name` of the team (prompt + ground
+    truth of `mapping`), its validation queued like any upload; BenchmarkError says why not."""
+    with transaction.atomic(), Path(path).open("rb") as f:
         try:  # prompt + ground truth only: a benchmark has no expert or teacher answers to read
-            mapping = {**datasets.mapping_from(preset["mapping"]), "expert": None, "teacher": None}
-            dataset = datasets.create_dataset_from_upload(team, user, f, name=name, filename=path.name,
+            mapping = {**datasets.mapping_from(mapping), "expert": None, "teacher": None}
+            dataset = datasets.create_dataset_from_upload(team, user, f, name=name, filename=Path(path).name,
                                                           mapping=mapping, allow_duplicate=True)
         except datasets.UploadError as exc:
             raise BenchmarkError(f"{name}: {exc}") from None
         Dataset.objects.filter(pk=dataset.pk).update(purpose=Dataset.Purpose.EVALUATION)
         dataset.purpose = Dataset.Purpose.EVALUATION
-    return dataset, True
+    return dataset
 
 
 def add_benchmarks(team, user, names: list[str] | None = None) -> list[tuple[Dataset, bool]]:

@@ -328,14 +328,19 @@ def record_progress(ev: Evaluation, done: int, total: int, benchmark: str) -> bo
     return heartbeat(ev, done=done, total=total, current_benchmark=benchmark[:120])
 
 
+def _text(value: Any) -> Any:
+    """A string as Postgres' jsonb can store it: a model may sample NUL, which jsonb refuses."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
 def problem_record(p: dict) -> dict:
     """What is kept of one gft_core ProblemResult: counts, the first RESPONSES_KEPT responses."""
     correct = list(p.get("correct") or [])
     keep = RESPONSES_KEPT
-    return {"index": p["index"], "prompt": p.get("prompt", ""), "ground_truth": p.get("ground_truth"),
+    return {"index": p["index"], "prompt": _text(p.get("prompt", "")), "ground_truth": _text(p.get("ground_truth")),
             "k": len(correct), "correct": sum(bool(c) for c in correct),
-            "responses": list(p.get("responses") or [])[:keep], "response_correct": correct[:keep],
-            "extracted": list(p.get("extracted") or [])[:keep],
+            "responses": [_text(r) for r in list(p.get("responses") or [])[:keep]], "response_correct": correct[:keep],
+            "extracted": [_text(x) for x in list(p.get("extracted") or [])[:keep]],
             "truncated": sum(bool(t) for t in p.get("truncated") or []),
             "mean_length": (sum(p.get("lengths") or []) / len(p["lengths"])) if p.get("lengths") else 0.0,
             "disagree": sum(bool(d) for d in p.get("disagree") or [])}
@@ -362,6 +367,20 @@ def finish(ev: Evaluation, status: str, error: str = "") -> bool:
     except TransitionError as exc:
         log.warning("evaluation %s: %s", ev.pk, exc)
         return False
+    return True
+
+
+def requeue(ev: Evaluation) -> bool:
+    """A running attempt stopped by its worker's shutdown (SIGTERM): queue the evaluation again with
+    a new task (benchmarks already scored are kept, as on resume); False when it was superseded."""
+    try:
+        with transaction.atomic():
+            queued = transition(ev.pk, EvalStatus.QUEUED, attempt=ev.attempt)
+            send_eval_task(queued)  # sent when this transaction commits
+    except TransitionError as exc:
+        log.warning("evaluation %s: %s", ev.pk, exc)
+        return False
+    log.info("evaluation %s attempt %s: worker stopping, queued again", ev.pk, ev.attempt)
     return True
 
 

@@ -203,12 +203,13 @@ def run_tab_context(request: HttpRequest, run: Run) -> dict:
 
 
 def _suite_param(request: HttpRequest, run: Run) -> EvalSuite | None:
-    """?suite=ID (the team's), else the suite of the run's latest evaluation; None if it has none."""
+    """?suite=ID (the team's), else the suite of the run's latest evaluation, else the suite the run
+    evaluates during training (so the tab shows it before its first result lands); None if none."""
     raw = _int_param(request, "suite")
     if raw is not None:
         return get_scoped(request.user, EvalSuite.objects.filter(team=run.team), pk=raw)
     latest = selectors.evaluations_of_run(run).first()
-    return latest.suite if latest else None
+    return latest.suite if latest else run.eval_suite
 
 
 def _job(ev: Evaluation) -> dict:

@@ -74,7 +74,8 @@ class LaunchForm(forms.Form):
         self.fields["num_gpus"] = forms.IntegerField(label="GPUs", help_text=launchfields.gpu_help(),
                                                      **launchfields.gpu_bounds())
         self.team = team
-        self.fields["dataset"].queryset = Dataset.objects.filter(team=team).order_by("name", "-version")
+        self.fields["dataset"].queryset = Dataset.objects.filter(team=team, purpose=Dataset.Purpose.TRAIN).order_by(
+            "name", "-version")  # benchmarks are for evaluation, not training
         self.fields["reward_config"].queryset = RewardConfig.objects.filter(team=team, archived=False)
         self.fields["eval_suite"].queryset = EvalSuite.objects.filter(team=team, archived=False)
         self.fields["queue"].choices = [(q, q) for q in launch.queue_choices()]

@@ -123,6 +123,8 @@ def build_config(team, data: dict[str, Any]) -> LaunchPlan:
     dataset = _team_object(Dataset, team, merged.get("dataset"))
     if dataset is None:
         err("dataset", "Choose a dataset version of your team.")
+    elif dataset.is_benchmark:
+        err("dataset", f"{dataset} is a benchmark (marked for evaluation); choose a training dataset.")
     elif not dataset.usable:
         err("dataset", f"{dataset} did not pass validation (status: {dataset.get_status_display()}"
                        f"{', archived' if dataset.archived else ''}); pick a valid version.")
