@@ -93,7 +93,7 @@ def launch_inputs(tiny_assets, toy_dataset, reward_config) -> dict:
     launch setting at its default."""
     from gft_core.config import FIELDS, LAUNCH_FIELDS
 
-    return {name: FIELDS[name].default for name in LAUNCH_FIELDS} | {
+    return {name: FIELDS[name].default for name in LAUNCH_FIELDS if FIELDS[name].default is not None} | {
         "name": "e2e", "method": "gft", "model": str(tiny_assets["model"]), "dataset": toy_dataset.pk,
         "reward_config": reward_config.pk, "eval_split": "none", "n_expert": 1, "n_teacher": 1, "n_self": 2,
         "tau": 0.5, "lr": 1e-3, "lr_schedule": "constant", "warmup_steps": 0, "prompts_per_step": 2,
