@@ -14,7 +14,6 @@ from __future__ import annotations
 from workers.celery import app  # isort: skip
 
 import logging
-import socket
 
 from gft_core.benchmarks import EvaluationStopped
 from webapp.dispatch import EVALUATE
@@ -29,11 +28,7 @@ log = logging.getLogger(__name__)
 @app.task(name=EVALUATE, bind=True, acks_late=True)
 def evaluate(self, evaluation_id: int) -> str:
     """Evaluate one queued evaluation to its end: succeeded | cancelled | failed."""
-    ev = services.start(evaluation_id, self.request.id or "", self.request.hostname or socket.gethostname())
-    if ev is None:
-        log.info("evaluation %s is not queued for task %s: nothing to do", evaluation_id, self.request.id)
-        return "skipped"
-    return EvalExecution(ev).execute()
+    return EvalExecution.run_task(self, evaluation_id)
 
 
 class EvalExecution(JobAttempt):

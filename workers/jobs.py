@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import threading
 import traceback
 from typing import Any
@@ -44,6 +45,17 @@ class JobAttempt:
         self._preempt = ""  # the signal that asked this worker to stop ("SIGTERM")
         self.name = self.lifecycle.label.lower()
         self.log = logging.getLogger(type(self).__module__)
+
+    @classmethod
+    def run_task(cls, task: Any, job_id: int) -> str:
+        """The task's body (`task`: the bound Celery task): start the queued job whose current task
+        this is, then run it to its end; "skipped" when there is nothing to do."""
+        job = cls.lifecycle.start(job_id, task.request.id or "", task.request.hostname or socket.gethostname())
+        if job is None:
+            logging.getLogger(cls.__module__).info("%s %s is not queued for task %s: nothing to do",
+                                                   cls.lifecycle.label.lower(), job_id, task.request.id)
+            return "skipped"
+        return cls(job).execute()
 
     def work(self) -> dict[str, Any]:
         """Do the job; what it returns is stored on the row as it succeeds (finish's fields)."""

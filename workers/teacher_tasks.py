@@ -12,26 +12,17 @@ from __future__ import annotations
 # First: the project's app (not shared_task), which also sets Django up before the models load.
 from workers.celery import app  # isort: skip
 
-import logging
-import socket
-
 from gft_core.teachers import TeacherStopped
 from webapp.datasets import teachers
 from webapp.dispatch import GENERATE_TEACHERS
 
 from .jobs import JobAttempt, Superseded
 
-log = logging.getLogger(__name__)
-
 
 @app.task(name=GENERATE_TEACHERS, bind=True, acks_late=True)
 def generate_teachers(self, job_id: int) -> str:
     """Run one queued teacher job to its end: succeeded | cancelled | failed."""
-    job = teachers.start(job_id, self.request.id or "", self.request.hostname or socket.gethostname())
-    if job is None:
-        log.info("teacher job %s is not queued for task %s: nothing to do", job_id, self.request.id)
-        return "skipped"
-    return TeacherExecution(job).execute()
+    return TeacherExecution.run_task(self, job_id)
 
 
 class TeacherExecution(JobAttempt):
@@ -59,5 +50,5 @@ class TeacherExecution(JobAttempt):
                                             progress=self._progress, stop=self.should_stop)
 
     def _progress(self, done: int, total: int) -> None:
-        if not teachers.heartbeat(self.job, done=done, total=total):
+        if not self.lifecycle.heartbeat(self.job, done=done, total=total):
             raise Superseded("its progress was refused")

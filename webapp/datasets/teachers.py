@@ -13,8 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from django.db import transaction
-from django.utils import timezone
 
 from gft_core.data import ColumnMapping, DataError
 from webapp import dispatch
@@ -107,24 +105,14 @@ def submit_generation(team, user, dataset: Dataset, *, model: str | None = None,
     opts = check_options(options, reward_config.spec if reward_config is not None else None)
     path, label, run = resolve_teacher(team, model=model, run=run)
     total = int(((dataset.report or {}).get("train") or {}).get("valid_rows") or 0)
-    with transaction.atomic():
-        job = TeacherJob.objects.create(team=team, dataset=dataset, run=run, model_path=path, model_label=label[:300],
-                                        options=opts, total=total, created_by=user, queued_at=timezone.now())
-        send_task(job)
-    return job
+    return jobs.submit(team=team, dataset=dataset, run=run, model_path=path, model_label=label[:300], options=opts,
+                       total=total, created_by=user)
 
 
 # ---------------------------------------------------------------------------- lifecycle
 # The shared one of GPU jobs (webapp.resources.jobs): a job moves like a run and an evaluation.
 jobs = JobLifecycle(TeacherJob, label="Teacher job", key="teachers", task=dispatch.GENERATE_TEACHERS)
-send_task = jobs.send_task  # first training queue, a new task id stored on the row
-transition = jobs.transition
-cancel_key = jobs.cancel_key
-request_cancel = jobs.request_cancel
-cancel_requested = jobs.cancel_requested
-start = jobs.start  # what the worker records: start, heartbeat, finish(job, status, error, result=)
-heartbeat = jobs.heartbeat
-finish = jobs.finish
+request_cancel, start = jobs.request_cancel, jobs.start
 
 
 def resume(job: TeacherJob) -> TeacherJob:

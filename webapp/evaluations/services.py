@@ -2,7 +2,7 @@
 cancelling and resuming evaluations, and what the worker (workers/eval_tasks.py) records.
 
 Errors for the user are EvalError(field, message): the API answers 400 {field: [message]}.
-Every status change goes through `transition` (the same state machine as runs).
+Every status change goes through `jobs.transition` (webapp.resources.jobs: the state machine of runs).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from django.utils import timezone
 from webapp import dispatch
 from webapp.datasets.models import Dataset
 from webapp.resources import services as lifecycle
-from webapp.resources.jobs import ALLOWED, JobLifecycle, TransitionError  # noqa: F401 - re-exported
+from webapp.resources.jobs import JobLifecycle, TransitionError
 from webapp.runs import live
 from webapp.runs.modelpaths import ModelPathError, resolve_model
 from webapp.runs.models import Artifact, Run
@@ -196,26 +196,16 @@ def submit_evaluation(team, user, *, suite: EvalSuite, run: Run | None = None, s
             raise EvalError("model", f"{path} is not a model directory (no config.json).")
         checkpoint_step, fields = 0, dict(run=None, model_path=path)
     total = sum(int(((d.report or {}).get("train") or {}).get("valid_rows") or 0) for d in datasets)
-    with transaction.atomic():
-        ev = Evaluation.objects.create(team=team, suite=suite, checkpoint_step=checkpoint_step, checkpoint_path=path,
-                                       total=total, created_by=user, queued_at=timezone.now(), **fields)
-        send_eval_task(ev)
-    return ev
+    return jobs.submit(team=team, suite=suite, checkpoint_step=checkpoint_step, checkpoint_path=path, total=total,
+                       created_by=user, **fields)
 
 
 # ---------------------------------------------------------------------------- lifecycle
-# The shared one of GPU jobs (webapp.resources.jobs): an evaluation moves like a run (ALLOWED;
-# TransitionError: a status change the state machine does not allow).
+# The shared one of GPU jobs (webapp.resources.jobs): an evaluation moves like a run, every status
+# change goes through jobs.transition; SIGTERM on its worker queues it again (jobs.requeue).
 jobs = JobLifecycle(Evaluation, label="Evaluation", key="eval", task=dispatch.EVALUATE)
-send_eval_task = jobs.send_task  # first training queue, a new task id stored on the row
-transition = jobs.transition
-cancel_key = jobs.cancel_key
-request_cancel = jobs.request_cancel
-cancel_requested = jobs.cancel_requested
-start = jobs.start
-heartbeat = jobs.heartbeat
-finish = jobs.finish
-requeue = jobs.requeue  # the worker's shutdown (SIGTERM): queued again with a new task
+request_cancel, cancel_requested = jobs.request_cancel, jobs.cancel_requested
+start, finish = jobs.start, jobs.finish  # what the worker records (with record_progress, store_result)
 
 
 def resume_evaluation(ev: Evaluation) -> Evaluation:
@@ -228,7 +218,7 @@ def resume_evaluation(ev: Evaluation) -> Evaluation:
 # ---------------------------------------------------------------------------- what the worker records
 def record_progress(ev: Evaluation, done: int, total: int, benchmark: str) -> bool:
     """Progress after a batch (`done` problems scored of `total`, over all benchmarks)."""
-    return heartbeat(ev, done=done, total=total, current_benchmark=benchmark[:120])
+    return jobs.heartbeat(ev, done=done, total=total, current_benchmark=benchmark[:120])
 
 
 def _text(value: Any) -> Any:

@@ -64,6 +64,13 @@ class JobLifecycle(Generic[J]):
         job.refresh_from_db()
         return job
 
+    def submit(self, **fields: Any) -> J:
+        """Create a queued job with `fields` and send its task once the transaction commits."""
+        with transaction.atomic():
+            job = self.model.objects.create(queued_at=timezone.now(), **fields)
+            self.send_task(job)
+        return job
+
     def send_task(self, job: J) -> None:
         """Send the job's task (first training queue: it needs the accelerator) with a new task id
         stored on the row, once the transaction commits: the worker starts only the current task id."""
