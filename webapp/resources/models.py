@@ -14,7 +14,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from webapp.runs.models import RunQuerySet, RunStatus
+from webapp.runs.models import QueuedWork
 
 
 class ImmutableVersionError(Exception):
@@ -61,40 +61,16 @@ class VersionedTeamResource(models.Model):
             )
 
 
-class GpuJob(models.Model):
+class GpuJob(QueuedWork):
     """The abstract model of a job on the first training queue that moves like a run (Evaluation,
-    TeacherJob): queued -> running -> succeeded | failed | cancelled; resume; fenced by `attempt`,
-    kept alive by `heartbeat_at` (the columns a run has for the same). Its writes are
-    webapp.resources.jobs.JobLifecycle; its worker side is workers/jobs.py."""
+    TeacherJob): the lifecycle columns of a run (QueuedWork) and its progress (done of total).
+    Its writes are webapp.resources.jobs.JobLifecycle; its worker side is workers/jobs.py."""
 
-    Status = RunStatus  # the run state machine
-    ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
-    FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
-
-    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
-    cancel_requested = models.BooleanField(default=False)
     done = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    attempt = models.PositiveIntegerField(default=0)
-    celery_task_id = models.CharField(max_length=64, blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    queued_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    # .stale(timeout_s): running with a heartbeat older than timeout_s, on the database's clock (as runs)
-    objects = RunQuerySet.as_manager()
 
     class Meta:
         abstract = True
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
 
     @property
     def progress(self) -> float:
