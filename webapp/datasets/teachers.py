@@ -8,11 +8,9 @@ its attempt).
 """
 from __future__ import annotations
 
-import logging
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
-
 
 from gft_core.data import ColumnMapping, DataError
 from webapp import dispatch
@@ -22,10 +20,6 @@ from webapp.runs.modelpaths import ModelPathError, launch_value, resolve_model
 from . import services
 from .models import Dataset, TeacherJob
 from .uploads import UploadError, store_upload
-
-log = logging.getLogger(__name__)
-
-Status = TeacherJob.Status
 
 
 class TeacherError(ValueError):
