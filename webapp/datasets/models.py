@@ -7,8 +7,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models
 
-from webapp.resources.models import VersionedTeamResource
-from webapp.runs.models import RunQuerySet, RunStatus
+from webapp.resources.models import GpuJob, VersionedTeamResource
 
 
 class Dataset(VersionedTeamResource):
@@ -77,13 +76,10 @@ class Dataset(VersionedTeamResource):
         return self.status == self.Status.VALID and not self.archived
 
 
-class TeacherJob(models.Model):
+class TeacherJob(GpuJob):
     """Generating teacher answers for a dataset version (issue 18): a job on the first training
     queue (workers/teacher_tasks.py) that moves like a run (queued -> running -> succeeded | failed |
     cancelled; resume) and, when it succeeds, made `result`, a new version of `dataset`."""
-
-    Status = RunStatus  # the run state machine
-    ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
 
     team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="teacher_jobs")
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="teacher_jobs")
@@ -94,22 +90,8 @@ class TeacherJob(models.Model):
     model_label = models.CharField(max_length=300)
     options = models.JSONField(default=dict, help_text="gft_core.teachers.TeacherSettings.to_dict()")
 
-    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
-    cancel_requested = models.BooleanField(default=False)
+    # status, attempt, heartbeat_at, ... (the lifecycle columns): GpuJob
     done = models.PositiveIntegerField(default=0, help_text="Prompts answered so far")
-    total = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    attempt = models.PositiveIntegerField(default=0)
-    celery_task_id = models.CharField(max_length=64, blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    queued_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    objects = RunQuerySet.as_manager()  # .stale(timeout_s), as runs and evaluations
 
     class Meta:
         ordering = ["-created_at"]
@@ -117,14 +99,6 @@ class TeacherJob(models.Model):
 
     def __str__(self) -> str:
         return f"teacher job #{self.pk} for {self.dataset}"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
-
-    @property
-    def progress(self) -> float:
-        return round(self.done / self.total, 4) if self.total else 0.0
 
     @property
     def partial_path(self) -> Path:

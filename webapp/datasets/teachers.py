@@ -3,36 +3,23 @@ the worker records, housekeeping) and imports of answers made elsewhere. Both en
 version (services.derived_version) with a teacher column and its lineage.
 
 Errors for the user are TeacherError(field, message) (the API answers 400 {field: [message]}).
-A job moves like a run and an evaluation (the run state machine, fenced by its attempt).
+A job moves like a run and an evaluation (webapp.resources.jobs: the run state machine, fenced by
+its attempt).
 """
 from __future__ import annotations
 
-import logging
 import tempfile
-import uuid
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from django.conf import settings
-from django.db import transaction
-from django.db.models.functions import Now
-from django.utils import timezone
-
 from gft_core.data import ColumnMapping, DataError
 from webapp import dispatch
-from webapp.runs import live
-from webapp.runs import services as runs_services
+from webapp.resources.jobs import JobLifecycle, TransitionError
 from webapp.runs.modelpaths import ModelPathError, launch_value, resolve_model
 
 from . import services
 from .models import Dataset, TeacherJob
 from .uploads import UploadError, store_upload
-
-log = logging.getLogger(__name__)
-
-Status = TeacherJob.Status
-TransitionError = runs_services.TransitionError
 
 
 class TeacherError(ValueError):
@@ -112,129 +99,21 @@ def submit_generation(team, user, dataset: Dataset, *, model: str | None = None,
     opts = check_options(options, reward_config.spec if reward_config is not None else None)
     path, label, run = resolve_teacher(team, model=model, run=run)
     total = int(((dataset.report or {}).get("train") or {}).get("valid_rows") or 0)
-    with transaction.atomic():
-        job = TeacherJob.objects.create(team=team, dataset=dataset, run=run, model_path=path, model_label=label[:300],
-                                        options=opts, total=total, created_by=user, queued_at=timezone.now())
-        send_task(job)
-    return job
+    return jobs.submit(team=team, dataset=dataset, run=run, model_path=path, model_label=label[:300], options=opts,
+                       total=total, created_by=user)
 
 
-def send_task(job: TeacherJob) -> None:
-    """Send the task (first training queue: it needs the accelerator) with a new task id stored on
-    the row, once the transaction commits: the worker starts only the job's current task id."""
-    task_id = str(uuid.uuid4())
-    TeacherJob.objects.filter(pk=job.pk).update(celery_task_id=task_id)
-    job.celery_task_id = task_id
-    job_id = job.pk
-
-    def broker_unreachable(exc: Exception) -> None:
-        try:
-            transition(job_id, Status.FAILED, error=f"Could not queue the job: the task broker is unreachable ({exc}).")
-        except TransitionError:
-            pass
-
-    dispatch.send(dispatch.GENERATE_TEACHERS, [job_id], queue=settings.TRAINING_QUEUES[0], task_id=task_id,
-                  on_error=broker_unreachable)
-
-
-def transition(job: TeacherJob | int, to: str, *, attempt: int | None = None, **fields) -> TeacherJob:
-    """Move a job to `to` (row locked; with `attempt`, only while that attempt runs it)."""
-    job_id = job if isinstance(job, int) else job.pk
-    with transaction.atomic():
-        locked = TeacherJob.objects.select_for_update().get(pk=job_id)
-        if to not in runs_services.ALLOWED[locked.status]:
-            raise TransitionError(f"Teacher job {job_id} cannot go from {locked.status} to {to}.")
-        if attempt is not None and (locked.attempt != attempt or locked.status != Status.RUNNING):
-            raise TransitionError(f"Teacher job {job_id} is no longer running attempt {attempt}.")
-        now = timezone.now()
-        if to == Status.QUEUED:
-            locked.queued_at, locked.finished_at, locked.cancel_requested, locked.error = now, None, False, ""
-        elif to == Status.RUNNING:
-            locked.started_at, locked.heartbeat_at, locked.attempt = now, now, locked.attempt + 1
-        else:
-            locked.finished_at = now
-        locked.status = to
-        for name, value in fields.items():
-            setattr(locked, name, value)
-        locked.save()
-    if isinstance(job, int):
-        return locked
-    job.refresh_from_db()
-    return job
-
-
-def cancel_key(job_id: int) -> str:
-    return f"teachers:{job_id}:cancel"
-
-
-def request_cancel(job: TeacherJob) -> TeacherJob:
-    """A queued job is cancelled now; a running one stops after its current batch (answers kept)."""
-    if job.status == Status.QUEUED:
-        try:
-            return transition(job, Status.CANCELLED)
-        except TransitionError:
-            job.refresh_from_db()
-    if job.status != Status.RUNNING:
-        raise TransitionError(f"Teacher job {job.pk} is {job.status}; only queued or running jobs can be cancelled.")
-    TeacherJob.objects.filter(pk=job.pk).update(cancel_requested=True)
-    try:
-        live.client().set(cancel_key(job.pk), "1", ex=7 * 24 * 3600)
-    except Exception as exc:  # noqa: BLE001 - the database flag is read too
-        log.warning("teacher job %s: cancel flag not set in Redis: %s", job.pk, exc)
-    job.refresh_from_db()
-    return job
+# ---------------------------------------------------------------------------- lifecycle
+# The shared one of GPU jobs (webapp.resources.jobs): a job moves like a run and an evaluation.
+jobs = JobLifecycle(TeacherJob, label="Teacher job", key="teachers", task=dispatch.GENERATE_TEACHERS)
+request_cancel, start = jobs.request_cancel, jobs.start
 
 
 def resume(job: TeacherJob) -> TeacherJob:
     """Queue a failed or cancelled job again; the prompts it finished are kept (not generated again)."""
     if not Path(job.model_path).is_dir():
         raise TransitionError(f"The teacher model {job.model_path} is gone: start a new job instead.")
-    with transaction.atomic():
-        job = transition(job, Status.QUEUED)
-        send_task(job)
-    return job
-
-
-def cancel_requested(job_id: int) -> bool:
-    """The worker's stop check: the Redis flag, else the database flag."""
-    try:
-        if live.client().exists(cancel_key(job_id)):
-            return True
-    except Exception:  # noqa: BLE001 - Redis down: the database still says it
-        pass
-    return TeacherJob.objects.filter(pk=job_id, cancel_requested=True).exists()
-
-
-# ---------------------------------------------------------------------------- what the worker records
-def start(job_id: int, task_id: str, hostname: str) -> TeacherJob | None:
-    """Move a queued job whose current task is `task_id` to running (None: nothing to do)."""
-    job = TeacherJob.objects.filter(pk=job_id).first()
-    if job is None or job.status != Status.QUEUED or (job.celery_task_id and task_id and job.celery_task_id != task_id):
-        return None
-    try:
-        live.client().delete(cancel_key(job_id))
-    except Exception:  # noqa: BLE001
-        pass
-    try:
-        return transition(job, Status.RUNNING, worker=hostname)
-    except TransitionError:
-        return None
-
-
-def heartbeat(job: TeacherJob, **fields: Any) -> bool:
-    """heartbeat_at = now() (and `fields`) while this attempt runs the job; False once superseded."""
-    return TeacherJob.objects.filter(pk=job.pk, attempt=job.attempt, status=Status.RUNNING).update(
-        heartbeat_at=Now(), **fields) == 1
-
-
-def finish(job: TeacherJob, status: str, error: str = "", result: Dataset | None = None) -> bool:
-    """End this attempt (succeeded | cancelled | failed); False when it was superseded meanwhile."""
-    try:
-        transition(job.pk, status, attempt=job.attempt, error=error, cancel_requested=False, result=result)
-    except TransitionError as exc:
-        log.warning("teacher job %s: %s", job.pk, exc)
-        return False
-    return True
+    return jobs.resume(job)
 
 
 def lineage(source: Dataset, *, what: str, stats: dict, **extra: Any) -> dict:
@@ -273,39 +152,17 @@ def create_result(job: TeacherJob, records: dict[int, dict]) -> Dataset:
 
 
 # ---------------------------------------------------------------------------- housekeeping
+def _stale_reason(job: TeacherJob, silent_s: int, timeout_s: int) -> str:
+    return (f"No heartbeat from worker {job.worker or '?'} for {silent_s} s (limit {timeout_s} s): the worker died. "
+            f"Resume keeps the {job.done} prompts answered.")
+
+
 def fail_stale_jobs(timeout_s: float | None = None) -> list[int]:
     """Fail running jobs whose worker stopped beating; resume continues with the prompts not done."""
-    timeout_s = settings.RUN_HEARTBEAT_TIMEOUT_S if timeout_s is None else timeout_s
-    failed = []
-    for job in TeacherJob.objects.stale(timeout_s):
-        reason = (f"No heartbeat from worker {job.worker or '?'} for {int(job.heartbeat_age.total_seconds())} s "
-                  f"(limit {int(timeout_s)} s): the worker died. Resume keeps the {job.done} prompts answered.")
-        try:
-            transition(job.pk, Status.FAILED, attempt=job.attempt, error=reason)
-        except TransitionError:
-            continue
-        failed.append(job.pk)
-    return failed
+    return jobs.fail_stale(timeout_s, _stale_reason)
 
 
-def redispatch_lost_jobs() -> list[int]:
-    """Send again queued jobs whose task message vanished from the broker (as runs)."""
-    from webapp.runs.housekeeping import QUEUED_GRACE_S, broker_task_ids
-
-    candidates = list(TeacherJob.objects.filter(status=Status.QUEUED,
-                                                queued_at__lt=timezone.now() - timedelta(seconds=QUEUED_GRACE_S)))
-    if not candidates:
-        return []
-    try:
-        known = broker_task_ids({settings.TRAINING_QUEUES[0]})
-    except Exception as exc:  # noqa: BLE001 - broker unreachable: decide later
-        log.warning("housekeeping cannot read the broker: %s", exc)
-        return []
-    sent = [job.pk for job in candidates if job.celery_task_id not in known]
-    for job in candidates:
-        if job.pk in sent:
-            send_task(job)
-    return sent
+redispatch_lost_jobs = jobs.redispatch_lost  # queued jobs whose task message vanished: sent again
 
 
 def housekeeping() -> dict[str, list[int]]:

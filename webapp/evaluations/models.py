@@ -5,18 +5,17 @@ their results per benchmark, and reference results (e.g. the GFT paper's Table 1
   changes its benchmarks or settings (editing makes a new version).
 - An Evaluation scores one model directory (a run's checkpoint, its final model, or a base model
   under MODEL_ROOTS = "step 0") on every benchmark of one suite version. Its status moves like a
-  run's (webapp.evaluations.services.transition); the worker (workers/eval_tasks.py) writes
+  run's (GpuJob, webapp.resources.jobs); the worker (workers/eval_tasks.py) writes
   progress every generation batch and one EvalResult per benchmark.
 - Accuracy values are stored as gft_core computes them (fractions 0..1); the selectors show
   percentages, the unit of the paper's table.
 """
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import models
 
-from webapp.resources.models import VersionedTeamResource
-from webapp.runs.models import RunQuerySet, RunStatus
+from webapp.resources.models import GpuJob, VersionedTeamResource
+from webapp.runs.models import RunStatus
 
 
 class EvalSuite(VersionedTeamResource):
@@ -44,15 +43,11 @@ class EvalSuite(VersionedTeamResource):
         return [by_id[i] for i in self.benchmarks if i in by_id]
 
 
-# An evaluation's lifecycle is a run's: queued -> running -> succeeded | failed | cancelled; resume.
+# An evaluation's lifecycle is a run's (GpuJob): queued -> running -> succeeded | failed | cancelled; resume.
 EvalStatus = RunStatus
 
 
-class Evaluation(models.Model):
-    Status = EvalStatus
-    ACTIVE = (EvalStatus.QUEUED, EvalStatus.RUNNING)
-    FINISHED = (EvalStatus.SUCCEEDED, EvalStatus.FAILED, EvalStatus.CANCELLED)
-
+class Evaluation(GpuJob):
     team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="evaluations")
     run = models.ForeignKey("runs.Run", null=True, blank=True, on_delete=models.CASCADE, related_name="evaluations")
     model_path = models.CharField(max_length=500, blank=True,
@@ -60,26 +55,10 @@ class Evaluation(models.Model):
     checkpoint_step = models.PositiveIntegerField(default=0, help_text="0 = the base model")
     checkpoint_path = models.CharField(max_length=500, help_text="The model directory evaluated (copied at submit)")
     suite = models.ForeignKey(EvalSuite, on_delete=models.PROTECT, related_name="evaluations")
-
-    status = models.CharField(max_length=10, choices=EvalStatus.choices, default=EvalStatus.QUEUED, db_index=True)
-    cancel_requested = models.BooleanField(default=False)
+    # status, attempt, heartbeat_at, ... (the lifecycle columns): GpuJob
     done = models.PositiveIntegerField(default=0, help_text="Problems scored so far (all benchmarks)")
     total = models.PositiveIntegerField(default=0, help_text="Problems to score (all benchmarks)")
     current_benchmark = models.CharField(max_length=120, blank=True)
-    error = models.TextField(blank=True)
-    attempt = models.PositiveIntegerField(default=0)
-    celery_task_id = models.CharField(max_length=64, blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    queued_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    # .stale(timeout_s): running with a heartbeat older than timeout_s, on the database's clock (as runs)
-    objects = RunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -91,16 +70,8 @@ class Evaluation(models.Model):
         return f"evaluation #{self.pk} of {what} step {self.checkpoint_step}"
 
     @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
-
-    @property
     def is_base(self) -> bool:
         return self.run_id is None
-
-    @property
-    def progress(self) -> float:
-        return round(self.done / self.total, 4) if self.total else 0.0
 
 
 class EvalResult(models.Model):

@@ -2,24 +2,22 @@
 cancelling and resuming evaluations, and what the worker (workers/eval_tasks.py) records.
 
 Errors for the user are EvalError(field, message): the API answers 400 {field: [message]}.
-Every status change goes through `transition` (the same state machine as runs).
+Every status change goes through `jobs.transition` (webapp.resources.jobs: the state machine of runs).
 """
 from __future__ import annotations
 
 import logging
-import uuid
 from pathlib import Path
 from typing import Any
 
 from django.db import transaction
-from django.db.models.functions import Now
 from django.utils import timezone
 
 from webapp import dispatch
 from webapp.datasets.models import Dataset
 from webapp.resources import services as lifecycle
+from webapp.resources.jobs import JobLifecycle, TransitionError
 from webapp.runs import live
-from webapp.runs import services as runs_services
 from webapp.runs.modelpaths import ModelPathError, resolve_model
 from webapp.runs.models import Artifact, Run
 
@@ -43,9 +41,6 @@ class EvalError(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(message)
         self.field = field
-
-
-TransitionError = runs_services.TransitionError  # a status change the state machine does not allow
 
 
 # ---------------------------------------------------------------------------- suites
@@ -201,131 +196,29 @@ def submit_evaluation(team, user, *, suite: EvalSuite, run: Run | None = None, s
             raise EvalError("model", f"{path} is not a model directory (no config.json).")
         checkpoint_step, fields = 0, dict(run=None, model_path=path)
     total = sum(int(((d.report or {}).get("train") or {}).get("valid_rows") or 0) for d in datasets)
-    with transaction.atomic():
-        ev = Evaluation.objects.create(team=team, suite=suite, checkpoint_step=checkpoint_step, checkpoint_path=path,
-                                       total=total, created_by=user, queued_at=timezone.now(), **fields)
-        send_eval_task(ev)
-    return ev
-
-
-def send_eval_task(ev: Evaluation) -> None:
-    """Send the evaluate task (first training queue) once the transaction commits, with a new task id
-    stored on the row: the worker starts only the evaluation's current task id."""
-    from django.conf import settings
-
-    task_id = str(uuid.uuid4())
-    Evaluation.objects.filter(pk=ev.pk).update(celery_task_id=task_id)
-    ev.celery_task_id = task_id
-    ev_id = ev.pk
-
-    def broker_unreachable(exc: Exception) -> None:
-        try:
-            transition(ev_id, EvalStatus.FAILED, error=f"Could not queue the evaluation: the task broker is unreachable ({exc}).")
-        except TransitionError:
-            pass
-
-    dispatch.send(dispatch.EVALUATE, [ev_id], queue=settings.TRAINING_QUEUES[0], task_id=task_id,
-                  on_error=broker_unreachable)
+    return jobs.submit(team=team, suite=suite, checkpoint_step=checkpoint_step, checkpoint_path=path, total=total,
+                       created_by=user, **fields)
 
 
 # ---------------------------------------------------------------------------- lifecycle
-ALLOWED = runs_services.ALLOWED  # the run state machine: an evaluation moves like a run
-
-
-def transition(ev: Evaluation | int, to: str, *, attempt: int | None = None, **fields) -> Evaluation:
-    """Move an evaluation to `to` (row locked; with `attempt`, only while that attempt runs it)."""
-    ev_id = ev if isinstance(ev, int) else ev.pk
-    with transaction.atomic():
-        locked = Evaluation.objects.select_for_update().get(pk=ev_id)
-        if to not in ALLOWED[locked.status]:
-            raise TransitionError(f"Evaluation {ev_id} cannot go from {locked.status} to {to}.")
-        if attempt is not None and (locked.attempt != attempt or locked.status != EvalStatus.RUNNING):
-            raise TransitionError(f"Evaluation {ev_id} is no longer running attempt {attempt}.")
-        now = timezone.now()
-        if to == EvalStatus.QUEUED:
-            locked.queued_at, locked.finished_at, locked.cancel_requested, locked.error = now, None, False, ""
-        elif to == EvalStatus.RUNNING:
-            locked.started_at, locked.heartbeat_at = now, now
-            locked.attempt += 1
-        else:
-            locked.finished_at = now
-        locked.status = to
-        for name, value in fields.items():
-            setattr(locked, name, value)
-        locked.save()
-    if not isinstance(ev, int):
-        ev.refresh_from_db()
-        return ev
-    return locked
-
-
-def cancel_key(ev_id: int) -> str:
-    return f"eval:{ev_id}:cancel"
-
-
-def request_cancel(ev: Evaluation) -> Evaluation:
-    """A queued evaluation is cancelled now; a running one stops after its current batch."""
-    if ev.status == EvalStatus.QUEUED:
-        try:
-            return transition(ev, EvalStatus.CANCELLED, error="")
-        except TransitionError:
-            ev.refresh_from_db()  # started meanwhile: ask it to stop below
-    if ev.status != EvalStatus.RUNNING:
-        raise TransitionError(f"Evaluation {ev.pk} is {ev.status}; only queued or running ones can be cancelled.")
-    Evaluation.objects.filter(pk=ev.pk).update(cancel_requested=True)
-    try:
-        live.client().set(cancel_key(ev.pk), "1", ex=7 * 24 * 3600)
-    except Exception as exc:  # noqa: BLE001 - the database flag is read too
-        log.warning("evaluation %s: cancel flag not set in Redis: %s", ev.pk, exc)
-    ev.refresh_from_db()
-    return ev
+# The shared one of GPU jobs (webapp.resources.jobs): an evaluation moves like a run, every status
+# change goes through jobs.transition; SIGTERM on its worker queues it again (jobs.requeue).
+jobs = JobLifecycle(Evaluation, label="Evaluation", key="eval", task=dispatch.EVALUATE)
+request_cancel, cancel_requested = jobs.request_cancel, jobs.cancel_requested
+start, finish = jobs.start, jobs.finish  # what the worker records (with record_progress, store_result)
 
 
 def resume_evaluation(ev: Evaluation) -> Evaluation:
     """Queue a failed or cancelled evaluation again; benchmarks already scored are kept."""
     if ev.checkpoint_path and not Path(ev.checkpoint_path).is_dir():
         raise TransitionError(f"{ev.checkpoint_path} is gone (pruned?): submit a new evaluation instead.")
-    with transaction.atomic():
-        ev = transition(ev, EvalStatus.QUEUED)
-        send_eval_task(ev)
-    return ev
-
-
-def cancel_requested(ev_id: int) -> bool:
-    """The worker's stop check: the Redis flag, else the database flag."""
-    try:
-        if live.client().exists(cancel_key(ev_id)):
-            return True
-    except Exception:  # noqa: BLE001 - Redis down: the database still says it
-        pass
-    return Evaluation.objects.filter(pk=ev_id, cancel_requested=True).exists()
+    return jobs.resume(ev)
 
 
 # ---------------------------------------------------------------------------- what the worker records
-def start(ev_id: int, task_id: str, hostname: str) -> Evaluation | None:
-    """Move a queued evaluation whose current task is `task_id` to running (None: nothing to do)."""
-    ev = Evaluation.objects.filter(pk=ev_id).first()
-    if ev is None or ev.status != EvalStatus.QUEUED or (ev.celery_task_id and task_id and ev.celery_task_id != task_id):
-        return None
-    try:
-        live.client().delete(cancel_key(ev_id))
-    except Exception:  # noqa: BLE001
-        pass
-    try:
-        return transition(ev, EvalStatus.RUNNING, worker=hostname)
-    except TransitionError:
-        return None
-
-
-def heartbeat(ev: Evaluation, **fields: Any) -> bool:
-    """heartbeat_at = now() (and `fields`) while this attempt runs the evaluation; False once superseded."""
-    return Evaluation.objects.filter(pk=ev.pk, attempt=ev.attempt, status=EvalStatus.RUNNING).update(
-        heartbeat_at=Now(), **fields) == 1
-
-
 def record_progress(ev: Evaluation, done: int, total: int, benchmark: str) -> bool:
     """Progress after a batch (`done` problems scored of `total`, over all benchmarks)."""
-    return heartbeat(ev, done=done, total=total, current_benchmark=benchmark[:120])
+    return jobs.heartbeat(ev, done=done, total=total, current_benchmark=benchmark[:120])
 
 
 def _text(value: Any) -> Any:
@@ -358,30 +251,6 @@ def store_result(ev: Evaluation, dataset: Dataset, result: dict) -> EvalResult |
             evaluation=ev, benchmark=dataset,
             defaults={"benchmark_name": dataset.name, "metrics": metrics, "problems": problems})
     return res
-
-
-def finish(ev: Evaluation, status: str, error: str = "") -> bool:
-    """End this attempt (succeeded | cancelled | failed); False when it was superseded meanwhile."""
-    try:
-        transition(ev.pk, status, attempt=ev.attempt, error=error, cancel_requested=False)
-    except TransitionError as exc:
-        log.warning("evaluation %s: %s", ev.pk, exc)
-        return False
-    return True
-
-
-def requeue(ev: Evaluation) -> bool:
-    """A running attempt stopped by its worker's shutdown (SIGTERM): queue the evaluation again with
-    a new task (benchmarks already scored are kept, as on resume); False when it was superseded."""
-    try:
-        with transaction.atomic():
-            queued = transition(ev.pk, EvalStatus.QUEUED, attempt=ev.attempt)
-            send_eval_task(queued)  # sent when this transaction commits
-    except TransitionError as exc:
-        log.warning("evaluation %s: %s", ev.pk, exc)
-        return False
-    log.info("evaluation %s attempt %s: worker stopping, queued again", ev.pk, ev.attempt)
-    return True
 
 
 # ---------------------------------------------------------------------------- evaluations during training

@@ -1,4 +1,5 @@
-"""The abstract model of a versioned team resource (Dataset, RewardConfig).
+"""The abstract models of a versioned team resource (Dataset, RewardConfig) and of a GPU job
+(GpuJob: Evaluation, TeacherJob).
 
 Invariants:
 - versions are numbered per (team, name) from 1; a new version points to the one it was made
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+
+from webapp.runs.models import QueuedWork
 
 
 class ImmutableVersionError(Exception):
@@ -56,3 +59,19 @@ class VersionedTeamResource(models.Model):
             raise ImmutableVersionError(
                 f"{self} is used by a run and cannot change ({', '.join(changed)}); create a new version instead."
             )
+
+
+class GpuJob(QueuedWork):
+    """The abstract model of a job on the first training queue that moves like a run (Evaluation,
+    TeacherJob): the lifecycle columns of a run (QueuedWork) and its progress (done of total).
+    Its writes are webapp.resources.jobs.JobLifecycle; its worker side is workers/jobs.py."""
+
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def progress(self) -> float:
+        return round(self.done / self.total, 4) if self.total else 0.0

@@ -34,11 +34,40 @@ class RunQuerySet(models.QuerySet):
         return self.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).annotate(heartbeat_age=age)
 
 
-class Run(models.Model):
+class QueuedWork(models.Model):
+    """The abstract lifecycle columns of what a worker runs from a task queue like a run (Run; and
+    webapp.resources.models.GpuJob: Evaluation, TeacherJob): the run state machine (queued ->
+    running -> succeeded | failed | cancelled), fenced by `attempt`, kept alive by `heartbeat_at`."""
+
     Status = RunStatus
     ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
     FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
+    cancel_requested = models.BooleanField(default=False)
+    attempt = models.PositiveIntegerField(default=0)
+    celery_task_id = models.CharField(max_length=64, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    # .stale(timeout_s): running with a heartbeat older than timeout_s, on the database's clock
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+
+class Run(QueuedWork):
     team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="runs")
     name = models.CharField(max_length=200)
     method = models.CharField(max_length=20)
@@ -60,15 +89,10 @@ class Run(models.Model):
     queue = models.CharField(max_length=50, default="gpu")
     num_gpus = models.PositiveSmallIntegerField(default=1)
 
-    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
-    cancel_requested = models.BooleanField(default=False)
+    # status, attempt, heartbeat_at, ... (the lifecycle columns): QueuedWork
     attempt = models.PositiveIntegerField(default=0, help_text="How many times a worker started this run")
-    celery_task_id = models.CharField(max_length=64, blank=True)
-    worker = models.CharField(max_length=200, blank=True)
     step = models.PositiveIntegerField(default=0, help_text="Latest optimizer step reported")
     total_steps = models.PositiveIntegerField(default=0)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
     log_tail = models.TextField(blank=True)
     summary = models.JSONField(default=dict, blank=True, help_text="Final value of each metric")
     effective_group = models.JSONField(default=dict, blank=True,
@@ -79,24 +103,12 @@ class Run(models.Model):
     archived_at = models.DateTimeField(null=True, blank=True, help_text="Hidden from the run table while set")
     output_dir = models.CharField(max_length=500, blank=True)
 
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    queued_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    objects = RunQuerySet.as_manager()
-
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["team", "-created_at"]), models.Index(fields=["status", "heartbeat_at"])]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.name}"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
 
     def get_absolute_url(self) -> str:
         return reverse("runs:detail", args=[self.pk])
