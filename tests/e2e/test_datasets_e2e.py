@@ -139,7 +139,8 @@ def test_broken_files_end_as_reports_and_the_worker_keeps_serving(celery_worker,
     fine.write_text("\n".join(json.dumps(r) for r in rows[:50]) + "\n")
     ok = upload(client, fine, "fine", "toy")
     assert wait_for(dataset_status(ok.pk), finished) == "valid"
-    assert Dataset.objects.get(pk=ok.pk).report["train"]["teachers"] == {"min": 1, "max": 1, "mean": 1.0, "rows_without": 0}
+    assert Dataset.objects.get(pk=ok.pk).report["train"]["teachers"] == {"min": 1, "max": 1, "mean": 1.0, "rows_without": 0,
+                                                                       "rows_by_count": {"1": 50}}
     assert celery_worker.popen.poll() is None
 
 
