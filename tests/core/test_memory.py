@@ -1,7 +1,6 @@
 """The memory plan: parameter counts from config.json, and the plan against measured peaks."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from gft_core.config import GFTConfig
@@ -50,15 +49,6 @@ def test_plan_parts_follow_the_settings(tiny_cfg):
     assert lora.optimizer < full.optimizer / 50 and lora.weights > full.weights
     assert ckpt.activations < full.activations / 5 and ckpt.logits == full.logits
     assert "peak per device" in full.lines()[-1]
-
-
-def test_plan_is_within_25_percent_of_the_measured_peak(tmp_path):
-    """Real training steps in a child process (bench/memory.py's first setting: full fine-tuning):
-    peak RSS increase vs the plan. `python -m bench memory` prints the other settings."""
-    from bench.memory import SETTINGS, run
-
-    [(label, plan, peak)] = run(SETTINGS[:1], tmp_path)
-    assert abs(plan / peak - 1) <= 0.25, f"{label}: plan {plan / 2**20:.0f} MiB, measured {peak / 2**20:.0f} MiB"
 
 
 def test_config_with_lora_is_planned_with_adapters(tiny_cfg):
