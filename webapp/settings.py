@@ -223,11 +223,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "webapp.api.pagination.StrictLimitOffsetPagination",
-    "DEFAULT_PARSER_CLASSES": [
-        "webapp.api.parsers.LimitedJSONParser",  # nested deeper than API_MAX_JSON_DEPTH: 400
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # JSON bodies only (a form body is a 415): every write's schema is one JSON object. The two file
+    # uploads (dataset create, teacher import) add multipart: webapp.api.parsers.UPLOAD_PARSERS.
+    "DEFAULT_PARSER_CLASSES": ["webapp.api.parsers.LimitedJSONParser"],  # nested deeper than API_MAX_JSON_DEPTH: 400
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "PAGE_SIZE": 50,
     # Per client: anonymous by address, a signed-in user over all their requests, and each API
     # token on its own (webapp/accounts/throttling.py). Over the rate: 429 with Retry-After.

@@ -74,6 +74,7 @@ ACCEPTANCE_NOT_CHECKED = {
     "POST /api/sweeps/",          # launch inputs of the base, parameters checked against gft_core's fields
     "POST /api/datasets/{id}/teacher-answers/",  # a model under MODEL_ROOTS or a run of the team (issue 18)
     "POST /api/datasets/{id}/teacher-import/",   # the file's key column, rows matching the dataset's
+    "POST /api/reference-results/",  # a team of yours; text without NUL characters (Postgres cannot store them)
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import JSONParser, MultiPartParser
 
 
 def json_depth_exceeds(value, limit: int) -> bool:
@@ -51,3 +51,7 @@ class LimitedJSONField(serializers.JSONField):
         if json_depth_exceeds(value, limit):
             raise serializers.ValidationError(f"Nested deeper than {limit} levels.")
         return value
+
+
+# The endpoints that take a file: multipart (the file and its form fields) beside JSON.
+UPLOAD_PARSERS = [LimitedJSONParser, MultiPartParser]

@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from webapp.accounts.quotas import QuotaExceeded
 from webapp.accounts.scoping import in_team, require_writer, scoped, user_teams
+
 from webapp.datasets import services as datasets
 from webapp.datasets.api import DatasetTeacherActions
 from webapp.datasets.models import Dataset
@@ -32,6 +33,7 @@ from webapp.runs.models import Run
 
 from . import schema  # noqa: F401  (registers the token auth scheme)
 from . import serializers as s
+from .parsers import UPLOAD_PARSERS
 
 
 # Bounds of GET /api/runs/<id>/metrics/ (its schema says so; the fuzz test holds it to that).
@@ -114,6 +116,11 @@ class DatasetViewSet(DatasetTeacherActions, VersionedResourceMixin, ScopedMixin,
 
     def get_serializer_class(self):
         return s.DatasetUploadSerializer if self.action == "create" else s.DatasetSerializer
+
+    def get_parsers(self):
+        # DRF asks before it sets self.action; the action map of the request's method names it
+        action = getattr(self, "action", None) or self.action_map.get(self.request.method.lower())
+        return [parser() for parser in UPLOAD_PARSERS] if action == "create" else super().get_parsers()
 
     def initialize_request(self, request, *args, **kwargs):
         # Before anything parses the body: an oversized file stops being read at the limit.

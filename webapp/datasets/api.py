@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from gft_core.teachers import MAX_K, MAX_NEW_TOKENS, MAX_RETRIES
 from webapp.accounts.quotas import QuotaExceeded
 from webapp.accounts.scoping import scoped
+from webapp.api.parsers import UPLOAD_PARSERS
 from webapp.rewards.models import RewardConfig
 from webapp.runs.models import Run
 
@@ -118,7 +119,7 @@ class DatasetTeacherActions:
     @extend_schema(request={"multipart/form-data": TeacherImportSerializer},
                    responses={201: ImportResultSerializer,
                               413: OpenApiResponse(description="the file is larger than UPLOAD_MAX_BYTES")})
-    @action(detail=True, methods=["post"], url_path="teacher-import")
+    @action(detail=True, methods=["post"], url_path="teacher-import", parser_classes=UPLOAD_PARSERS)
     def teacher_import(self, request: Request, pk=None) -> Response:
         from webapp.api.views import _writer
         from webapp.datasets.uploads import too_large_message

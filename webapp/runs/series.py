@@ -274,6 +274,16 @@ def _one_series(cur, run_id: int, key_id: int, extent: tuple[int, int], max_poin
     return out
 
 
+def read_through(run: Run, step_max: int | None) -> int | None:
+    """The last step to read of `run`, loaded before its points: a running run's points are read
+    key by key, each query seeing the flushes committed by then, so only steps up to Run.step
+    (written in the same transaction as its points) are complete for every key. A poller that
+    asks for the steps after the newest it has never skips a point of a slower key."""
+    if not run.is_active:
+        return step_max
+    return run.step if step_max is None else min(step_max, run.step)
+
+
 def load_series(run_ids: list[int], keys: list[str], *, step_min: int | None = None, step_max: int | None = None,
                 max_points: int = 1000) -> dict[int, dict[str, Series]]:
     """{run_id: {key: {"step": [...], "value": [...], "wall_time": [...]}}}, downsampled to about
@@ -281,7 +291,7 @@ def load_series(run_ids: list[int], keys: list[str], *, step_min: int | None = N
     range holds at most max_points steps. Keys never logged are left out. Callers scope run_ids."""
     max_points = max(2, int(max_points))
     ids = key_ids(keys)
-    runs = Run.objects.in_bulk(run_ids)
+    runs = Run.objects.in_bulk(run_ids)  # first: the steps read_through() caps at
     result: dict[int, dict[str, Series]] = {}
     with connection.cursor() as cur:
         for run_id in run_ids:
@@ -290,9 +300,10 @@ def load_series(run_ids: list[int], keys: list[str], *, step_min: int | None = N
                 continue
             per_key = result.setdefault(run_id, {})
             extents = {}
+            upper = read_through(run, step_max)
             for name in keys:
                 if name in ids:
-                    extent = _extent(cur, run_id, ids[name], step_min, step_max)
+                    extent = _extent(cur, run_id, ids[name], step_min, upper)
                     if extent is not None:
                         extents[name] = extent
             # Rollups only for the series that will read them, all in one pass over new points.
@@ -357,15 +368,19 @@ def load_histograms(run_ids: list[int], key: str, *, step_min: int | None = None
     if key not in ids:
         return result
     key_id = ids[key]
+    runs = Run.objects.in_bulk(run_ids)
     with connection.cursor() as cur:
         for run_id in run_ids:
+            if run_id not in runs:
+                continue
             cond, args = "", [run_id, key_id]
+            upper = read_through(runs[run_id], step_max)
             if step_min is not None:
                 cond += " AND step >= %s"
                 args.append(step_min)
-            if step_max is not None:
+            if upper is not None:
                 cond += " AND step <= %s"
-                args.append(step_max)
+                args.append(upper)
             cur.execute(f"SELECT min(step), max(step) FROM runs_metrichistogram WHERE run_id = %s AND key_id = %s{cond}",
                         args)
             lo_step, hi_step = cur.fetchone()
