@@ -15,12 +15,14 @@ def key_id(name: str) -> int:
 
 
 def write_series(run: Run, name: str, steps, values, walls=None) -> None:
-    """Bulk insert one series."""
+    """Bulk insert one series; Run.step follows, as the sink's flush keeps it."""
     kid = key_id(name)
     walls = walls if walls is not None else [1.7e9 + s for s in steps]
     MetricPoint.objects.bulk_create(
         [MetricPoint(run_id=run.pk, key_id=kid, step=int(s), value=float(v), wall_time=float(w))
          for s, v, w in zip(steps, values, walls)], batch_size=5000)
+    if len(steps):
+        Run.objects.filter(pk=run.pk, step__lt=max(steps)).update(step=int(max(steps)))
 
 
 def write_step(run: Run, step: int, scalars: dict[str, float], *, histograms: dict | None = None,

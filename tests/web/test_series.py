@@ -122,6 +122,22 @@ def test_live_run_rolls_up_only_complete_buckets_and_sees_new_points(team, small
     assert_bucket_extremes_survive(all_steps, all_values, got, series.bucket_width(1, 12_000, 200))
 
 
+def test_a_running_run_is_read_through_its_step_so_a_poller_skips_nothing(team):
+    """The poller asks for the steps after the newest it has over all keys. Keys are read one query
+    each; a flush committed between two of them (here: step 8 of `lr` but not yet of `loss` as
+    Run.step says 7) must not hand out step 8 of one key only, or the poller's next request
+    (step_min 9) would never bring `loss` at step 8."""
+    run = make_run(team, status=Run.Status.RUNNING, started_at=timezone.now(), attempt=1)
+    write_series(run, "loss", range(1, 8), [1.0] * 7)
+    write_series(run, "lr", range(1, 9), [0.1] * 8)
+    Run.objects.filter(pk=run.pk).update(step=7)  # step 8's flush is not committed for every key yet
+    got = series.load_series([run.pk], ["loss", "lr"], step_min=1)[run.pk]
+    assert got["loss"]["step"][-1] == got["lr"]["step"][-1] == 7
+    assert series.load_series([run.pk], ["lr"], step_min=8)[run.pk] == {}
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.SUCCEEDED)  # finished: every stored point
+    assert series.load_series([run.pk], ["lr"], step_min=8)[run.pk]["lr"]["step"] == [8]
+
+
 def test_resume_drops_rollups_of_the_earlier_attempt(team, small_rollups):
     run = make_run(team, status=Run.Status.FAILED, attempt=1)
     steps, values = spiky(8_000, seed=5)
