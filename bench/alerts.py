@@ -67,8 +67,8 @@ def bench_ours(run_ids: list[int], steps: int, metrics: int) -> tuple[Stat, int]
     rng = random.Random(0)
     monitors = {r: RunMonitor(r) for r in run_ids}
     for r, m in monitors.items():
-        m.observe({0: [time.time(), _scalars(0, metrics, rng), {}]})  # loads the rules (DB), warm-up
-    data = [{1 + s: [time.time(), _scalars(1 + s, metrics, rng), {}]} for s in range(20)]  # reused: no RNG timed
+        m.observe({0: _scalars(0, metrics, rng)})  # loads the rules (DB), warm-up
+    data = [{1 + s: _scalars(1 + s, metrics, rng)} for s in range(20)]  # reused: no RNG timed
     per_step = []
     for s in range(steps):
         batch = data[s % len(data)]
@@ -87,7 +87,7 @@ def _store_points(run_ids: list[int], steps: int, metrics: int) -> dict[str, int
 
     rng = random.Random(1)
     for r in run_ids:
-        sink = PostgresRedisSink(r, alerts=False)
+        sink = PostgresRedisSink(r)  # no observers: the points only
         sink.start(total_steps=steps, start_step=0, config={})
         for s in range(1, steps + 1):
             sink.log(s, _scalars(s, metrics, rng))
@@ -143,13 +143,13 @@ def paced_ours(run_ids: list[int], metrics: int, rate: float, seconds: float) ->
     monitors = [RunMonitor(r) for r in run_ids]
     scalars = [_scalars(s, metrics, rng) for s in range(20)]
     for m in monitors:
-        m.observe({0: [time.time(), scalars[0], {}]})
+        m.observe({0: scalars[0]})
     tick, busy, late = 1.0 / rate, [], 0
     t_next = time.perf_counter()
     for step in range(1, int(seconds * rate) + 1):
         t0 = time.perf_counter()
         for m in monitors:
-            m.observe({step: [time.time(), scalars[step % 20], {}]})
+            m.observe({step: scalars[step % 20]})
         spent = time.perf_counter() - t0
         busy.append(spent / tick)
         late += spent > tick

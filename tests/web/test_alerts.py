@@ -81,7 +81,7 @@ def run(team, user):
 
 
 def _steps(start: int, values: list[float], metric: str = "grad_norm") -> dict:
-    return {start + i: [time.time(), {metric: v, "loss": 1.0}, {}] for i, v in enumerate(values)}
+    return {start + i: {metric: v, "loss": 1.0} for i, v in enumerate(values)}
 
 
 def _stream_alerts(run_id: int) -> list[dict]:
