@@ -218,38 +218,47 @@ def emit(run_ids: list[int], metrics: int, rate: float, seconds: float) -> None:
     print(json.dumps({"steps": steps}), flush=True)
 
 
-async def _watch(url: str, cookies: dict, run_id: int, out: dict, ready: list) -> None:
-    """One run page's stream: the t of each step's metrics entry, then the probe alerts' latency."""
+async def _watch(url: str, cookies: dict, run_id: int, out: dict, ready: dict) -> None:
+    """One run page's stream: the t of each step's metrics entry, then the probe alerts' latency.
+    Like the page's EventSource, it reconnects with Last-Event-ID when the server ends the stream
+    (the view ends it when its periodic access check cannot reach Postgres); counted in out."""
     import httpx
 
     t_of: dict[int, float] = {}
+    last_id = ""
     async with httpx.AsyncClient(cookies=cookies, timeout=httpx.Timeout(30.0, read=None)) as client:
-        async with client.stream("GET", f"{url}/runs/{run_id}/stream/", headers={"Accept": "text/event-stream"}) as r:
-            if r.status_code != 200:
-                raise RuntimeError(f"SSE /runs/{run_id}/stream/ answered {r.status_code}")
-            event = None
-            async for line in r.aiter_lines():
-                if not ready[run_id]:
+        while True:
+            headers = {"Accept": "text/event-stream", **({"Last-Event-ID": last_id} if last_id else {})}
+            async with client.stream("GET", f"{url}/runs/{run_id}/stream/", headers=headers) as r:
+                if r.status_code != 200:
+                    raise RuntimeError(f"SSE /runs/{run_id}/stream/ answered {r.status_code}")
+                event = None
+                async for line in r.aiter_lines():
                     ready[run_id] = True
-                if line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    now = time.time()
-                    if event == "closed":
-                        raise RuntimeError(f"the stream of run {run_id} was closed by the server: {line}")
-                    d = json.loads(line[5:])
-                    if event == "metrics":
-                        t_of[d["step"]] = d["t"]
-                        if d["step"] % PROBE_EVERY == 0:
-                            out["step"].append((now - d["t"]) * 1000.0)
-                    elif d.get("kind") == "alert" and d.get("rule") == PROBE_RULE and d["state"] == "firing":
-                        out["alert"].append((now - t_of[d["step"]]) * 1000.0)
-                elif line == "":
-                    event = None
+                    if line.startswith("id:"):
+                        last_id = line[3:].strip()
+                    elif line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:"):
+                        now = time.time()
+                        out["last"] = time.monotonic()
+                        if event == "closed":
+                            raise RuntimeError(f"the stream of run {run_id} was closed by the server: {line}")
+                        d = json.loads(line[5:])
+                        if event == "metrics":
+                            t_of[d["step"]] = d["t"]
+                            if d["step"] % PROBE_EVERY == 0:
+                                out["step"].append((now - d["t"]) * 1000.0)
+                        elif d.get("kind") == "alert" and d.get("rule") == PROBE_RULE and d["state"] == "firing":
+                            out["alert"].append((now - t_of[d["step"]]) * 1000.0)
+                    elif line == "":
+                        event = None
+            out["reconnects"] += 1
+            await asyncio.sleep(3.0)  # the stream's retry: 3000 ms, as EventSource waits
 
 
 async def _latency_clients(url: str, cookies: dict, run_ids: list[int], start_emitter) -> dict:
-    out: dict = {"step": [], "alert": []}
+    out: dict = {"step": [], "alert": [], "last": 0.0, "reconnects": 0}
     ready = {r: False for r in run_ids}
     tasks = [asyncio.create_task(_watch(url, cookies, r, out, ready)) for r in run_ids]
 
@@ -265,6 +274,7 @@ async def _latency_clients(url: str, cookies: dict, run_ids: list[int], start_em
             raise RuntimeError("the SSE clients did not connect in 60 s")
         await asyncio.sleep(0.05)
     proc = start_emitter()
+    out["last"] = time.monotonic()
     while proc.poll() is None:
         check()
         await asyncio.sleep(0.1)
@@ -273,8 +283,10 @@ async def _latency_clients(url: str, cookies: dict, run_ids: list[int], start_em
         raise RuntimeError(f"emitter failed:\n{stdout[-3000:]}\n{stderr[-3000:]}")
     steps = json.loads(stdout.strip().splitlines()[-1])["steps"]
     expected = steps // PROBE_EVERY * len(run_ids)
-    deadline = time.monotonic() + 5.0  # stragglers
-    while len(out["alert"]) < expected and time.monotonic() < deadline:
+    # Stragglers: on a loaded machine the sinks and the server fall behind, and what is late is
+    # measured late, not dropped: wait while events still come (10 s of silence ends it, 120 s at most).
+    deadline = time.monotonic() + 120.0
+    while len(out["alert"]) < expected and time.monotonic() < min(deadline, out["last"] + 10.0):
         await asyncio.sleep(0.05)
     for t in tasks:
         t.cancel()
@@ -395,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
          "", verdict(None)),
         (f"step -> alert at the run page's SSE stream (uvicorn), p50 / p99 (max) ms, {a.latency_runs} runs x "
          f"{a.metrics} metrics at {a.rate:g} steps/s",
-         f"{lat_p50:.0f} / {lat_p99:.0f} ({max(la, default=math.nan):.0f}) ms, {len(la)} of {lat['expected']} alerts",
+         f"{lat_p50:.0f} / {lat_p99:.0f} ({max(la, default=math.nan):.0f}) ms, {len(la)} of {lat['expected']} alerts, "
+         f"{lat['reconnects']} reconnects",
          f"p99 < {GOAL_LATENCY_MS:.0f} ms", verdict(lat_p99 < GOAL_LATENCY_MS and len(la) == lat["expected"])),
         ("the same steps' metrics event at the same clients, p50 / p99 (max) ms",
          f"{percentile(ls, 50):.0f} / {percentile(ls, 99):.0f} ({max(ls, default=math.nan):.0f}) ms", "", ""),
