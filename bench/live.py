@@ -163,11 +163,12 @@ def one_config(url: str, cookies: dict, run_ids: list[int], a, flush_interval: f
     return asyncio.run(_clients(url, cookies, run_ids, a.clients, start_emitter, box))
 
 
-def _start_server():
+def _start_server(db: str = DB):
+    """uvicorn serving webapp.asgi on a free loopback port, Django on bench database `db`."""
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--host", "127.0.0.1",
                                "--port", str(port), "--log-level", "warning", "--timeout-graceful-shutdown", "2"],
-                              cwd=ROOT, env=django_env(DB), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                              cwd=ROOT, env=django_env(db), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while True:
         try:

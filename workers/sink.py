@@ -19,6 +19,10 @@ exactly once: entries are numbered per sink and added by one Lua script that ski
 already added (a marker key beside the stream), so a publish retried after a lost reply (redis-py
 retries on timeouts; a killed connection) adds no duplicate.
 
+Then the flush observers (`observers=`: callables given {step: scalars} of the batch, in step
+order; a worker's run gets run_observers(): the alert rules, and a sweep trial's pruning) run on the
+flusher thread, never on the trainer's; one that raises is logged and the others still run.
+
 Fencing (`attempt=`, as workers.tasks passes it): every write transaction, and every flush() even
 with nothing buffered, starts with `SELECT ... FOR SHARE` of the run row and goes on only while
 the run is running with this attempt number; otherwise it raises AttemptSuperseded and the sink
@@ -49,7 +53,7 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import psycopg
@@ -99,6 +103,10 @@ _COPY_ROW = np.dtype([("fields", ">i2"), ("run_len", ">i4"), ("run_id", ">i8"), 
                       ("wall_len", ">i4"), ("wall_time", ">f8")])
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)  # signature, flags, header extension
 _COPY_TRAILER = struct.pack(">h", -1)
+StepScalars = dict[int, dict[str, float]]
+# Called after each committed flush with the batch's {step: scalars}; must not block long (it
+# delays the next flush, never the trainer) and should not raise (logged if it does).
+FlushObserver = Callable[[StepScalars], None]
 _UPSERT_SQL = (
     "INSERT INTO runs_metricpoint (run_id, key_id, step, value, wall_time) "
     "SELECT run_id, key_id, step, value, wall_time FROM gft_metric_stage "
@@ -159,11 +167,9 @@ class PostgresRedisSink:
 
     def __init__(self, run_id: int, *, attempt: int | None = None, conninfo: dict[str, Any] | None = None,
                  redis_url: str | None = None, flush_interval: float = 0.5, max_buffer_points: int = 5_000_000,
-                 close_timeout: float = 120.0, alerts: bool = True,
-                 on_flush: Callable[[dict[int, dict[str, float]]], None] | None = None):
+                 close_timeout: float = 120.0, observers: Sequence[FlushObserver] = ()):
         from django.conf import settings
 
-        from webapp.alerts.monitor import RunMonitor
         from webapp.runs import live
 
         self.run_id = run_id
@@ -175,7 +181,7 @@ class PostgresRedisSink:
         self.flush_interval = flush_interval
         self.max_buffer_points = max_buffer_points
         self.close_timeout = close_timeout
-        self.on_flush = on_flush  # called with {step: scalars} after each committed flush (sweep pruning)
+        self.observers = list(observers)  # see the module docstring; run_observers() for a worker's run
 
         self._lock = threading.Lock()  # guards the buffers
         self._flush_lock = threading.Lock()
@@ -201,8 +207,6 @@ class PostgresRedisSink:
         self.last_step = 0  # latest step durably stored
         self.flushes = 0
         self.points_written = 0
-        # The team's alert rules, evaluated on each flushed batch in memory (never raises).
-        self.alerts = RunMonitor(run_id) if alerts else None
 
     # ------------------------------------------------------------------ MetricSink protocol
     def start(self, *, total_steps: int, start_step: int, config: dict) -> None:
@@ -394,13 +398,13 @@ class PostgresRedisSink:
         self.points_written += points
         self._publish([json.dumps({"step": s, "t": e[0], "scalars": _finite(e[1]), "histograms": e[2]})
                        for s, e in sorted(steps.items())])
-        if steps and self.alerts is not None:
-            self.alerts.observe(steps)  # after the publish: the banner follows the step's charts
-        if self.on_flush is not None and steps:
-            try:
-                self.on_flush({step: e[1] for step, e in steps.items()})
-            except Exception:  # noqa: BLE001 - a hook's failure must not stop the metrics
-                log.exception("run %s: on_flush hook failed", self.run_id)
+        if steps and self.observers:  # after the publish: an alert's banner follows the step's charts
+            batch = {step: steps[step][1] for step in sorted(steps)}
+            for observer in self.observers:
+                try:
+                    observer(batch)
+                except Exception:  # noqa: BLE001 - an observer's failure must not stop the metrics
+                    log.exception("run %s: flush observer %r failed", self.run_id, observer)
 
     def _write(self, steps: dict[int, list], groups: list, artifacts: list) -> None:
         conn = self._connection()
@@ -567,6 +571,20 @@ class PostgresRedisSink:
 
     def _error_hint(self) -> str:
         return f"last error: {self._error}" if self._error else "no error seen yet"
+
+
+def run_observers(run_id: int) -> list[FlushObserver]:
+    """The flush observers of a worker's run: the team's alert rules (webapp.alerts.monitor) and, for
+    a trial of a sweep with a pruner, its pruning reporter (webapp.sweeps.pruning). Workers may
+    import webapp, not the other way round, so the list is made here."""
+    from webapp.alerts.monitor import RunMonitor
+    from webapp.sweeps.pruning import hook_for
+
+    observers: list[FlushObserver] = [RunMonitor(run_id)]
+    reporter = hook_for(run_id)
+    if reporter is not None:
+        observers.append(reporter)
+    return observers
 
 
 def _copy_payload(run_id: int, steps: dict[int, list], key_ids: dict[str, int]) -> memoryview:

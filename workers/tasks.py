@@ -54,7 +54,7 @@ from webapp.runs.housekeeping import LOG_TAIL_LINES, refresh_rollups_of
 from webapp.runs.launch import send_train_task
 from webapp.runs.models import Artifact, Run, RunStatus
 
-from .sink import AttemptSuperseded, PostgresRedisSink
+from .sink import AttemptSuperseded, PostgresRedisSink, run_observers
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,8 @@ class RunExecution:
         self.attempt = run.attempt
         self.dir = run.directory
         self.log_path = run.log_path
-        from webapp.sweeps.pruning import hook_for
-
-        # A sweep's trial reports its target to the pruner as steps are stored (webapp.sweeps.pruning)
-        self.sink = PostgresRedisSink(run.pk, attempt=run.attempt, on_flush=hook_for(run.pk))
+        # The alert rules, and a sweep trial's pruner, see each batch of steps as it is stored.
+        self.sink = PostgresRedisSink(run.pk, attempt=run.attempt, observers=run_observers(run.pk))
         self._stop = threading.Event()
         self._superseded = threading.Event()  # set by the heartbeat when its update is refused
         self._cancel_flag = False  # Run.cancel_requested, read by the heartbeat thread

@@ -54,6 +54,11 @@ def test_live_latency():
     assert "p99" in out and "lost" in out
 
 
+def test_alerts_cost_and_latency():
+    out = run_bench("alerts")
+    assert "DB query per rule per step" in out and "step -> alert at the run page's SSE stream" in out
+
+
 def test_chart_endpoints():
     out = run_bench("chart")
     assert "REST /api/runs/<id>/metrics/" in out and "compare data" in out

@@ -2,10 +2,14 @@
 collapses its entropy within 3 steps (6.6 -> 4.2 -> 1.6 nats, seed 0); the built-in entropy rule,
 set by the team to a 1-step window and the cancel action, fires from the sink's live evaluation,
 the run stops with a checkpoint, the webhook reaches a real local HTTP server, the run page shows
-the banner in Chromium, and `gft alerts list --run` prints it."""
+the banner in Chromium, and `gft alerts list --run` prints it. And the alert e-mail: sent by the
+real worker through Django's SMTP backend to a real SMTP server in the test."""
 from __future__ import annotations
 
+import email
+import email.policy
 import json
+import socketserver
 import subprocess
 import sys
 import threading
@@ -21,6 +25,7 @@ from webapp.alerts.builtin import ensure_builtin_rules
 from webapp.alerts.models import Alert, AlertRule, Delivery
 from webapp.runs import launch
 from webapp.runs.models import Artifact, Run
+from workers.sink import PostgresRedisSink, run_observers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -90,3 +95,79 @@ def test_entropy_collapse_alert_cancels_the_run_and_notifies(celery_worker, live
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "Entropy collapse" in out.stdout and f"#{run.pk}" in out.stdout and "critical" in out.stdout
+
+
+class SMTPHandler(socketserver.StreamRequestHandler):
+    """Just enough SMTP (RFC 5321) for smtplib: EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT."""
+
+    def reply(self, line: str) -> None:
+        self.wfile.write(f"{line}\r\n".encode())
+
+    def handle(self) -> None:
+        self.reply("220 test-smtp ready")
+        envelope: dict = {"rcpt": []}
+        while line := self.rfile.readline():
+            verb = line.decode(errors="replace").strip()[:4].upper()
+            if verb in ("EHLO", "HELO"):
+                self.reply("250 test-smtp")
+            elif verb == "MAIL":
+                envelope = {"from": line.decode().split(":", 1)[1].strip(), "rcpt": []}
+                self.reply("250 OK")
+            elif verb == "RCPT":
+                envelope["rcpt"].append(line.decode().split(":", 1)[1].strip())
+                self.reply("250 OK")
+            elif verb == "DATA":
+                self.reply("354 end with <CRLF>.<CRLF>")
+                data = []
+                while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
+                    data.append(chunk[1:] if chunk.startswith(b".") else chunk)  # undo dot-stuffing
+                self.server.received.append({**envelope, "message": email.message_from_bytes(
+                    b"".join(data), policy=email.policy.default)})
+                self.reply("250 OK queued")
+            elif verb == "QUIT":
+                self.reply("221 bye")
+                return
+            elif verb in ("RSET", "NOOP"):
+                self.reply("250 OK")
+            else:
+                self.reply("502 not implemented")
+
+
+@pytest.fixture
+def smtp_worker(monkeypatch, request):
+    """A real SMTP server on 127.0.0.1 and a real worker whose Django mail settings point at it."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), SMTPHandler)
+    server.daemon_threads = True
+    server.received = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+    monkeypatch.setenv("EMAIL_HOST", "127.0.0.1")
+    monkeypatch.setenv("EMAIL_PORT", str(server.server_address[1]))
+    monkeypatch.setenv("DEFAULT_FROM_EMAIL", "alerts@gft.test")
+    worker = request.getfixturevalue("celery_worker")  # started with this environment
+    yield worker, server.received
+    server.shutdown()
+    server.server_close()
+
+
+def test_alert_email_reaches_a_real_smtp_server_through_the_worker(smtp_worker, team, user):
+    """The sink's alert rules fire on a non-finite loss (the run's flush, as in a worker); the e-mail
+    delivery task runs in the real worker and Django's SMTP backend hands the message to the server."""
+    worker, received = smtp_worker
+    user.email = "alice@example.org"
+    user.save()
+    run = Run.objects.create(team=team, name="mail", method="gft", config={}, created_by=user, status="running")
+    sink = PostgresRedisSink(run.pk, flush_interval=0.05, observers=run_observers(run.pk))
+    sink.start(total_steps=3, start_step=0, config={})
+    sink.log(1, {"loss": 1.0})
+    sink.log(2, {"loss": float("nan")})
+    sink.close()
+    alert = Alert.objects.get(run=run, rule__builtin="nonfinite_loss")
+    wait_for(lambda: received, timeout=120, what="the e-mail at the SMTP server", on_timeout=lambda: worker.log()[-3000:])
+    mail = received[0]
+    assert mail["from"] == "<alerts@gft.test>" and mail["rcpt"] == ["<alice@example.org>"]
+    msg = mail["message"]
+    assert msg["Subject"] == f"[GFT Studio] Non-finite loss on run #{run.pk}" and msg["To"] == "alice@example.org"
+    assert msg.get_content().strip() == alert.message and "at step 2" in alert.message
+    wait_for(lambda: Delivery.objects.filter(alert=alert, channel="email", status="delivered", attempts=1).exists(),
+             timeout=60, what="the delivery recorded as delivered")

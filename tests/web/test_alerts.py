@@ -81,7 +81,7 @@ def run(team, user):
 
 
 def _steps(start: int, values: list[float], metric: str = "grad_norm") -> dict:
-    return {start + i: [time.time(), {metric: v, "loss": 1.0}, {}] for i, v in enumerate(values)}
+    return {start + i: {metric: v, "loss": 1.0} for i, v in enumerate(values)}
 
 
 def _stream_alerts(run_id: int) -> list[dict]:
@@ -232,3 +232,36 @@ def test_feed_page_acknowledge_and_mute(auth_client, team, run):
                                                 "aggregation": "last", "threshold": 1, "baseline": "none",
                                                 "severity": "info", "action": "none"})
     assert r.status_code == 400 and not AlertRule.objects.filter(name="bad").exists()
+
+
+def test_rule_edit_page_same_checks_as_the_api(auth_client, other_client, team, django_capture_on_commit_callbacks):
+    """An existing rule (a built-in one here) is edited from a form: each bad value is a 400 naming
+    the field with nothing saved, like the API's; a good one is saved and announced to running
+    monitors; another team's rule is a 404."""
+    auth_client.get("/alerts/")  # creates the built-in rules
+    rule = AlertRule.objects.get(team=team, builtin="grad_spike")
+    url = f"/alerts/rules/{rule.pk}/edit/"
+    page = auth_client.get(url)
+    assert page.status_code == 200 and 'value="Gradient spike"' in page.content.decode()
+    good = {"name": "Gradient spike", "metric": "grad_norm", "condition": "above", "window": 3, "aggregation": "max",
+            "threshold": 20, "baseline": "running_median", "severity": "critical", "action": "cancel", "enabled": "on"}
+    bad = [({"metric": "grad_normm"}, "metric"), ({"window": 0}, "window"), ({"window": 100_000}, "window"),
+           ({"threshold": 1e13}, "threshold"), ({"condition": "sideways"}, "condition"),
+           ({"condition": "nonfinite"}, "baseline"), ({"condition": "stalled"}, "metric"), ({"name": ""}, "name")]
+    for change, field in bad:
+        r = auth_client.post(url, {**good, **change})
+        assert r.status_code == 400 and field in r.context["form"].errors, (change, r.context["form"].errors)
+        api = auth_client.patch(f"/api/alert-rules/{rule.pk}/", {**good, **change, "enabled": True},
+                                content_type="application/json")
+        assert api.status_code == 400 and field in api.json(), (change, api.json())
+    assert AlertRule.objects.get(pk=rule.pk).window == 1  # nothing saved
+    version = live.client().get(services.rules_version_key(team.pk))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert auth_client.post(url, good).status_code == 302
+    rule.refresh_from_db()
+    assert (rule.window, rule.aggregation, rule.threshold, rule.action, rule.builtin) == (3, "max", 20.0, "cancel",
+                                                                                          "grad_spike")
+    assert not rule.muted and rule.enabled
+    assert live.client().get(services.rules_version_key(team.pk)) != version  # monitors re-read their rules
+    assert f"/alerts/rules/{rule.pk}/edit/" in auth_client.get("/alerts/").content.decode()
+    assert other_client.get(url).status_code == 404 and other_client.post(url, good).status_code == 404

@@ -13,7 +13,7 @@ import pytest
 from tests.runs_support import tiny_assets, wait_for  # noqa: F401
 from webapp.runs import live
 from webapp.runs.models import Artifact, GroupSample, MetricHistogram, MetricKey, MetricPoint, Run
-from workers.sink import PostgresRedisSink, conninfo_from_settings
+from workers.sink import PostgresRedisSink, conninfo_from_settings, run_observers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -115,6 +115,36 @@ def test_everything_lands_in_postgres_and_redis(run, tmp_path):
     entries = stream(run.pk)
     assert [e["step"] for e in entries] == [1, 2, 3]
     assert entries[-1]["scalars"]["eval/accuracy"] == 0.5 and entries[0]["histograms"]["adv/hist"]["counts"][0] == 1
+
+
+def test_flush_observers_see_each_stored_batch_and_a_failing_one_stops_nothing(run):
+    """The observer list: every observer gets {step: scalars} after the commit, in step order; one
+    that raises is logged and the next still runs; run_observers() puts the team's alert rules in it
+    (the built-in non-finite-loss rule fires from the sink's flush)."""
+    from webapp.alerts.models import Alert
+
+    seen: list[dict] = []
+
+    def broken(batch):
+        raise RuntimeError("observer bug")
+
+    def recorder(batch):  # the points are committed when an observer runs
+        seen.append({s: (sc, points(run.pk)[-1][0]) for s, sc in batch.items()})
+
+    observers = run_observers(run.pk)
+    assert [type(o).__name__ for o in observers] == ["RunMonitor"]  # not a sweep trial: no pruning reporter
+    sink = PostgresRedisSink(run.pk, flush_interval=60, observers=[broken, *observers, recorder])
+    sink.start(total_steps=3, start_step=0, config={})
+    sink.log(2, {"loss": float("inf")})
+    sink.log(1, {"loss": 1.0})
+    sink.flush()
+    sink.log(3, {"loss": 0.5})
+    sink.close()
+    assert [list(b) for b in seen] == [[1, 2], [3]]
+    assert seen[0][2] == ({"loss": float("inf")}, 2) and seen[1][3] == ({"loss": 0.5}, 3)
+    assert points(run.pk) == [(1, 1.0), (2, float("inf")), (3, 0.5)]
+    fired = Alert.objects.get(run=run, rule__builtin="nonfinite_loss")
+    assert (fired.step, fired.state, fired.cleared_step) == (2, "cleared", 3)
 
 
 def test_points_are_stored_bit_for_bit(run):

@@ -18,7 +18,7 @@ from . import selectors, services
 from .builtin import ensure_builtin_rules
 from .models import MAX_WINDOW, Action, Aggregation, Alert, AlertRule, Baseline, Condition, Delivery, Severity, Webhook
 
-THRESHOLD_MAX = 1e12
+THRESHOLD_MAX = services.THRESHOLD_MAX
 
 
 def _metric_choices() -> list[str]:
@@ -102,6 +102,20 @@ def _rule_error(exc: services.RuleError) -> ValidationError:
     return ValidationError({exc.field: [str(exc)]})
 
 
+def _create(request: Request, write: type[serializers.Serializer], create, read: type[serializers.Serializer]) -> Response:
+    """POST of a rule or webhook: the body checked by `write`, the team (default: your first) one you
+    write to, then `create(team, **fields)` (services.RuleError -> 400 naming the field); 201."""
+    ser = write(data=request.data)
+    ser.is_valid(raise_exception=True)
+    data = dict(ser.validated_data)
+    team = _team_for_write(request, data.pop("team", None))
+    try:
+        obj = create(team, **data)
+    except services.RuleError as e:
+        raise _rule_error(e) from None
+    return Response(read(obj).data, status=status.HTTP_201_CREATED)
+
+
 class AlertRuleViewSet(ScopedMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, mixins.DestroyModelMixin,
                        viewsets.ReadOnlyModelViewSet):
     """Alert rules of your teams (the built-in GFT rules included: change, mute or disable them)."""
@@ -121,15 +135,7 @@ class AlertRuleViewSet(ScopedMixin, mixins.CreateModelMixin, mixins.UpdateModelM
 
     @extend_schema(request=AlertRuleWriteSerializer, responses={201: AlertRuleSerializer})
     def create(self, request: Request, *args, **kwargs) -> Response:
-        ser = AlertRuleWriteSerializer(data=request.data)
-        ser.is_valid(raise_exception=True)
-        data = dict(ser.validated_data)
-        team = _team_for_write(request, data.pop("team", None))
-        try:
-            rule = services.create_rule(team, **data)
-        except services.RuleError as e:
-            raise _rule_error(e) from None
-        return Response(AlertRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
+        return _create(request, AlertRuleWriteSerializer, services.create_rule, AlertRuleSerializer)
 
     @extend_schema(request=AlertRuleWriteSerializer, responses={200: AlertRuleSerializer})
     def update(self, request: Request, *args, **kwargs) -> Response:
@@ -203,15 +209,7 @@ class WebhookViewSet(ScopedMixin, mixins.CreateModelMixin, mixins.DestroyModelMi
 
     @extend_schema(request=WebhookCreateSerializer, responses={201: WebhookSerializer})
     def create(self, request: Request, *args, **kwargs) -> Response:
-        ser = WebhookCreateSerializer(data=request.data)
-        ser.is_valid(raise_exception=True)
-        data = dict(ser.validated_data)
-        team = _team_for_write(request, data.pop("team", None))
-        try:
-            hook = services.create_webhook(team, **data)
-        except services.RuleError as e:
-            raise _rule_error(e) from None
-        return Response(WebhookSerializer(hook).data, status=status.HTTP_201_CREATED)
+        return _create(request, WebhookCreateSerializer, services.create_webhook, WebhookSerializer)
 
     def destroy(self, request: Request, *args, **kwargs) -> Response:
         hook = self.get_object()

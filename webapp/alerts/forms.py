@@ -1,4 +1,5 @@
-"""The new-rule and new-webhook forms of the alerts page (checked by the same services as the API)."""
+"""The rule (new and edit) and new-webhook forms of the alerts page, checked by the same services as
+the API (services.check_rule, services.check_webhook_url), so a bad value is the same field error."""
 from __future__ import annotations
 
 from django import forms
@@ -26,6 +27,13 @@ class RuleForm(forms.ModelForm):
             except services.RuleError as e:
                 self.add_error(e.field if e.field in self.fields else None, str(e))
         return data
+
+
+class RuleEditForm(RuleForm):
+    """An existing rule's settings (a built-in one keeps its key); on and muted too."""
+
+    class Meta(RuleForm.Meta):
+        fields = [*RuleForm.Meta.fields, "enabled", "muted"]
 
 
 class WebhookForm(forms.Form):

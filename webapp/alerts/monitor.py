@@ -1,9 +1,9 @@
 """RunMonitor: the alert rules of one run, evaluated in the metric sink's process right after each
-flush (workers/sink.py), so alerts come from the steps as they arrive, never from polling the
-database. The rule windows live in memory (webapp.alerts.engine). The database is read at start
-and when the team's rules changed (services bump a Redis counter; checked every CHECK_S, and a
-full re-read every FULL_RELOAD_S in case an announcement was lost), and written only when an
-alert fires or clears.
+flush (one of the sink's flush observers: workers.sink.run_observers), so alerts come from the
+steps as they arrive, never from polling the database. The rule windows live in memory
+(webapp.alerts.engine). The database is read at start and when the team's rules changed (services
+bump a Redis counter; checked every CHECK_S, and a full re-read every FULL_RELOAD_S in case an
+announcement was lost), and written only when an alert fires or clears.
 """
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ class RunMonitor:
         self._loaded_at = -FULL_RELOAD_S
         self._version: bytes | None = None
 
-    def observe(self, steps: dict[int, list]) -> None:
-        """The sink's flushed steps (step -> [wall_time, scalars, histograms]); never raises."""
+    def observe(self, steps: dict[int, dict[str, float]]) -> None:
+        """The sink's flushed steps ({step: scalars}); never raises. Also the monitor's call, so that
+        it is a flush observer of workers.sink.PostgresRedisSink."""
         used_db = False
         try:
             now = time.monotonic()
@@ -39,7 +40,7 @@ class RunMonitor:
                 used_db = self._refresh(now)
             verdicts = []
             for step in sorted(steps):
-                verdicts += self.rules.observe(step, steps[step][1])
+                verdicts += self.rules.observe(step, steps[step])
             if verdicts:
                 used_db = True
                 self._apply(verdicts)
@@ -48,6 +49,8 @@ class RunMonitor:
         finally:
             if used_db and not connection.in_atomic_block:
                 connection.close()  # the sink's flusher thread must not hold a Django connection
+
+    __call__ = observe
 
     def _refresh(self, now: float) -> bool:
         """Re-read the rules if they changed; True if the database was used."""

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 WEBHOOK_TIMEOUT_S = 5.0
 DELIVERY_RETRIES = 5  # after the first try; backoff() seconds apart
 STALL_MAX_MULTIPLE = 1000.0
+THRESHOLD_MAX = 1e12  # |threshold|; the API's field bounds and the page's form both end up here
 
 
 class RuleError(ValueError):
@@ -49,7 +50,8 @@ def metric_names() -> tuple[str, ...]:
 
 
 def check_rule(fields: dict) -> dict:
-    """Cross-field checks of a rule's settings (each field's type and choices are the serializer's)."""
+    """Cross-field checks and ranges of a rule's settings, for the API and the page's forms alike
+    (each field's type and choices are the serializer's / form's)."""
     cond = fields.get("condition")
     metric = fields.get("metric", "") or ""
     window = fields.get("window", 1)
@@ -61,8 +63,8 @@ def check_rule(fields: dict) -> dict:
         raise RuleError("metric", f"Unknown metric {metric!r}: one of {', '.join(metric_names())}.")
     if not 1 <= window <= MAX_WINDOW:
         raise RuleError("window", f"The window must be 1..{MAX_WINDOW} steps.")
-    if not math.isfinite(threshold):
-        raise RuleError("threshold", "The threshold must be a finite number.")
+    if not (math.isfinite(threshold) and abs(threshold) <= THRESHOLD_MAX):
+        raise RuleError("threshold", f"The threshold must be a finite number within ±{THRESHOLD_MAX:g}.")
     if cond == Condition.STALLED and not 1.0 <= threshold <= STALL_MAX_MULTIPLE:
         raise RuleError("threshold", f"A stalled rule's threshold is a multiple of the median step time: "
                                      f"1..{STALL_MAX_MULTIPLE:g}.")

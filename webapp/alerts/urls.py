@@ -8,5 +8,6 @@ urlpatterns = [
     path("<int:pk>/acknowledge/", views.acknowledge, name="acknowledge"),
     path("rules/<int:pk>/mute/", views.mute, name="mute"),
     path("rules/new/", views.rule_create, name="rule_create"),
+    path("rules/<int:pk>/edit/", views.rule_edit, name="rule_edit"),
     path("webhooks/new/", views.webhook_create, name="webhook_create"),
 ]

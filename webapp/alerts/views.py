@@ -1,7 +1,10 @@
-"""The team's alerts page: the feed (acknowledge), the rules (mute, new rule), webhooks and the last
-deliveries. Thin: writes go through webapp.alerts.services."""
+"""The team's alerts page: the feed (acknowledge), the rules (mute, new rule, edit), webhooks and the
+last deliveries. Thin: writes go through webapp.alerts.services."""
 from __future__ import annotations
 
+from typing import Callable
+
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
@@ -12,7 +15,7 @@ from webapp.accounts.scoping import get_scoped, in_team, require_writer
 
 from . import selectors, services
 from .builtin import ensure_builtin_rules
-from .forms import RuleForm, WebhookForm
+from .forms import RuleEditForm, RuleForm, WebhookForm
 from .models import Alert, AlertRule
 
 FEED_LENGTH = 100
@@ -55,28 +58,60 @@ def mute(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("alerts:feed")
 
 
-@login_required
-@require_POST
-def rule_create(request: HttpRequest) -> HttpResponse:
+def _create(request: HttpRequest, form_class: type[forms.Form], form_name: str,
+            save: Callable[[object, dict], str]) -> HttpResponse:
+    """A new-rule / new-webhook form posted to the team's page: writers only; an invalid form is the
+    page again with its field errors (400), nothing created; `save(team, cleaned_data)` says what it did."""
     if request.team is None:
         return redirect("alerts:feed")
     require_writer(request.user, request.team)
-    form = RuleForm(request.POST)
+    form = form_class(request.POST)
     if not form.is_valid():
-        return feed(request, rule_form=form, status=400)
-    rule = services.create_rule(request.team, **{f: form.cleaned_data[f] for f in RuleForm.Meta.fields})
-    messages.success(request, f"Added rule “{rule.name}”.")
+        return feed(request, status=400, **{form_name: form})
+    messages.success(request, save(request.team, form.cleaned_data))
     return redirect("alerts:feed")
+
+
+def _rule_fields(form: RuleForm) -> dict:
+    return {f: form.cleaned_data[f] for f in form.Meta.fields}
+
+
+@login_required
+@require_POST
+def rule_create(request: HttpRequest) -> HttpResponse:
+    def save(team, data: dict) -> str:
+        return f"Added rule “{services.create_rule(team, **{f: data[f] for f in RuleForm.Meta.fields}).name}”."
+
+    return _create(request, RuleForm, "rule_form", save)
 
 
 @login_required
 @require_POST
 def webhook_create(request: HttpRequest) -> HttpResponse:
-    if request.team is None:
-        return redirect("alerts:feed")
-    require_writer(request.user, request.team)
-    form = WebhookForm(request.POST)
-    if not form.is_valid():
-        return feed(request, webhook_form=form, status=400)
-    services.create_webhook(request.team, **form.cleaned_data)
-    return redirect("alerts:feed")
+    return _create(request, WebhookForm, "webhook_form",
+                   lambda team, data: f"Added webhook “{services.create_webhook(team, **data).name}”.")
+
+
+@login_required
+def rule_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    """An existing rule's settings from a form: the API's checks (field errors, 400), writers only."""
+    rule = get_scoped(request.user, AlertRule.objects.all(), pk=pk)  # scope first: another team's is a 404
+    name, status = rule.name, 200
+    if request.method == "POST":
+        require_writer(request.user, rule.team)
+        # The form fills a copy: an invalid post leaves nothing changed on the rule shown.
+        form = RuleEditForm(request.POST, instance=AlertRule.objects.get(pk=rule.pk))
+        if form.is_valid():
+            try:
+                services.update_rule(rule, **_rule_fields(form))
+            except services.RuleError as e:  # checked by the form already; kept for a race with the API
+                form.add_error(e.field, str(e))
+            else:
+                messages.success(request, f"Saved rule “{rule.name}”.")
+                return redirect("alerts:feed")
+        status = 400
+    elif request.method == "GET":
+        form = RuleEditForm(instance=rule)
+    else:
+        return HttpResponseNotAllowed(["GET", "POST"])
+    return render(request, "alerts/rule_edit.html", {"form": form, "rule": rule, "name": name}, status=status)

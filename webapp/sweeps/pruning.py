@@ -2,8 +2,8 @@
 study as steps are stored, and a run the pruner gives up on is cancelled ("pruned at step N").
 
 Where the check runs: the worker's metric sink calls the hook after each flush commits
-(workers.tasks passes `hook_for(run_id)` to PostgresRedisSink as `on_flush`; workers may import
-webapp, not the other way round). That is within one flush (milliseconds) of the step and on the
+(`hook_for(run_id)` is one of the sink's flush observers, workers.sink.run_observers; workers may
+import webapp, not the other way round). That is within one flush (milliseconds) of the step and on the
 sink's flusher thread, so the trainer's step never waits on Optuna; the 15 s housekeeping beat
 would let short trials end before their pruning was even looked at, and would read back from
 Postgres what the sink has in hand.
