@@ -46,8 +46,8 @@ class DatasetSerializer(serializers.ModelSerializer):
     class Meta:
         model = Dataset
         fields = ["id", "team", "name", "version", "previous", "status", "usable", "archived", "purpose",
-                  "original_filename", "file_format", "size_bytes", "sha256", "mapping", "eval_split", "eval_fraction",
-                  "eval_seed", "report", "created_at"]
+                  "original_filename", "file_format", "size_bytes", "sha256", "mapping", "prompt_format", "eval_split",
+                  "eval_fraction", "eval_seed", "report", "created_at"]
         read_only_fields = fields
 
 
@@ -62,6 +62,16 @@ class DatasetUploadSerializer(serializers.Serializer):
     eval_fraction = serializers.FloatField(required=False, allow_null=True)
     eval_seed = serializers.IntegerField(default=0)
     eval_file = serializers.FileField(required=False)
+    prompt_format = LimitedJSONField(required=False, help_text='{"system_prompt": ..., "instruction_suffix": ...}: '
+                                      "wrapped around every prompt of a run on this dataset")
+
+    def validate_prompt_format(self, value):
+        from webapp.datasets.services import UploadError, prompt_format_from
+
+        try:
+            return prompt_format_from(value)
+        except UploadError as e:
+            raise serializers.ValidationError(str(e)) from None
 
 
 class RewardConfigSerializer(serializers.ModelSerializer):
