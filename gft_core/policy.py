@@ -94,6 +94,20 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
+def model_has_chat_template(path: str | Path) -> bool:
+    """Whether a local model directory's tokenizer carries a chat template (read from its files,
+    without loading the tokenizer: tokenizer_config.json or chat_template.jinja / .json)."""
+    p = Path(path)
+    if (p / "chat_template.jinja").is_file() or (p / "chat_template.json").is_file():
+        return True
+    try:
+        import json
+
+        return bool(json.loads((p / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def format_prompt(tokenizer: Any, prompt: str, fmt: "PromptFormat | bool") -> tuple[str, bool]:
     """(the text the model sees, whether the chat template was applied)."""
     fmt = fmt if isinstance(fmt, PromptFormat) else PromptFormat(chat_template=bool(fmt))

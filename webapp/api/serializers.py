@@ -164,6 +164,8 @@ class RunCreateSerializer(serializers.Serializer):
     tags = serializers.ListField(child=serializers.CharField(max_length=launchfields.TAG_MAX_LENGTH), required=False)
     config = serializers.DictField(required=False, help_text="Extra gft_core settings (e.g. kl_interval); every "
                                    "key is checked like the launch fields")
+    recipe = serializers.ChoiceField(choices=launchfields.recipe_choices(), required=False,
+                                     help_text=launchfields.RECIPE_HELP + " Fields given here override it.")
     clone_of = serializers.IntegerField(required=False, help_text="Run id this run was cloned from")
     init_from_run = serializers.IntegerField(required=False, allow_null=True, min_value=1,
                                              max_value=launchfields.MAX_ID, help_text=launchfields.INIT_FROM_RUN_HELP)

@@ -84,3 +84,35 @@ def estimate_params(model: str) -> int | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return n * (4 * h * h + 3 * h * ff) + v * h
+
+
+def model_info(value: str, *, lora_rank: int = 0, lora_target_modules: str = "auto") -> dict:
+    """What the launch form says about a model (raises ModelPathError like resolve_model):
+    `chat_template` (whether its tokenizer has one: else prompts are sent plain), `trainable` and
+    `parameters` (gft_core.memory's counts from its config.json, LoRA settings applied; None when
+    the config cannot be read, e.g. a LoRA adapter directory)."""
+    from gft_core.memory import Shape
+    from gft_core.policy import model_has_chat_template
+
+    path = Path(resolve_model(value))
+    out: dict = {"chat_template": model_has_chat_template(path), "trainable": None, "parameters": None}
+    try:
+        shape = Shape.from_dir(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return out
+    out.update(parameters=shape.params, trainable=shape.trainable(lora_rank, lora_target_modules))
+    return out
+
+
+def config_trainable(config: dict) -> dict | None:
+    """{trainable, parameters} of a run's gft_core config (its model's config.json through
+    gft_core.memory, its LoRA settings applied), or None when the model's config cannot be read."""
+    from gft_core.memory import Shape
+
+    try:
+        shape = Shape.from_dir(config["model_path"])
+        rank = int(config.get("lora_rank") or 0)
+        return {"trainable": shape.trainable(rank, config.get("lora_target_modules") or "auto"),
+                "parameters": shape.params, "lora_rank": rank}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

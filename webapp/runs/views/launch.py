@@ -14,13 +14,15 @@ from django.shortcuts import redirect, render
 from webapp.accounts.quotas import QuotaExceeded
 from webapp.accounts.scoping import get_scoped, require_writer
 
+from gft_core.config import ConfigError, check_field
 from webapp.datasets.models import Dataset
+from webapp.datasets.services import prompt_preview
 
 from ..effective_group import DEFAULT_PERCENTILE, PERCENTILES, PreviewError, dataset_group, preview_inputs
 from ..launch import LaunchError, clone_initial, resume_run, submit_run
 from .. import services
 from ..defaults import DEFAULT_METHOD, METHOD_FITTED, defaults, defaults_for, is_small
-from ..modelpaths import ModelPathError
+from ..modelpaths import TINY_MODEL, ModelPathError, model_info
 from ..forms import LaunchForm
 from ..listing import parse_id
 from ..models import Run
@@ -105,8 +107,28 @@ def launch_defaults(request: HttpRequest) -> JsonResponse:
     except ValueError as e:  # an unknown method
         return JsonResponse({"error": str(e), "field": "method"}, status=400)
     values.pop("model", None)  # the field keeps what the user typed
+    try:
+        info = model_info_for(request.GET)
+    except ModelPathError as e:
+        return JsonResponse({"error": str(e), "field": "model"}, status=400)
+    except ConfigError as e:
+        return JsonResponse({"error": f"{e.field}: {e.message}", "field": e.field}, status=400)
     return JsonResponse({"defaults": values, "params": params, "small": is_small(params),
-                         "method_fitted": list(METHOD_FITTED)})
+                         "method_fitted": list(METHOD_FITTED), **info})
+
+
+def model_info_for(query) -> dict:
+    """modelpaths.model_info for ?model=&lora_rank=&lora_target_modules= (blank LoRA inputs: full
+    fine-tuning, "auto"); ConfigError naming a LoRA input that is not a valid value."""
+    rank_text = (query.get("lora_rank") or "0").strip()
+    try:
+        rank = int(rank_text)
+    except ValueError:
+        raise ConfigError("lora_rank", rank_text, "must be an integer") from None
+    check_field("lora_rank", rank)
+    targets = check_field("lora_target_modules", query.get("lora_target_modules") or "auto")
+    return model_info((query.get("model") or TINY_MODEL).strip() or TINY_MODEL, lora_rank=rank,
+                      lora_target_modules=targets)
 
 
 @login_required
@@ -124,7 +146,7 @@ def launch_group(request: HttpRequest) -> JsonResponse:
     if dataset_id is None:
         return JsonResponse({"error": "dataset: choose a dataset version (an id).", "field": "dataset"}, status=400)
     dataset = get_scoped(request.user, Dataset.objects.all(), pk=dataset_id)
-    return JsonResponse(dataset_group(dataset, inputs))
+    return JsonResponse({**dataset_group(dataset, inputs), "prompt": prompt_preview(dataset)})
 
 
 def _post_only(request: HttpRequest, pk: int) -> Run:

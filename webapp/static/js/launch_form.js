@@ -103,12 +103,66 @@
     if (link) msg.insertAdjacentHTML("beforeend", ` (<a href="${body.dataset_url}">dataset page</a>)`);
     for (const w of body.warnings) { const li = document.createElement("li"); li.textContent = w; warnings.append(li); }
     groupCard.setAttribute("data-short-share", String(body.short_share));
+    const pre = groupCard.querySelector(".group-prompt");
+    const p = body.prompt || {};
+    pre.hidden = !p.example;  // the first prompt as the model's user turn (dataset prompt settings)
+    pre.textContent = p.example ? (p.system_prompt ? `[system] ${p.system_prompt}\n` : "") + `[user] ${p.example}` : "";
   }
   if (groupCard) {
     const later = () => { clearTimeout(groupTimer); groupTimer = setTimeout(updateGroup, 250); };
     form.addEventListener("change", later);
     form.addEventListener("input", (e) => { if (GROUP_INPUTS.includes(e.target.name)) later(); });
     updateGroup();
+  }
+
+  // A recipe (gft_core.recipes): its diff against the defaults is shown, and its values fill the
+  // fields the user has not edited (the server applies it to untouched fields too).
+  const recipe = form.elements["recipe"];
+  const recipeData = document.getElementById("recipe-table");
+  const recipes = recipeData ? JSON.parse(recipeData.textContent) : {};
+  function applyRecipe() {
+    for (const box of form.querySelectorAll(".recipe-diff")) box.hidden = box.dataset.recipe !== recipe.value;
+    const r = recipes[recipe.value];
+    if (r) { fill(r.values, Object.keys(r.values)); showFieldsOf(method.value); }
+  }
+  if (recipe) {
+    recipe.addEventListener("change", async () => {
+      if (!recipe.value) {  // back to the model's defaults
+        const body = await fetchDefaults();
+        if (body) fill(body.defaults, Object.keys(body.defaults));
+      }
+      applyRecipe();
+    });
+    model.addEventListener("change", () => setTimeout(applyRecipe, 300));
+  }
+
+  // What the server says about the model (GET /runs/new/defaults/ with the LoRA inputs): whether
+  // its tokenizer has a chat template, and how many parameters train with these LoRA settings.
+  const chatNote = document.getElementById("chat-template-note");
+  const trainableNote = document.getElementById("trainable-note");
+  let infoAsked = "", infoTimer = null;
+  async function updateModelInfo() {
+    const params = new URLSearchParams({model: (model.value || "").trim() || "tiny", method: method.value});
+    for (const name of ["lora_rank", "lora_target_modules"]) if (form.elements[name]) params.set(name, form.elements[name].value);
+    const key = params.toString();
+    infoAsked = key;
+    const resp = await fetch(`${defaultsUrl}?${key}`, {headers: {"Accept": "application/json"}});
+    const body = await resp.json().catch(() => ({error: `unavailable (HTTP ${resp.status})`}));
+    if (key !== infoAsked) return;
+    if (!resp.ok) { if (trainableNote) trainableNote.textContent = body.error; return; }
+    if (chatNote) chatNote.textContent = body.chat_template
+      ? "Its tokenizer has a chat template: each prompt is wrapped in it (with the dataset's system prompt and instruction suffix)."
+      : "This model has no chat template: prompts are sent plain (the dataset's system prompt and suffix still apply).";
+    if (trainableNote) trainableNote.textContent = body.trainable == null ? "Trainable parameters: unknown for this model."
+      : `Trainable parameters: ${body.trainable.toLocaleString("en-US")} of ${body.parameters.toLocaleString("en-US")} ` +
+        `(${(100 * body.trainable / body.parameters).toFixed(2)}%).`;
+  }
+  if (trainableNote || chatNote) {
+    const soon = () => { clearTimeout(infoTimer); infoTimer = setTimeout(updateModelInfo, 250); };
+    model.addEventListener("change", soon);
+    form.addEventListener("input", (e) => { if (["lora_rank", "lora_target_modules"].includes(e.target.name)) soon(); });
+    form.addEventListener("change", (e) => { if (["lora_rank", "lora_target_modules"].includes(e.target.name)) soon(); });
+    updateModelInfo();
   }
 
   const sourceData = document.getElementById("clone-source");
