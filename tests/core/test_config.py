@@ -260,3 +260,11 @@ def test_prompt_settings_are_checked(tiny_cfg):
     with pytest.raises(ConfigError) as e:
         cfg.validate()
     assert e.value.field == "data.system_prompt"
+
+
+def test_gft_paper_example_yaml_reads_the_recipe():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "gft_paper.yaml").validate(check_paths=False)
+    assert (cfg.tau, cfg.lr, cfg.prompts_per_step, cfg.max_response_len, cfg.group_size) == (0.1, 1e-6, 128, 2048, 8)
+    assert cfg.updates_per_rollout == 4 and cfg.data.prompt_format.instruction_suffix.endswith("\\boxed{}.")

@@ -59,7 +59,7 @@ class Dataset(VersionedTeamResource):
     # What a run trains on: a version used by a run must never change these (edit = new version).
     CONTENT_FIELDS = VersionedTeamResource.CONTENT_FIELDS + (
         "file_path", "sha256", "size_bytes", "file_format", "mapping", "eval_split", "eval_file_path",
-        "eval_sha256", "eval_fraction", "eval_seed",
+        "eval_sha256", "eval_fraction", "eval_seed", "prompt_format",
     )
 
     @property
