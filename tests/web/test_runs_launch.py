@@ -344,3 +344,36 @@ def test_model_info_trainable_count_and_chat_template(auth_client, launch_inputs
     assert resp.status_code == 302, resp.context["form"].errors
     page = auth_client.get(resp["Location"]).content.decode()
     assert 'class="trainable"' in page and f"{trainable:,}" in page
+
+
+def test_a_launch_that_fits_no_gpu_worker_is_refused_with_the_numbers(auth_client, api_client, launch_inputs, settings):
+    """Workers publish their GPUs' free memory (workers/devices.py); a run whose memory plan fits
+    none of the queue's GPU workers is a 400 naming memory_plan, with the numbers; a worker with
+    room, or a CPU worker on the queue, lets it through. The report is written here as a worker
+    writes it (no GPU on this machine); test_worker_publishes_its_devices checks the worker side."""
+    import json
+
+    import redis
+
+    from webapp.resources.devices import DEVICES_KEY_PREFIX
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    key = DEVICES_KEY_PREFIX + "gpu-box@test"
+
+    def report(free_gib: float) -> None:
+        client.set(key, json.dumps({"hostname": "gpu-box@test", "queues": ["gpu"], "at": 0, "devices": [
+            {"index": 0, "name": "Tiny GPU", "total_bytes": 2 * 2**30, "free_bytes": int(free_gib * 2**30)}]}), ex=60)
+
+    try:
+        report(0.001)  # ~1 MiB free: nothing fits
+        resp = api_client.post("/api/runs/", launch_inputs, format="json")
+        assert resp.status_code == 400 and "memory_plan" in resp.json(), resp.json()
+        message = resp.json()["memory_plan"][0]
+        assert "GiB on each of 1 GPU(s)" in message and "gpu-box@test: 1 GPU(s), free 0.0 GiB" in message
+        page = auth_client.post(reverse("runs:launch"), form_data(launch_inputs))
+        assert page.status_code == 200 and "no worker on queue" in page.content.decode()
+        assert Run.objects.count() == 0
+        report(1.5)  # room enough for the small model's plan
+        assert api_client.post("/api/runs/", launch_inputs, format="json").status_code == 201
+    finally:
+        client.delete(key)

@@ -174,12 +174,28 @@ def build_config(team, data: dict[str, Any]) -> LaunchPlan:
     if recipe is not None:
         cfg["data"].update({k[5:]: v for k, v in recipe.settings.items() if k.startswith("data.")})
     gcfg = _validate(cfg, base, errors)
+    problem = memory_problem(gcfg, num_gpus, merged["queue"])
+    if problem:
+        raise LaunchError.one("memory_plan", problem)
     fields = {"name": name or f"{gcfg.method} on {dataset}", "method": gcfg.method,
               "dataset": dataset, "reward_config": reward, "eval_suite": suite, "queue": merged["queue"], "num_gpus": num_gpus,
               "init_from_run": source, "init_from_step": source_step,
               "tags": [t for t in (merged.get("tags") or []) if t],
               "effective_group": dataset_group(dataset, {name: getattr(gcfg, name) for name in ("method", *PREVIEW_FIELDS)})}
     return LaunchPlan(gcfg.to_dict(), fields)
+
+
+def memory_problem(gcfg: GFTConfig, num_gpus: int, queue: str) -> str | None:
+    """Why the run's memory plan (gft_core.memory from the model's config.json) fits no GPU worker
+    of `queue` as the workers report their free memory (webapp.resources.devices), or None."""
+    from gft_core.memory import Shape, plan_memory
+    from webapp.resources.devices import fit_problem, worker_reports
+
+    try:
+        shape = Shape.from_dir(gcfg.model_path)
+    except (OSError, ValueError, KeyError, TypeError):  # e.g. a LoRA adapter directory: not planned
+        return None
+    return fit_problem(plan_memory(shape, gcfg, num_gpus=num_gpus).peak, num_gpus, queue, worker_reports())
 
 
 def _recipe(value: Any, err):
