@@ -331,9 +331,15 @@ def test_model_info_trainable_count_and_chat_template(auth_client, launch_inputs
     assert body["trainable"] == trainable and body["chat_template"] is False  # the tiny tokenizer has none
     full = auth_client.get(url, {"model": model}).json()
     assert full["trainable"] == full["parameters"]  # full fine-tuning: every parameter (norms aside) trains
-    assert abs(full["parameters"] - total) < 0.01 * total
+    assert abs(full["parameters"] - (total - trainable)) < 0.01 * total  # the base model's own
     bad = auth_client.get(url, {"model": model, "lora_rank": "-1"})
     assert bad.status_code == 400 and bad.json()["field"] == "lora_rank"
+    for name, value in (("micro_batch_size", "x"), ("max_response_len", "0"), ("num_gpus", "0")):
+        resp = auth_client.get(url, {"model": model, name: value})
+        assert resp.status_code == 400 and resp.json()["field"] == name, (name, resp.json())
+    small = auth_client.get(url, {"model": model, "micro_batch_size": "1"}).json()["memory"]
+    large = auth_client.get(url, {"model": model, "micro_batch_size": "64", "max_response_len": "512"}).json()["memory"]
+    assert 0 < small["peak_bytes"] < large["peak_bytes"] and "peak per device" in small["lines"][-1]
     chat = Path(settings.MODEL_ROOTS[0]) / "tiny-chat"
     shutil.copytree(model, chat, dirs_exist_ok=True)
     tc = json.loads((chat / "tokenizer_config.json").read_text())
@@ -372,6 +378,9 @@ def test_a_launch_that_fits_no_gpu_worker_is_refused_with_the_numbers(auth_clien
         assert "GiB on each of 1 GPU(s)" in message and "gpu-box@test: 1 GPU(s), free 0.0 GiB" in message
         page = auth_client.post(reverse("runs:launch"), form_data(launch_inputs))
         assert page.status_code == 200 and "no worker on queue" in page.content.decode()
+        info = auth_client.get(reverse("runs:launch_defaults"), {"model": launch_inputs["model"], "queue": "gpu"}).json()
+        assert info["memory"]["problem"].startswith("The memory plan needs")
+        assert info["memory"]["workers"][0]["devices"] == ["Tiny GPU 0.0 of 2.0 GiB free"]
         assert Run.objects.count() == 0
         report(1.5)  # room enough for the small model's plan
         assert api_client.post("/api/runs/", launch_inputs, format="json").status_code == 201

@@ -86,21 +86,36 @@ def estimate_params(model: str) -> int | None:
     return n * (4 * h * h + 3 * h * ff) + v * h
 
 
-def model_info(value: str, *, lora_rank: int = 0, lora_target_modules: str = "auto") -> dict:
+def model_info(value: str, *, settings: dict | None = None, num_gpus: int = 1, queue: str = "") -> dict:
     """What the launch form says about a model (raises ModelPathError like resolve_model):
     `chat_template` (whether its tokenizer has one: else prompts are sent plain), `trainable` and
-    `parameters` (gft_core.memory's counts from its config.json, LoRA settings applied; None when
-    the config cannot be read, e.g. a LoRA adapter directory)."""
-    from gft_core.memory import Shape
+    `parameters` (gft_core.memory's counts from its config.json, the LoRA settings in `settings`
+    applied), and `memory`: the memory plan of `settings` (GFTConfig fields; the others at their
+    defaults) on `num_gpus` GPUs beside the GPU workers' reports, with why it fits none of
+    `queue`'s. The counts and plan are None when the config cannot be read (a LoRA adapter dir)."""
+    from gft_core.config import GFTConfig
+    from gft_core.memory import GIB, Shape, plan_memory
     from gft_core.policy import model_has_chat_template
+    from webapp.resources.devices import fit_problem, worker_reports
 
     path = Path(resolve_model(value))
-    out: dict = {"chat_template": model_has_chat_template(path), "trainable": None, "parameters": None}
+    out: dict = {"chat_template": model_has_chat_template(path), "trainable": None, "parameters": None,
+                 "memory": None}
     try:
         shape = Shape.from_dir(path)
     except (OSError, ValueError, KeyError, TypeError):
         return out
-    out.update(parameters=shape.params, trainable=shape.trainable(lora_rank, lora_target_modules))
+    cfg = GFTConfig(**(settings or {}))
+    out.update(parameters=shape.params, trainable=shape.trainable(cfg.lora_rank, cfg.lora_target_modules))
+    plan = plan_memory(shape, cfg, num_gpus=num_gpus)
+    reports = worker_reports()
+    out["memory"] = {
+        "peak_bytes": plan.peak, "peak_gib": round(plan.peak / GIB, 2), "lines": plan.lines(),
+        "workers": [{"hostname": r.get("hostname"), "queues": r.get("queues"),
+                     "devices": [f"{d.get('name')} {d.get('free_bytes', 0) / GIB:.1f} of "
+                                 f"{d.get('total_bytes', 0) / GIB:.1f} GiB free" for d in r["devices"]]}
+                    for r in reports],
+        "problem": fit_problem(plan.peak, num_gpus, queue, reports) if queue else None}
     return out
 
 

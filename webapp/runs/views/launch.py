@@ -119,16 +119,46 @@ def launch_defaults(request: HttpRequest) -> JsonResponse:
 
 def model_info_for(query) -> dict:
     """modelpaths.model_info for ?model=&lora_rank=&lora_target_modules= (blank LoRA inputs: full
-    fine-tuning, "auto"); ConfigError naming a LoRA input that is not a valid value."""
-    rank_text = (query.get("lora_rank") or "0").strip()
+    fine-tuning, "auto") and, given the other settings the memory plan reads (PLAN_FIELDS, blank =
+    gft_core's default) with num_gpus and queue, the plan beside the workers' reports; ConfigError
+    naming an input that is not a valid value."""
+    values = {name: _query_value(name, query.get(name)) for name in PLAN_FIELDS if query.get(name) not in (None, "")}
+    num_gpus = _query_int("num_gpus", query.get("num_gpus") or "1")
+    if not 1 <= num_gpus <= 64:
+        raise ConfigError("num_gpus", num_gpus, "must be an integer in [1, 64]")
+    return model_info((query.get("model") or TINY_MODEL).strip() or TINY_MODEL, settings=values,
+                      num_gpus=num_gpus, queue=query.get("queue") or "")
+
+
+# The launch settings the form's trainable count and memory plan read (GET /runs/new/defaults/).
+PLAN_FIELDS = ("method", "lora_rank", "lora_target_modules", "n_expert", "n_teacher", "n_self", "micro_batch_size",
+               "max_prompt_len", "max_response_len", "mixed_precision", "gradient_checkpointing", "kl_coef")
+
+
+def _query_int(name: str, text: str) -> int:
     try:
-        rank = int(rank_text)
+        return int(text.strip())
     except ValueError:
-        raise ConfigError("lora_rank", rank_text, "must be an integer") from None
-    check_field("lora_rank", rank)
-    targets = check_field("lora_target_modules", query.get("lora_target_modules") or "auto")
-    return model_info((query.get("model") or TINY_MODEL).strip() or TINY_MODEL, lora_rank=rank,
-                      lora_target_modules=targets)
+        raise ConfigError(name, text, "must be an integer") from None
+
+
+def _query_value(name: str, text: str):
+    """A query-string value as its setting's type, checked by gft_core's check_field."""
+    from gft_core.config import FIELDS
+
+    spec = FIELDS[name]
+    if spec.type is bool:
+        value = text.lower() in ("1", "true", "on")
+    elif spec.type is int and spec.choices is None:
+        value = _query_int(name, text)
+    elif spec.type is float and spec.choices is None:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(name, text, "must be a number") from None
+    else:
+        value = text
+    return check_field(name, value)
 
 
 @login_required

@@ -136,14 +136,23 @@
     model.addEventListener("change", () => setTimeout(applyRecipe, 300));
   }
 
-  // What the server says about the model (GET /runs/new/defaults/ with the LoRA inputs): whether
-  // its tokenizer has a chat template, and how many parameters train with these LoRA settings.
+  // What the server says about the model (GET /runs/new/defaults/ with the settings the memory plan
+  // reads): whether its tokenizer has a chat template, how many parameters train with these LoRA
+  // settings, and the peak memory per GPU beside what the GPU workers report.
   const chatNote = document.getElementById("chat-template-note");
   const trainableNote = document.getElementById("trainable-note");
+  const memoryNote = document.getElementById("memory-note");
+  const PLAN_INPUTS = ["lora_rank", "lora_target_modules", "n_expert", "n_teacher", "n_self", "micro_batch_size",
+                       "max_prompt_len", "max_response_len", "mixed_precision", "gradient_checkpointing", "kl_coef",
+                       "num_gpus", "queue"];
   let infoAsked = "", infoTimer = null;
   async function updateModelInfo() {
     const params = new URLSearchParams({model: (model.value || "").trim() || "tiny", method: method.value});
-    for (const name of ["lora_rank", "lora_target_modules"]) if (form.elements[name]) params.set(name, form.elements[name].value);
+    for (const name of PLAN_INPUTS) {
+      const el = form.elements[name];
+      if (!el) continue;
+      params.set(name, el.type === "checkbox" ? (el.checked ? "true" : "false") : el.value);
+    }
     const key = params.toString();
     infoAsked = key;
     const resp = await fetch(`${defaultsUrl}?${key}`, {headers: {"Accept": "application/json"}});
@@ -156,12 +165,25 @@
     if (trainableNote) trainableNote.textContent = body.trainable == null ? "Trainable parameters: unknown for this model."
       : `Trainable parameters: ${body.trainable.toLocaleString("en-US")} of ${body.parameters.toLocaleString("en-US")} ` +
         `(${(100 * body.trainable / body.parameters).toFixed(2)}%).`;
+    if (memoryNote) {
+      const m = body.memory;
+      memoryNote.textContent = "";
+      if (m) {
+        const workers = m.workers.filter((w) => w.devices.length);
+        const lines = [`Memory plan: ~${m.peak_gib} GiB per GPU.`, ...m.lines.slice(0, 2),
+          workers.length ? "GPU workers: " + workers.map((w) => `${w.hostname} (${w.devices.join("; ")})`).join(" · ")
+                         : "No GPU worker has reported its devices."];
+        if (m.problem) lines.push(m.problem);
+        for (const line of lines) { const div = document.createElement("div"); div.textContent = line; memoryNote.append(div); }
+        memoryNote.classList.toggle("error", Boolean(m.problem));
+      }
+    }
   }
-  if (trainableNote || chatNote) {
+  if (trainableNote || chatNote || memoryNote) {
     const soon = () => { clearTimeout(infoTimer); infoTimer = setTimeout(updateModelInfo, 250); };
     model.addEventListener("change", soon);
-    form.addEventListener("input", (e) => { if (["lora_rank", "lora_target_modules"].includes(e.target.name)) soon(); });
-    form.addEventListener("change", (e) => { if (["lora_rank", "lora_target_modules"].includes(e.target.name)) soon(); });
+    form.addEventListener("input", (e) => { if (PLAN_INPUTS.includes(e.target.name)) soon(); });
+    form.addEventListener("change", (e) => { if (e.target === form || PLAN_INPUTS.includes(e.target.name)) soon(); });
     updateModelInfo();
   }
 
