@@ -22,6 +22,7 @@ def ensure_tiny_model() -> Path:
     """The built-in tiny model directory, created once (atomically: built aside, then renamed)."""
     target = tiny_model_dir()
     if (target / "config.json").is_file():
+        _drop_old_tiny_template(target)
         return target
     from gft_core.tiny import make_tiny_model
 
@@ -33,6 +34,19 @@ def ensure_tiny_model() -> Path:
     except OSError:  # another process won the race: its copy is identical (seeded)
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _drop_old_tiny_template(target: Path) -> None:
+    """A tiny model built before the tiny tokenizer lost its chat template: remove it, so the
+    default prompt format (chat template on when there is one) keeps its prompts plain."""
+    from gft_core.tiny import CHAT_TEMPLATE
+
+    old = target / "chat_template.jinja"
+    try:
+        if old.read_text() == CHAT_TEMPLATE:
+            old.unlink()
+    except OSError:  # none (the usual case), or another process removed it first
+        pass
 
 
 def resolve_model(value: str) -> str:
