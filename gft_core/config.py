@@ -28,6 +28,7 @@ LORA_EXPORTS: tuple[str, ...] = ("merged", "adapter")
 DEFAULT_REWARD: dict[str, Any] = {"name": "math_verify", "params": {}}
 MAX_INTERVAL = 1_000_000
 MAX_SEED = 2**32 - 1
+MAX_PROMPT_TEXT = 4000  # data.system_prompt / data.instruction_suffix
 
 __all__ = ["ConfigError", "DataConfig", "FIELDS", "FieldSpec", "GFTConfig", "LAUNCH_FIELDS", "METHODS",
            "check_field", "config_diff", "load_config", "resolve_mapping"]
@@ -54,8 +55,21 @@ class DataConfig:
     eval_fraction: float = setting(0.0, min=0.0, max=1.0, max_exclusive=True,
                                    help="Share of training rows held out for evaluation (seeded by the run's seed), in [0, 1).")
     eval_mapping: Any = None  # defaults to `mapping`
-    use_chat_template: bool = setting(False, help="Wrap each prompt in the tokenizer's chat template.")
+    # the prompt format (gft_core.policy.PromptFormat): on by default as in the paper's code; a
+    # tokenizer without a chat template (the built-in tiny model) gets the plain prompt
+    use_chat_template: bool = setting(True, help="Wrap each prompt in the tokenizer's chat template when it has "
+                                                 "one (else the plain prompt is used).")
+    system_prompt: str = setting("", help="A system message before each prompt (the dataset's setting).")
+    instruction_suffix: str = setting("", help="Text after each prompt on its own line, e.g. “Please reason step by "
+                                               "step, and put your final answer within \\boxed{}.”")
     limit: int | None = setting(None, min=1, max=100_000_000, label="Row limit", help="Read at most this many training rows.")
+
+    @property
+    def prompt_format(self):
+        """The PromptFormat every prompt of the run is encoded with."""
+        from gft_core.policy import PromptFormat
+
+        return PromptFormat(self.use_chat_template, self.system_prompt, self.instruction_suffix)
 
 
 @dataclass
@@ -187,6 +201,11 @@ class GFTConfig:
         """Build from a plain dict (as read from YAML/JSON); unknown keys raise ConfigError."""
         if not isinstance(d, dict):
             raise ConfigError("config", d, "expected a mapping of settings")
+        if "recipe" in d:  # a named preset (gft_core.recipes) under the explicit settings
+            from gft_core.recipes import apply_recipe
+
+            rest = {k: v for k, v in d.items() if k != "recipe"}
+            d = apply_recipe(d["recipe"], rest)
         known = {f.name for f in fields(cls)}
         for key in d:
             if key not in known:
@@ -328,6 +347,9 @@ class GFTConfig:
         if d.eval_path is not None and check_paths and not Path(d.eval_path).is_file():
             raise ConfigError("data.eval_path", d.eval_path, "no such file")
         resolve_mapping(d.mapping, "data.mapping")
+        for name in ("system_prompt", "instruction_suffix"):
+            if len(getattr(d, name)) > MAX_PROMPT_TEXT:
+                raise ConfigError(f"data.{name}", getattr(d, name)[:40] + "...", f"at most {MAX_PROMPT_TEXT} characters")
         if d.eval_mapping is not None:
             resolve_mapping(d.eval_mapping, "data.eval_mapping")
 

@@ -23,7 +23,7 @@ from gft_core.benchmarks import (  # noqa: F401 - issue 17's benchmark evaluatio
 from gft_core.data import Example
 from gft_core.groups import off_policy_responses
 from gft_core.logprobs import TrainSeq, collate
-from gft_core.policy import derive_seed, encode_prompt, frozen_copy
+from gft_core.policy import PromptFormat, derive_seed, encode_prompt, frozen_copy
 from gft_core.rollout import generate_samples
 
 # The start model's log-softmax on the probe tokens is cached when it takes at most this many bytes;
@@ -43,7 +43,7 @@ def evaluate_accuracy(
     max_prompt_len: int,
     max_response_len: int,
     top_p: float = 1.0,
-    chat_template: bool = False,
+    chat_template: "PromptFormat | bool" = False,
     batch_size: int = 64,
     seed: int = 0,
     accelerator: Any = None,
@@ -86,7 +86,7 @@ class KLProbe:
     """
 
     def __init__(self, examples: Sequence[Example], tokenizer: Any, start_model: Any, *, max_prompt_len: int,
-                 max_response_len: int, chat_template: bool, micro_batch_size: int, pad_id: int, device: Any,
+                 max_response_len: int, chat_template: "PromptFormat | bool", micro_batch_size: int, pad_id: int, device: Any,
                  ref_model: Any = None):
         seqs = []
         for ex in examples:

@@ -65,11 +65,19 @@ class Shape:
         per_layer = attention + 3 * h * self.intermediate + 2 * h
         return self.layers * per_layer + self.vocab * h * (1 if self.tied else 2) + h
 
-    def lora_params(self, rank: int) -> int:
-        """Adapter parameters of rank `rank` on every attention and MLP projection (the `auto` preset)."""
-        h, q, f = self.hidden, self.heads * self.head_dim, self.intermediate
-        shapes = [(h, q), (h, self.kv_width), (h, self.kv_width), (q, h), (h, f), (h, f), (f, h)]
-        return self.layers * sum(rank * (i + o) for i, o in shapes)
+    def lora_params(self, rank: int, targets: str = "auto") -> int:
+        """Adapter parameters of rank `rank` on the projections named by `targets` (a
+        lora_target_modules value: "auto" = every attention and MLP projection, else Llama-style
+        names separated by commas; other names count nothing here)."""
+        h, q, f, kv = self.hidden, self.heads * self.head_dim, self.intermediate, self.kv_width
+        shapes = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+                  "gate_proj": (h, f), "up_proj": (h, f), "down_proj": (f, h)}
+        names = set(shapes) if (targets or "").strip() in ("", "auto") else {t.strip() for t in targets.split(",")}
+        return self.layers * sum(rank * (i + o) for name, (i, o) in shapes.items() if name in names)
+
+    def trainable(self, lora_rank: int, targets: str = "auto") -> int:
+        """Parameters that train: the adapters of a LoRA run, else every parameter."""
+        return self.lora_params(lora_rank, targets) if lora_rank else self.params
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,7 @@ def plan_memory(shape: Shape, cfg: Any, *, num_gpus: int = 1) -> MemoryPlan:
     """The memory plan of config `cfg` (a GFTConfig) on `num_gpus` devices (data parallel: every
     device holds the model and runs its own micro-batches)."""
     params = shape.params
-    lora = shape.lora_params(cfg.lora_rank) if cfg.lora_rank else 0
+    lora = shape.lora_params(cfg.lora_rank, cfg.lora_target_modules) if cfg.lora_rank else 0
     trainable = lora or params
     act_bytes = 2 if cfg.mixed_precision in ("bf16", "fp16") else FP32
     reference = params * FP32 if (cfg.method_spec.uses_old_logprobs and cfg.kl_coef > 0 and not lora) else 0

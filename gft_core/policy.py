@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +73,65 @@ def frozen_copy(model: Any, device: Any) -> Any:
     return ref
 
 
-def encode_prompt(tokenizer: Any, prompt: str, *, max_len: int, chat_template: bool) -> list[int]:
-    """Prompt token ids (chat template optional); too long prompts keep their last max_len tokens."""
-    if chat_template:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    else:
-        ids = tokenizer(prompt)["input_ids"]
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a dataset prompt becomes the model's input (docs/GFT.md: the paper's code always applies
+    the chat template). `chat_template` applies the tokenizer's template when it has one; a
+    tokenizer without one (the built-in tiny model) falls back to the plain prompt. The system
+    prompt and the instruction suffix are dataset-level settings: the suffix follows the prompt
+    on a new line; without a template the system prompt precedes it, separated by a blank line."""
+
+    chat_template: bool = True
+    system_prompt: str = ""
+    instruction_suffix: str = ""
+
+    def content(self, prompt: str) -> str:
+        """The user turn: the prompt, then the instruction suffix on its own line."""
+        return f"{prompt}\n{self.instruction_suffix}" if self.instruction_suffix else prompt
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def model_has_chat_template(path: str | Path) -> bool:
+    """Whether a local model directory's tokenizer carries a chat template (read from its files,
+    without loading the tokenizer: tokenizer_config.json or chat_template.jinja / .json)."""
+    p = Path(path)
+    if (p / "chat_template.jinja").is_file() or (p / "chat_template.json").is_file():
+        return True
+    try:
+        import json
+
+        return bool(json.loads((p / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def format_prompt(tokenizer: Any, prompt: str, fmt: "PromptFormat | bool") -> tuple[str, bool]:
+    """(the text the model sees, whether the chat template was applied)."""
+    fmt = fmt if isinstance(fmt, PromptFormat) else PromptFormat(chat_template=bool(fmt))
+    content = fmt.content(prompt)
+    if fmt.chat_template and has_chat_template(tokenizer):
+        messages = [{"role": "user", "content": content}]
+        if fmt.system_prompt:
+            messages.insert(0, {"role": "system", "content": fmt.system_prompt})
+        try:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception:  # noqa: BLE001 - a template that refuses a system role
+            text = None
+        if text is None or (fmt.system_prompt and fmt.system_prompt not in text):
+            # a template without a system role (it refuses or drops it): the system prompt joins the user turn
+            messages = [{"role": "user", "content": f"{fmt.system_prompt}\n\n{content}"}]
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text, True
+    return (f"{fmt.system_prompt}\n\n{content}" if fmt.system_prompt else content), False
+
+
+def encode_prompt(tokenizer: Any, prompt: str, *, max_len: int, chat_template: "PromptFormat | bool") -> list[int]:
+    """Prompt token ids in the given format (a PromptFormat, or a bool: chat template on/off with no
+    system prompt or suffix); too long prompts keep their last max_len tokens. The chat template
+    brings its own special tokens; the plain prompt gets the tokenizer's (e.g. BOS)."""
+    text, templated = format_prompt(tokenizer, prompt, chat_template)
+    ids = tokenizer(text, add_special_tokens=not templated)["input_ids"]
     return list(ids[-max_len:])

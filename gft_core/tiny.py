@@ -90,7 +90,9 @@ def build_tokenizer():
         padding_side="left",
         model_max_length=2048,
     )
-    fast.chat_template = CHAT_TEMPLATE
+    # No chat template: the tiny model is trained on plain prompts, and the default prompt format
+    # (chat template on when the tokenizer has one) keeps them plain. CHAT_TEMPLATE is for tests
+    # that need a templated tokenizer.
     return fast
 
 

@@ -146,7 +146,7 @@ class Trainer:
         probe_examples = self._probe_examples() if cfg.kl_interval else []
         if probe_examples:  # from the start model, before any update
             self.kl_probe = KLProbe(probe_examples, self.tokenizer, model, max_prompt_len=cfg.max_prompt_len,
-                                    max_response_len=cfg.max_response_len, chat_template=cfg.data.use_chat_template,
+                                    max_response_len=cfg.max_response_len, chat_template=cfg.data.prompt_format,
                                     micro_batch_size=cfg.micro_batch_size, pad_id=self.pad_id, device=acc.device,
                                     ref_model=self.ref_model)
         if checkpoint is not None:
@@ -272,7 +272,7 @@ class Trainer:
         groups = []
         for i, ex in enumerate(examples):
             prompt_ids = encode_prompt(tokenizer, ex.prompt, max_len=cfg.max_prompt_len,
-                                       chat_template=cfg.data.use_chat_template)
+                                       chat_template=cfg.data.prompt_format)
             responses = off_policy_responses(ex, tokenizer, n_expert=self.counts["expert"], n_teacher=self.counts["teacher"],
                                              max_response_len=cfg.max_response_len)
             groups.append(Group(group_id=first_group_id + i, prompt=ex.prompt, prompt_ids=prompt_ids,
@@ -432,7 +432,7 @@ class Trainer:
         cfg = self.cfg
         return evaluate_accuracy(self.model, self.tokenizer, self.eval_examples, self.reward_fn, k=cfg.eval_samples,
                                  temperature=cfg.eval_temperature, max_prompt_len=cfg.max_prompt_len,
-                                 max_response_len=cfg.max_response_len, chat_template=cfg.data.use_chat_template,
+                                 max_response_len=cfg.max_response_len, chat_template=cfg.data.prompt_format,
                                  batch_size=cfg.eval_batch_size, seed=derive_seed(cfg.seed, "eval", self.step),
                                  accelerator=self.accelerator)
 

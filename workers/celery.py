@@ -60,3 +60,26 @@ def _check_services(**_) -> None:
     except ServiceUnavailable as exc:
         print(f"gft-studio worker: {exc}", file=sys.stderr, flush=True)
         os._exit(1)
+
+
+@signals.celeryd_after_setup.connect
+def _device_heartbeat_setup(sender: str, instance, **_) -> None:
+    """The worker's device heartbeat (workers/devices.py): its hostname and queues, before it starts."""
+    from workers import devices
+
+    queues = instance.app.amqp.queues
+    devices.remember(sender, sorted(queues.consume_from or queues))
+
+
+@signals.worker_ready.connect
+def _device_heartbeat_start(**_) -> None:
+    from workers import devices
+
+    devices.start()
+
+
+@signals.worker_shutdown.connect
+def _device_heartbeat_stop(**_) -> None:
+    from workers import devices
+
+    devices.stop()

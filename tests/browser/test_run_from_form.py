@@ -212,6 +212,34 @@ def test_launch_form_rescales_its_defaults_for_a_typed_model(live_server_url, ch
     assert errors == []
 
 
+def test_launch_form_model_notes_and_the_paper_recipe(live_server_url, chromium, team, user, tiny_assets):
+    """The model's notes (no chat template: plain prompts; trainable parameters following the LoRA
+    rank; the memory plan), and the gft-paper recipe: its diff shows, its values fill the fields
+    the user has not edited."""
+    page = login(chromium, live_server_url, "alice", "alice-pass-123")
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{live_server_url}/runs/new/")
+    page.fill("#id_model", str(tiny_assets["model"]))
+    page.press("#id_model", "Tab")
+    page.wait_for_function("document.getElementById('trainable-note').textContent.includes('Trainable parameters')")
+    assert "no chat template" in page.inner_text("#chat-template-note")
+    assert "Memory plan" in page.inner_text("#memory-note")
+    full = page.inner_text("#trainable-note")
+    page.fill("#id_lora_rank", "4")
+    page.wait_for_function(f"document.getElementById('trainable-note').textContent !== {full!r}")
+    assert "(100.00%)" in full and "(100.00%)" not in page.inner_text("#trainable-note")
+
+    page.fill("#id_n_self", "2")  # edited by the user: must stay
+    assert page.is_hidden("[data-recipe='gft-paper']")
+    page.select_option("#id_recipe", "gft-paper")
+    page.wait_for_function("document.getElementById('id_tau').value === '0.1'", timeout=10_000)
+    assert page.is_visible("[data-recipe='gft-paper']") and "tau" in page.inner_text("[data-recipe='gft-paper']")
+    assert page.input_value("#id_max_response_len") == "2048" and page.input_value("#id_n_self") == "2"
+    page.screenshot(path=str(SHOTS / "launch-recipe.png"), full_page=True)
+    assert errors == []
+
+
 def test_choosing_sft_hides_tau_and_fits_the_micro_batch(live_server_url, chromium, team, user, tiny_assets,
                                                         toy_dataset, reward_config):
     """SFT reads neither tau nor teacher/self counts: the form hides them. Its rollout is 4 prompts

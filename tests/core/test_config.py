@@ -236,3 +236,35 @@ def test_config_diff(tiny_cfg):
         ("tau", [0.5, 0.1, 0.1]),
     ]
     assert config_diff({"data": "x.jsonl"}, {"data": {"path": "x.jsonl"}}) == [("data", ["x.jsonl", {"path": "x.jsonl"}])]
+
+
+def test_recipe_gft_paper_sits_under_explicit_settings():
+    from gft_core.recipes import RECIPES, recipe_diff
+
+    cfg = GFTConfig.from_dict({"recipe": "gft-paper", "lr": 3e-6, "data": {"path": "x.jsonl"}})
+    assert (cfg.tau, cfg.n_expert, cfg.n_teacher, cfg.n_self) == (0.1, 1, 3, 4)
+    assert (cfg.prompts_per_step, cfg.max_response_len, cfg.kl_coef, cfg.max_grad_norm) == (128, 2048, 0.0, 1.0)
+    assert cfg.lr == 3e-6 and cfg.data.use_chat_template is True  # the explicit lr wins
+    off = GFTConfig.from_dict({"recipe": "gft-paper", "data": {"path": "x.jsonl", "use_chat_template": False}})
+    assert off.data.use_chat_template is False
+    diff = dict((k, (a, b)) for k, a, b in recipe_diff("gft-paper", {"tau": 0.3, "lr": 1e-6}))
+    assert diff["tau"] == (0.3, 0.1) and "lr" not in diff and set(diff) < set(RECIPES["gft-paper"].settings)
+    with pytest.raises(ConfigError) as e:
+        GFTConfig.from_dict({"recipe": "nope"})
+    assert e.value.field == "recipe" and "gft-paper" in e.value.message
+
+
+def test_prompt_settings_are_checked(tiny_cfg):
+    cfg = tiny_cfg()
+    cfg.data.system_prompt = "x" * 5000
+    with pytest.raises(ConfigError) as e:
+        cfg.validate()
+    assert e.value.field == "data.system_prompt"
+
+
+def test_gft_paper_example_yaml_reads_the_recipe():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "gft_paper.yaml").validate(check_paths=False)
+    assert (cfg.tau, cfg.lr, cfg.prompts_per_step, cfg.max_response_len, cfg.group_size) == (0.1, 1e-6, 128, 2048, 8)
+    assert cfg.updates_per_rollout == 4 and cfg.data.prompt_format.instruction_suffix.endswith("\\boxed{}.")

@@ -35,6 +35,10 @@ def test_lora_count_matches_peft(tiny_model_dir):
     model, _ = load_policy(tiny_model_dir)
     trainable, _ = trainable_parameters(apply_lora(model, rank=8, alpha=16, dropout=0.0, targets="auto"))
     assert Shape.from_dir(tiny_model_dir).lora_params(8) == trainable
+    model, _ = load_policy(tiny_model_dir)  # named modules: the count follows them
+    trainable, total = trainable_parameters(apply_lora(model, rank=4, alpha=16, dropout=0.0, targets="q_proj, v_proj"))
+    shape = Shape.from_dir(tiny_model_dir)
+    assert shape.trainable(4, "q_proj, v_proj") == trainable and shape.trainable(0) == shape.params
 
 
 def test_plan_parts_follow_the_settings(tiny_cfg):

@@ -234,9 +234,10 @@ def test_weighted_sum():
 def test_reward_model_from_local_directory(tmp_path):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from gft_core.tiny import build_tokenizer
+    from gft_core.tiny import CHAT_TEMPLATE, build_tokenizer
 
     tok = build_tokenizer()
+    tok.chat_template = CHAT_TEMPLATE  # a chat RM: scored on the templated conversation
     torch.manual_seed(0)
     cfg = LlamaConfig(
         vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,

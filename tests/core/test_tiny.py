@@ -109,3 +109,39 @@ def test_easy_toy_variant_has_two_operations_small_operands_and_no_parentheses(t
         assert "(" not in tokens and len(tokens) == 5
         assert all(1 <= int(t) <= 6 for t in tokens[::2])
         assert " ".join("abc"[i // 2] if i % 2 == 0 else t for i, t in enumerate(tokens)) in EASY_FORMS
+
+
+def test_prompt_format_defaults_keep_the_tiny_prompts_plain(tiny_model_dir):
+    """The chat template is on by default (as the paper's code); the tiny tokenizer has none, so
+    its prompts are what they always were: the plain prompt with BOS (README recipe unchanged)."""
+    from transformers import AutoTokenizer
+
+    from gft_core.config import GFTConfig
+    from gft_core.policy import PromptFormat, encode_prompt, format_prompt, has_chat_template
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    fmt = GFTConfig().data.prompt_format
+    assert fmt == PromptFormat(chat_template=True) and not has_chat_template(tok)
+    prompt = "What is 3 + 4?"
+    assert encode_prompt(tok, prompt, max_len=64, chat_template=fmt) == tok(prompt)["input_ids"]
+    assert encode_prompt(tok, prompt, max_len=64, chat_template=True) == tok(prompt)["input_ids"]
+    suffix = "Please reason step by step, and put your final answer within \\boxed{}."
+    assert format_prompt(tok, prompt, PromptFormat(True, "Be brief.", suffix)) == (
+        f"Be brief.\n\n{prompt}\n{suffix}", False)
+
+
+def test_prompt_format_with_a_chat_template():
+    from gft_core.policy import PromptFormat, encode_prompt, format_prompt
+    from gft_core.tiny import CHAT_TEMPLATE
+
+    tok = build_tokenizer()
+    tok.chat_template = CHAT_TEMPLATE  # "Question: ...\nAnswer:"; no system role: it joins the user turn
+    fmt = PromptFormat(True, "", "Put the answer in \\boxed{}.")
+    text, templated = format_prompt(tok, "What is 2 + 2?", fmt)
+    assert templated and text == "Question: What is 2 + 2?\nPut the answer in \\boxed{}.\nAnswer:"
+    assert encode_prompt(tok, "What is 2 + 2?", max_len=500, chat_template=fmt) == tok(text, add_special_tokens=False)["input_ids"]
+    assert format_prompt(tok, "Hi", PromptFormat(True, "Sys", ""))[0] == "Question: Sys\n\nHi\nAnswer:"
+    assert format_prompt(tok, "Hi", PromptFormat(False, "", "")) == ("Hi", False)
+    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    assert format_prompt(tok, "Hi", PromptFormat(True, "Sys", "Go."))[0] == "<|system|>Sys\n<|user|>Hi\nGo.\n<|assistant|>"

@@ -314,3 +314,30 @@ def test_group_records_mark_truncated_responses(tiny_cfg):
     assert all(len(r["tokens"]) == 4 for r in samples if r["truncated"])
     full = records(64)
     assert not any(r["truncated"] for r in full if r["source"] == "expert")
+
+
+def test_groups_use_the_prompt_format(tiny_cfg, tiny_model_dir, tmp_path):
+    """The trainer encodes prompts in the run's format: a model whose tokenizer has a chat template
+    gets it (with the dataset's system prompt and suffix); the tiny tokenizer, without one, plain."""
+    import json
+    import shutil
+
+    from gft_core.tiny import CHAT_TEMPLATE
+
+    suffix = "Put the final answer within \\boxed{}."
+    chat = tmp_path / "chat-model"
+    shutil.copytree(tiny_model_dir, chat)
+    tc = json.loads((chat / "tokenizer_config.json").read_text())
+    (chat / "tokenizer_config.json").write_text(json.dumps({**tc, "chat_template": CHAT_TEMPLATE}))
+    for model, expect_template in ((chat, True), (tiny_model_dir, False)):
+        cfg = tiny_cfg(model_path=str(model))
+        cfg.data.system_prompt, cfg.data.instruction_suffix = "Be exact.", suffix
+        t = Trainer(cfg.validate())
+        t.setup()
+        ex = t.train_examples[0]
+        group = t.build_groups([ex], 0)[0]
+        text = t.tokenizer.decode(group.prompt_ids, skip_special_tokens=True)
+        if expect_template:
+            assert text == f"Question: Be exact.\n\n{ex.prompt}\n{suffix}\nAnswer:"
+        else:
+            assert text == f"Be exact.\n\n{ex.prompt}\n{suffix}"

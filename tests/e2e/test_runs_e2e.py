@@ -151,3 +151,36 @@ def test_killed_worker_is_failed_by_housekeeping_then_resume_completes(transacti
     steps = loss_steps(pk)
     assert steps == list(range(1, total + 1)), (killed_at, steps)  # resumed from the checkpoint, no gap, no duplicate
     assert stream_steps(pk)[-1] == total
+
+
+def test_worker_publishes_its_devices(celery_worker, settings):
+    """The worker's device heartbeat: its hostname, queues and GPUs (free memory) in Redis with a
+    TTL; on a machine without GPUs the list is empty (it trains on its CPU)."""
+    import json
+
+    import redis
+
+    from webapp.resources.devices import DEVICES_KEY_PREFIX, worker_reports
+    from workers.devices import probe_devices
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    reports = wait_for(lambda: [r for r in worker_reports() if "gpu" in r["queues"]], timeout=60,
+                       what="a device report of the gpu worker", on_timeout=celery_worker.log)
+    key = DEVICES_KEY_PREFIX + reports[0]["hostname"]
+    assert 0 < client.ttl(key) <= 60 and json.loads(client.get(key))["queues"] == reports[0]["queues"]
+    assert [d["index"] for d in reports[0]["devices"]] == [d["index"] for d in probe_devices()]
+
+
+def test_probe_devices_reads_the_gpus():
+    """GPU machines only: NVML's view matches torch's device count and memory."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from workers.devices import probe_devices
+
+    devices = probe_devices()  # NVML indices; torch's follow CUDA_VISIBLE_DEVICES in the same order
+    assert len(devices) == torch.cuda.device_count()
+    for i, d in enumerate(devices):
+        total = torch.cuda.get_device_properties(i).total_memory  # NVML's total includes reserved memory
+        assert 0 < d["free_bytes"] <= d["total_bytes"] and abs(d["total_bytes"] - total) < 0.05 * total

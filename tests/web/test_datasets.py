@@ -611,3 +611,36 @@ def test_broker_down_marks_the_validation_not_queued(auth_client, team, django_c
     ds = Dataset.objects.get()
     assert ds.status == Dataset.Status.INVALID and "could not be queued" in ds.report["fatal"]
     assert "Validate again" in auth_client.get(reverse("datasets:detail", args=[ds.pk])).content.decode()
+
+
+SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def test_prompt_format_is_a_dataset_setting_shown_and_used_by_runs(auth_client, api_client, team, user):
+    """System prompt and instruction suffix: set at upload (form and API), kept by a new version,
+    shown on the dataset page with the first prompt as sent, and carried into a run's config."""
+    r = upload(auth_client, "toy.jsonl", jsonl(toy_rows()), system_prompt="You are a careful solver.",
+               instruction_suffix=SUFFIX)
+    ds = Dataset.objects.get(team=team, name="toy")
+    assert r.status_code == 302 and ds.prompt_format == {"system_prompt": "You are a careful solver.",
+                                                         "instruction_suffix": SUFFIX}
+    page = auth_client.get(reverse("datasets:detail", args=[ds.pk])).content.decode()
+    assert 'id="prompt-format"' in page and "You are a careful solver." in page
+    assert "What is 0 + 0?\nPlease reason step by step" in page
+    assert services.data_config(ds)["instruction_suffix"] == SUFFIX
+    v2 = services.new_dataset_version(ds, user, eval_split="none")
+    assert v2.prompt_format == ds.prompt_format  # kept unless changed
+    form = auth_client.get(reverse("datasets:new_version", args=[ds.pk])).content.decode()
+    assert "You are a careful solver." in form  # the new-version form starts from it
+
+    up = api_client.post("/api/datasets/", {"name": "api", "file": SimpleUploadedFile("a.jsonl", jsonl(toy_rows(3))),
+                                            "mapping": json.dumps(TOY_MAPPING),
+                                            "prompt_format": json.dumps({"instruction_suffix": SUFFIX})},
+                         format="multipart")
+    assert up.status_code == 201 and up.json()["prompt_format"] == {"instruction_suffix": SUFFIX}, up.json()
+    for bad in ({"suffix": "x"}, {"system_prompt": "x" * 5000}, ["x"]):
+        resp = api_client.post("/api/datasets/", {"name": "bad", "file": SimpleUploadedFile("b.jsonl", jsonl(toy_rows(2))),
+                                                  "mapping": json.dumps(TOY_MAPPING), "prompt_format": json.dumps(bad)},
+                               format="multipart")
+        assert resp.status_code == 400 and "prompt_format" in resp.json(), resp.json()
+    assert not Dataset.objects.filter(name="bad").exists()

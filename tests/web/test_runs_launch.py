@@ -2,6 +2,8 @@
 cancel/resume/logs access. No worker here: runs stay queued (the broker holds their message)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.urls import reverse
 
@@ -285,3 +287,102 @@ def test_launch_with_an_eval_suite(auth_client, api_client, team, user, other_te
     api = api_client.post("/api/runs/", {**launch_inputs, "config": {"eval_suite": cfg}}, format="json")
     assert api.status_code == 400 and "config.eval_suite" in api.json(), api.json()
     assert Run.objects.count() == before
+
+
+def test_recipe_gft_paper_through_the_api_and_the_form(auth_client, api_client, launch_inputs, toy_dataset):
+    """`recipe: gft-paper` fills the paper's settings under the explicit inputs; an unknown recipe is
+    a 400 naming `recipe`; the form shows the recipe as a diff against the defaults."""
+    minimal = {k: launch_inputs[k] for k in ("model", "dataset", "reward_config", "eval_split")}
+    resp = api_client.post("/api/runs/", {**minimal, "recipe": "gft-paper", "lr": 3e-6, "max_steps": 1}, format="json")
+    assert resp.status_code == 201, resp.json()
+    cfg = Run.objects.get(pk=resp.json()["id"]).config
+    assert (cfg["tau"], cfg["n_expert"], cfg["n_teacher"], cfg["n_self"]) == (0.1, 1, 3, 4)
+    assert (cfg["prompts_per_step"], cfg["max_response_len"], cfg["kl_coef"], cfg["max_grad_norm"]) == (128, 2048, 0.0, 1.0)
+    assert cfg["lr"] == 3e-6 and cfg["data"]["use_chat_template"] is True  # the explicit lr wins
+    bad = api_client.post("/api/runs/", {**minimal, "recipe": "gft-papers"}, format="json")
+    assert bad.status_code == 400 and "recipe" in bad.json() and Run.objects.count() == 1
+
+    page = auth_client.get(reverse("runs:launch")).content.decode()
+    assert 'data-recipe="gft-paper"' in page and "<td>tau</td><td>0.3</td><td><b>0.1</b></td>" in page
+    initial = auth_client.get(reverse("runs:launch")).context["form"].initial
+    # tau typed by hand stays; max_response_len left as the form offered it takes the recipe's
+    posted = form_data(launch_inputs, recipe="gft-paper", tau=0.5, max_response_len=initial["max_response_len"])
+    resp = auth_client.post(reverse("runs:launch"), posted)
+    assert resp.status_code == 302, resp.context["form"].errors
+    cfg = Run.objects.latest("pk").config
+    assert cfg["tau"] == 0.5 and cfg["max_response_len"] == 2048
+    assert auth_client.post(reverse("runs:launch"), form_data(launch_inputs, recipe="nope")).context["form"].errors["recipe"]
+
+
+def test_model_info_trainable_count_and_chat_template(auth_client, launch_inputs, tiny_assets, settings):
+    """The form's model note: trainable parameters (LoRA settings applied) as PEFT counts them,
+    whether the tokenizer has a chat template; shown on the run page too."""
+    import json
+    import shutil
+
+    from gft_core.lora import apply_lora, trainable_parameters
+    from gft_core.policy import load_policy
+
+    url = reverse("runs:launch_defaults")
+    model = str(tiny_assets["model"])
+    body = auth_client.get(url, {"model": model, "lora_rank": "4", "lora_target_modules": "q_proj,v_proj"}).json()
+    policy, _ = load_policy(model)
+    trainable, total = trainable_parameters(apply_lora(policy, rank=4, alpha=16, dropout=0.0, targets="q_proj,v_proj"))
+    assert body["trainable"] == trainable and body["chat_template"] is False  # the tiny tokenizer has none
+    full = auth_client.get(url, {"model": model}).json()
+    assert full["trainable"] == full["parameters"]  # full fine-tuning: every parameter (norms aside) trains
+    assert abs(full["parameters"] - (total - trainable)) < 0.01 * total  # the base model's own
+    bad = auth_client.get(url, {"model": model, "lora_rank": "-1"})
+    assert bad.status_code == 400 and bad.json()["field"] == "lora_rank"
+    for name, value in (("micro_batch_size", "x"), ("max_response_len", "0"), ("num_gpus", "0")):
+        resp = auth_client.get(url, {"model": model, name: value})
+        assert resp.status_code == 400 and resp.json()["field"] == name, (name, resp.json())
+    small = auth_client.get(url, {"model": model, "micro_batch_size": "1"}).json()["memory"]
+    large = auth_client.get(url, {"model": model, "micro_batch_size": "64", "max_response_len": "512"}).json()["memory"]
+    assert 0 < small["peak_bytes"] < large["peak_bytes"] and "peak per device" in small["lines"][-1]
+    chat = Path(settings.MODEL_ROOTS[0]) / "tiny-chat"
+    shutil.copytree(model, chat, dirs_exist_ok=True)
+    tc = json.loads((chat / "tokenizer_config.json").read_text())
+    (chat / "tokenizer_config.json").write_text(json.dumps({**tc, "chat_template": "{{ messages[0]['content'] }}"}))
+    assert auth_client.get(url, {"model": str(chat)}).json()["chat_template"] is True
+
+    resp = auth_client.post(reverse("runs:launch"), form_data(launch_inputs, lora_rank=4, lora_target_modules="q_proj,v_proj"))
+    assert resp.status_code == 302, resp.context["form"].errors
+    page = auth_client.get(resp["Location"]).content.decode()
+    assert 'class="trainable"' in page and f"{trainable:,}" in page
+
+
+def test_a_launch_that_fits_no_gpu_worker_is_refused_with_the_numbers(auth_client, api_client, launch_inputs, settings):
+    """Workers publish their GPUs' free memory (workers/devices.py); a run whose memory plan fits
+    none of the queue's GPU workers is a 400 naming memory_plan, with the numbers; a worker with
+    room, or a CPU worker on the queue, lets it through. The report is written here as a worker
+    writes it (no GPU on this machine); test_worker_publishes_its_devices checks the worker side."""
+    import json
+
+    import redis
+
+    from webapp.resources.devices import DEVICES_KEY_PREFIX
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    key = DEVICES_KEY_PREFIX + "gpu-box@test"
+
+    def report(free_gib: float) -> None:
+        client.set(key, json.dumps({"hostname": "gpu-box@test", "queues": ["gpu"], "at": 0, "devices": [
+            {"index": 0, "name": "Tiny GPU", "total_bytes": 2 * 2**30, "free_bytes": int(free_gib * 2**30)}]}), ex=60)
+
+    try:
+        report(0.001)  # ~1 MiB free: nothing fits
+        resp = api_client.post("/api/runs/", launch_inputs, format="json")
+        assert resp.status_code == 400 and "memory_plan" in resp.json(), resp.json()
+        message = resp.json()["memory_plan"][0]
+        assert "GiB on each of 1 GPU(s)" in message and "gpu-box@test: 1 GPU(s), free 0.0 GiB" in message
+        page = auth_client.post(reverse("runs:launch"), form_data(launch_inputs))
+        assert page.status_code == 200 and "no worker on queue" in page.content.decode()
+        info = auth_client.get(reverse("runs:launch_defaults"), {"model": launch_inputs["model"], "queue": "gpu"}).json()
+        assert info["memory"]["problem"].startswith("The memory plan needs")
+        assert info["memory"]["workers"][0]["devices"] == ["Tiny GPU 0.0 of 2.0 GiB free"]
+        assert Run.objects.count() == 0
+        report(1.5)  # room enough for the small model's plan
+        assert api_client.post("/api/runs/", launch_inputs, format="json").status_code == 201
+    finally:
+        client.delete(key)

@@ -46,8 +46,8 @@ class DatasetSerializer(serializers.ModelSerializer):
     class Meta:
         model = Dataset
         fields = ["id", "team", "name", "version", "previous", "status", "usable", "archived", "purpose",
-                  "original_filename", "file_format", "size_bytes", "sha256", "mapping", "eval_split", "eval_fraction",
-                  "eval_seed", "report", "created_at"]
+                  "original_filename", "file_format", "size_bytes", "sha256", "mapping", "prompt_format", "eval_split",
+                  "eval_fraction", "eval_seed", "report", "created_at"]
         read_only_fields = fields
 
 
@@ -62,6 +62,16 @@ class DatasetUploadSerializer(serializers.Serializer):
     eval_fraction = serializers.FloatField(required=False, allow_null=True)
     eval_seed = serializers.IntegerField(default=0)
     eval_file = serializers.FileField(required=False)
+    prompt_format = LimitedJSONField(required=False, help_text='{"system_prompt": ..., "instruction_suffix": ...}: '
+                                      "wrapped around every prompt of a run on this dataset")
+
+    def validate_prompt_format(self, value):
+        from webapp.datasets.services import UploadError, prompt_format_from
+
+        try:
+            return prompt_format_from(value)
+        except UploadError as e:
+            raise serializers.ValidationError(str(e)) from None
 
 
 class RewardConfigSerializer(serializers.ModelSerializer):
@@ -154,6 +164,8 @@ class RunCreateSerializer(serializers.Serializer):
     tags = serializers.ListField(child=serializers.CharField(max_length=launchfields.TAG_MAX_LENGTH), required=False)
     config = serializers.DictField(required=False, help_text="Extra gft_core settings (e.g. kl_interval); every "
                                    "key is checked like the launch fields")
+    recipe = serializers.ChoiceField(choices=launchfields.recipe_choices(), required=False,
+                                     help_text=launchfields.RECIPE_HELP + " Fields given here override it.")
     clone_of = serializers.IntegerField(required=False, help_text="Run id this run was cloned from")
     init_from_run = serializers.IntegerField(required=False, allow_null=True, min_value=1,
                                              max_value=launchfields.MAX_ID, help_text=launchfields.INIT_FROM_RUN_HELP)

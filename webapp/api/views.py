@@ -150,7 +150,8 @@ class DatasetViewSet(DatasetTeacherActions, VersionedResourceMixin, ScopedMixin,
             dataset = datasets.create_dataset_from_upload(
                 team, request.user, d["file"], name=d["name"], filename=d["file"].name, mapping=d["mapping"],
                 eval_split=d["eval_split"], eval_fraction=d.get("eval_fraction"), eval_seed=d["eval_seed"],
-                eval_fileobj=eval_file, eval_filename=eval_file.name if eval_file else "")
+                eval_fileobj=eval_file, eval_filename=eval_file.name if eval_file else "",
+                prompt_format=d.get("prompt_format"))
         except datasets.UploadError as e:
             if isinstance(e.__cause__, QuotaExceeded):  # the team's storage quota
                 return Response(e.__cause__.as_dict(), status=status.HTTP_429_TOO_MANY_REQUESTS)

@@ -5,10 +5,12 @@ import dataclasses
 
 from django import forms
 
+from gft_core.config import MAX_PROMPT_TEXT
 from gft_core.data import PRESETS
 
 from .models import Dataset
-from .services import UploadError, available_tokenizers, check_tokenizer, mapping_from
+from .services import (PROMPT_FORMAT_KEYS, UploadError, available_tokenizers, check_tokenizer, mapping_from,
+                       prompt_format_from)
 from .uploads import EXTENSIONS
 
 ACCEPT = ",".join([*EXTENSIONS, ".gz"])
@@ -53,6 +55,13 @@ class MappingForm(forms.Form):
                                      widget=forms.NumberInput(attrs={"step": "0.01"}))
     eval_seed = forms.IntegerField(required=False, initial=0)
     tokenizer = forms.ChoiceField(required=False, help_text="Used for the token-length histograms of the report.")
+    system_prompt = forms.CharField(required=False, max_length=MAX_PROMPT_TEXT, widget=forms.Textarea(attrs={"rows": 2}),
+                                    help_text="A system message before every prompt (with the model's chat template; "
+                                              "without one, it precedes the prompt after a blank line).")
+    instruction_suffix = forms.CharField(required=False, max_length=MAX_PROMPT_TEXT,
+                                         widget=forms.Textarea(attrs={"rows": 2}),
+                                         help_text="Added after every prompt on its own line, e.g. “Please reason step "
+                                                   "by step, and put your final answer within \\boxed{}.”")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -99,6 +108,7 @@ class MappingForm(forms.Form):
                 self.add_error("eval_fraction", "Give a fraction between 0 and 1, e.g. 0.05.")
         if data.get("eval_seed") is None:
             data["eval_seed"] = 0
+        data["prompt_format"] = prompt_format_from({k: data.get(k) or "" for k in PROMPT_FORMAT_KEYS})
         return data
 
     @staticmethod
@@ -113,6 +123,7 @@ class MappingForm(forms.Form):
             "ground_truth_fallback": m.get("ground_truth_fallback") or "",
             "eval_split": dataset.eval_split, "eval_fraction": dataset.eval_fraction or 0.05,
             "eval_seed": dataset.eval_seed, "tokenizer": dataset.tokenizer,
+            **{k: (dataset.prompt_format or {}).get(k, "") for k in PROMPT_FORMAT_KEYS},
         }
 
 

@@ -32,6 +32,9 @@ class Dataset(VersionedTeamResource):
     sha256 = models.CharField(max_length=64)
     size_bytes = models.BigIntegerField()
     mapping = models.JSONField(default=dict, help_text="Column mapping (gft_core.data.ColumnMapping)")
+    prompt_format = models.JSONField(default=dict, blank=True,
+                                     help_text="system_prompt and instruction_suffix (gft_core DataConfig), "
+                                               "wrapped around every prompt of a run on this version")
     eval_split = models.CharField(max_length=10, choices=EvalSplit.choices, default=EvalSplit.NONE)
     eval_file_path = models.CharField(max_length=500, blank=True)
     eval_original_filename = models.CharField(max_length=255, blank=True)
@@ -56,7 +59,7 @@ class Dataset(VersionedTeamResource):
     # What a run trains on: a version used by a run must never change these (edit = new version).
     CONTENT_FIELDS = VersionedTeamResource.CONTENT_FIELDS + (
         "file_path", "sha256", "size_bytes", "file_format", "mapping", "eval_split", "eval_file_path",
-        "eval_sha256", "eval_fraction", "eval_seed",
+        "eval_sha256", "eval_fraction", "eval_seed", "prompt_format",
     )
 
     @property

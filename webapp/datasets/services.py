@@ -31,7 +31,7 @@ QUICK_CHECK_ROWS = 50
 
 __all__ = [
     "UploadError", "DuplicateDatasetError", "InUseError", "create_dataset_from_upload", "new_dataset_version",
-    "archive", "delete", "used_by", "versions", "start_validation", "mapping_from", "data_config", "derived_version",
+    "archive", "delete", "used_by", "versions", "start_validation", "mapping_from", "prompt_format_from", "prompt_preview", "data_config", "derived_version",
 ]
 
 
@@ -68,13 +68,56 @@ def mapping_from(value: str | dict | ColumnMapping) -> dict:
     return d
 
 
+PROMPT_FORMAT_KEYS = ("system_prompt", "instruction_suffix")
+
+
+def prompt_format_from(value: dict | None) -> dict:
+    """The dataset's prompt settings ({system_prompt, instruction_suffix}, blank ones left out),
+    checked like gft_core's DataConfig; UploadError naming the key otherwise."""
+    from gft_core.config import MAX_PROMPT_TEXT
+
+    value = value or {}
+    if not isinstance(value, dict):
+        raise UploadError("prompt_format: must be a mapping of system_prompt and instruction_suffix.")
+    out = {}
+    for key, text in value.items():
+        if key not in PROMPT_FORMAT_KEYS:
+            raise UploadError(f"prompt_format.{key}: unknown setting; known: {', '.join(PROMPT_FORMAT_KEYS)}.")
+        if text is None:
+            continue
+        if not isinstance(text, str):
+            raise UploadError(f"prompt_format.{key}: must be text.")
+        if len(text) > MAX_PROMPT_TEXT:
+            raise UploadError(f"prompt_format.{key}: at most {MAX_PROMPT_TEXT} characters (got {len(text)}).")
+        if text.strip():
+            out[key] = text.strip()
+    return out
+
+
+def prompt_preview(dataset: Dataset) -> dict:
+    """The dataset's prompt settings and its first prompt as the model's user turn (the instruction
+    suffix on its own line), for the dataset page and the launch form's group preview."""
+    from gft_core.policy import PromptFormat
+
+    fmt = dict(dataset.prompt_format or {})
+    out = {"system_prompt": fmt.get("system_prompt", ""), "instruction_suffix": fmt.get("instruction_suffix", ""),
+           "example": None}
+    try:
+        first = load_examples(dataset.path, column_mapping(dataset), limit=1)
+    except (DataError, OSError, TypeError):
+        return out
+    if first:
+        out["example"] = PromptFormat(True, out["system_prompt"], out["instruction_suffix"]).content(first[0].prompt)
+    return out
+
+
 def column_mapping(dataset: Dataset) -> ColumnMapping:
     return ColumnMapping(**dataset.mapping)
 
 
 def data_config(dataset: Dataset) -> dict:
     """The `data` section of a gft_core config (DataConfig fields) for training on `dataset`."""
-    cfg: dict = {"path": str(dataset.path), "mapping": dict(dataset.mapping)}
+    cfg: dict = {"path": str(dataset.path), "mapping": dict(dataset.mapping), **(dataset.prompt_format or {})}
     if dataset.eval_split == Dataset.EvalSplit.FILE and dataset.eval_file_path:
         cfg["eval_path"] = str(dataset.eval_path)
     elif dataset.eval_split == Dataset.EvalSplit.FRACTION and dataset.eval_fraction:
@@ -196,7 +239,7 @@ def create_dataset_from_upload(
     team, user, fileobj: BinaryIO, *, name: str, filename: str, mapping: str | dict | ColumnMapping,
     eval_split: str = Dataset.EvalSplit.NONE, eval_fraction: float | None = None, eval_seed: int = 0,
     eval_fileobj: BinaryIO | None = None, eval_filename: str = "", tokenizer: str = "",
-    allow_duplicate: bool = False,
+    allow_duplicate: bool = False, prompt_format: dict | None = None,
 ) -> Dataset:
     """Store an uploaded file as version 1 of a new dataset of `team` and queue its validation.
 
@@ -211,6 +254,7 @@ def create_dataset_from_upload(
     if Dataset.objects.filter(team=team, name=name).exists():
         raise UploadError(f"Your team already has a dataset named {name!r}; upload a new version from its page or pick another name.")
     mapping_d = mapping_from(mapping)
+    prompt_d = prompt_format_from(prompt_format)
     eval_f = _eval_fields(eval_split, eval_fraction, eval_seed, eval_fileobj is not None)
     tokenizer = check_tokenizer(tokenizer)
     uploads = _receive_all(team, fileobj, filename, eval_fileobj if eval_f["eval_split"] == "file" else None,
@@ -221,7 +265,8 @@ def create_dataset_from_upload(
             for _, stored in uploads:
                 stored.discard()
             raise DuplicateDatasetError(existing, os.path.basename(filename))
-    return _create(team, user, name=name, version=1, previous=None, fields={"mapping": mapping_d, **eval_f},
+    return _create(team, user, name=name, version=1, previous=None,
+                   fields={"mapping": mapping_d, "prompt_format": prompt_d, **eval_f},
                    uploads=uploads, tokenizer=tokenizer)
 
 
@@ -244,7 +289,7 @@ def new_dataset_version(
     dataset: Dataset, user, *, fileobj: BinaryIO | None = None, filename: str = "",
     mapping: str | dict | ColumnMapping | None = None, eval_split: str | None = None,
     eval_fraction: float | None = None, eval_seed: int | None = None, eval_fileobj: BinaryIO | None = None,
-    eval_filename: str = "", tokenizer: str | None = None,
+    eval_filename: str = "", tokenizer: str | None = None, prompt_format: dict | None = None,
 ) -> Dataset:
     """A new version of `dataset` (same name, version + 1, previous -> `dataset`) with the changes given.
 
@@ -253,6 +298,7 @@ def new_dataset_version(
     """
     team = dataset.team
     mapping_d = mapping_from(mapping) if mapping is not None else dict(dataset.mapping)
+    prompt_d = prompt_format_from(prompt_format) if prompt_format is not None else dict(dataset.prompt_format or {})
     split = eval_split if eval_split is not None else dataset.eval_split
     keep_eval_file = split == Dataset.EvalSplit.FILE and eval_fileobj is None and bool(dataset.eval_file_path)
     eval_f = _eval_fields(
@@ -263,7 +309,7 @@ def new_dataset_version(
     )
     tokenizer = check_tokenizer(tokenizer if tokenizer is not None else dataset.tokenizer)
     uploads = _receive_all(team, fileobj, filename, eval_fileobj if split == "file" else None, eval_filename, mapping_d)
-    fields: dict = {"mapping": mapping_d, **eval_f}
+    fields: dict = {"mapping": mapping_d, "prompt_format": prompt_d, **eval_f}
     if fileobj is None:
         fields.update(file_path=dataset.file_path, original_filename=dataset.original_filename,
                       file_format=dataset.file_format, sha256=dataset.sha256, size_bytes=dataset.size_bytes)
@@ -292,6 +338,7 @@ def derived_version(dataset: Dataset, user, path: Path, *, filename: str, mappin
     with open(path, "rb") as f, (open(eval_path, "rb") if eval_path else contextlib.nullcontext()) as ef:
         uploads = _receive_all(dataset.team, f, filename, ef, dataset.eval_original_filename or "eval.jsonl", mapping_d)
     fields: dict = {"mapping": mapping_d, "lineage": lineage, "purpose": dataset.purpose,
+                    "prompt_format": dict(dataset.prompt_format or {}),
                     **_eval_fields(dataset.eval_split, dataset.eval_fraction, dataset.eval_seed, eval_path is not None)}
     version = resources.next_version(Dataset, dataset.team, dataset.name)
     return _create(dataset.team, user, name=dataset.name, version=version, previous=dataset, fields=fields,

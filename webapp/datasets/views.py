@@ -74,6 +74,7 @@ def upload(request: HttpRequest) -> HttpResponse:
                     mapping=d["mapping"], eval_split=d["eval_split"], eval_fraction=d.get("eval_fraction"),
                     eval_seed=d["eval_seed"], eval_fileobj=d.get("eval_file"),
                     eval_filename=d["eval_file"].name if d.get("eval_file") else "", tokenizer=d["tokenizer"],
+                    prompt_format=d["prompt_format"],
                     allow_duplicate=d["allow_duplicate"],
                 )
             except services.DuplicateDatasetError as e:
@@ -97,6 +98,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     dataset = _get(request, pk)
     return render(request, "datasets/detail.html", {
         "dataset": dataset, "report": dataset.report or {}, "runs": services.used_by(dataset),
+        "prompt": services.prompt_preview(dataset),
         "versions": services.versions(dataset), "can_write": _can_write(request, dataset),
         "can_manage": can_manage(request.user, dataset),
         "validate_form": ValidateForm(initial={"tokenizer": dataset.tokenizer}),
@@ -204,6 +206,7 @@ def new_version(request: HttpRequest, pk: int) -> HttpResponse:
                     mapping=d["mapping"], eval_split=d["eval_split"], eval_fraction=d.get("eval_fraction"),
                     eval_seed=d["eval_seed"], eval_fileobj=d.get("eval_file"),
                     eval_filename=d["eval_file"].name if d.get("eval_file") else "", tokenizer=d["tokenizer"],
+                    prompt_format=d["prompt_format"],
                 )
             except services.UploadError as e:
                 form.add_error(None, str(e))

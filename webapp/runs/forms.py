@@ -61,6 +61,7 @@ class LaunchForm(forms.Form):
     init_from_step = forms.IntegerField(required=False, min_value=1, max_value=launchfields.MAX_ID,
                                         label="Start step", help_text=launchfields.INIT_FROM_STEP_HELP)
     tags = TagsField(required=False, help_text="Comma-separated labels for filtering.")
+    recipe = forms.ChoiceField(choices=(), required=False, help_text=launchfields.RECIPE_HELP)
 
     def __init__(self, *args, team, **kwargs):
         kwargs.setdefault("initial", defaults.defaults())
@@ -79,6 +80,8 @@ class LaunchForm(forms.Form):
         self.fields["reward_config"].queryset = RewardConfig.objects.filter(team=team, archived=False)
         self.fields["eval_suite"].queryset = EvalSuite.objects.filter(team=team, archived=False)
         self.fields["queue"].choices = [(q, q) for q in launch.queue_choices()]
+        self.fields["recipe"].choices = [("", "None: the defaults below"), *launchfields.recipe_choices()]
+        self.recipes = launchfields.recipe_table()
         self.model_choices = modelpaths.model_choices()
         self.plan: launch.LaunchPlan | None = None
 
@@ -100,6 +103,10 @@ class LaunchForm(forms.Form):
         data = super().clean()
         if self.errors:  # a value that did not even parse: gft_core would only repeat it
             return data
+        if data.get("recipe"):  # a field left as the form offered it takes the recipe's value
+            for name in launchfields.recipe_launch_values(data["recipe"]):
+                if name not in self.changed_data:
+                    data.pop(name, None)
         try:
             self.plan = launch.build_config(self.team, data)
         except launch.LaunchError as e:

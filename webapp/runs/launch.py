@@ -30,7 +30,7 @@ from webapp import dispatch
 from webapp.accounts import quotas
 
 from . import services
-from .defaults import SMALL_MODEL_EXTRA, defaults, is_small
+from .defaults import SMALL_MODEL_EXTRA, defaults, fit_batches, is_small
 from .effective_group import PREVIEW_FIELDS, dataset_group
 from .launchfields import WEB_CONTROLLED
 from .modelpaths import TINY_MODEL, ModelPathError, estimate_params, launch_value, resolve_model
@@ -114,8 +114,12 @@ def build_config(team, data: dict[str, Any]) -> LaunchPlan:
         except ModelPathError as e:
             err("model", str(e))
             model_path = ""
-    method = data.get("method") or "gft"
+    recipe = _recipe(data.get("recipe"), err)
+    method = data.get("method") or (recipe.settings.get("method") if recipe else None) or "gft"
     base = defaults(model_value if model_path else TINY_MODEL, method if method in METHODS else "gft")
+    if recipe is not None:  # the recipe's settings under the explicit inputs
+        base.update({k: v for k, v in recipe.settings.items() if k in LAUNCH_FIELDS})
+        base.update(fit_batches(base))
     merged = {**base,
               **{k: v for k, v in data.items() if v is not None or k in ("max_steps", "sequences_per_update")}}
     if merged.get("method") not in METHODS:
@@ -167,13 +171,45 @@ def build_config(team, data: dict[str, Any]) -> LaunchPlan:
     cfg.update(extra)
     cfg.update(model_path=model_path, output_dir="runs/pending", reward=reward.spec, eval_suite=suite_data)
     cfg["data"] = _data_section(dataset, merged, data_config)
+    if recipe is not None:
+        cfg["data"].update({k[5:]: v for k, v in recipe.settings.items() if k.startswith("data.")})
     gcfg = _validate(cfg, base, errors)
+    problem = memory_problem(gcfg, num_gpus, merged["queue"])
+    if problem:
+        raise LaunchError.one("memory_plan", problem)
     fields = {"name": name or f"{gcfg.method} on {dataset}", "method": gcfg.method,
               "dataset": dataset, "reward_config": reward, "eval_suite": suite, "queue": merged["queue"], "num_gpus": num_gpus,
               "init_from_run": source, "init_from_step": source_step,
               "tags": [t for t in (merged.get("tags") or []) if t],
               "effective_group": dataset_group(dataset, {name: getattr(gcfg, name) for name in ("method", *PREVIEW_FIELDS)})}
     return LaunchPlan(gcfg.to_dict(), fields)
+
+
+def memory_problem(gcfg: GFTConfig, num_gpus: int, queue: str) -> str | None:
+    """Why the run's memory plan (gft_core.memory from the model's config.json) fits no GPU worker
+    of `queue` as the workers report their free memory (webapp.resources.devices), or None."""
+    from gft_core.memory import Shape, plan_memory
+    from webapp.resources.devices import fit_problem, worker_reports
+
+    try:
+        shape = Shape.from_dir(gcfg.model_path)
+    except (OSError, ValueError, KeyError, TypeError):  # e.g. a LoRA adapter directory: not planned
+        return None
+    return fit_problem(plan_memory(shape, gcfg, num_gpus=num_gpus).peak, num_gpus, queue, worker_reports())
+
+
+def _recipe(value: Any, err):
+    """The gft_core recipe named by the `recipe` input (None when blank); an unknown one is an error
+    naming `recipe` and the known ones."""
+    if value in (None, ""):
+        return None
+    from gft_core.recipes import get_recipe
+
+    try:
+        return get_recipe(value)
+    except ConfigError as e:
+        err("recipe", f"Unknown recipe {value!r}; known: {e.message.split('known: ', 1)[-1]}.")
+        return None
 
 
 def resolve_init(team, run_value: Any, step: Any) -> tuple[Run, int | None, str]:

@@ -18,7 +18,7 @@ from gft_core.methods import METHODS as METHOD_TABLE
 
 # Where the web-only inputs sit among the config sections: (before, after) the section's settings.
 WEB_SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "Run": (("name",), ("model", "init_from_run", "init_from_step", "tags")),
+    "Run": (("name", "recipe"), ("model", "init_from_run", "init_from_step", "tags")),
     "Data and reward": ((), ("dataset", "eval_split", "eval_fraction", "reward_config")),
     "Length, evaluation, checkpoints": ((), ("eval_suite",)),
     "Hardware": ((), ("num_gpus", "queue")),
@@ -34,6 +34,40 @@ MAX_ID = 2**31 - 1  # a Postgres integer key
 INIT_FROM_RUN_HELP = ("Start from another run of your team instead of the model: its final model, or the "
                       "checkpoint of “start step”. The model field is then not used.")
 INIT_FROM_STEP_HELP = "A checkpoint step of that run; blank = its final model."
+RECIPE_HELP = ("A named preset of settings (gft_core.recipes) under the values you set yourself: “gft-paper” is "
+               "the authors' setting for Qwen2.5-Math-1.5B.")
+
+
+def recipe_choices() -> list[tuple[str, str]]:
+    from gft_core.recipes import RECIPES
+
+    return [(name, r.label) for name, r in RECIPES.items()]
+
+
+def recipe_launch_values(name: str) -> dict[str, Any]:
+    """The recipe's settings that are launch inputs (the form fields it fills)."""
+    from gft_core.recipes import get_recipe
+
+    return {k: v for k, v in get_recipe(name).settings.items() if k in LAUNCH_FIELDS}
+
+
+def recipe_table() -> dict[str, dict[str, Any]]:
+    """Per recipe: its description, the launch values it fills, and its diff against gft_core's
+    defaults [(setting, default, recipe value)] (what the form shows when it is chosen)."""
+    from gft_core.config import GFTConfig
+    from gft_core.recipes import RECIPES, recipe_diff
+
+    base = GFTConfig()
+    current = {name: _dotted(base, name) for name in FIELDS}
+    return {name: {"label": r.label, "description": r.description, "values": recipe_launch_values(name),
+                   "diff": [list(row) for row in recipe_diff(name, current)]}
+            for name, r in RECIPES.items()}
+
+
+def _dotted(obj: Any, name: str) -> Any:
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def sections() -> list[tuple[str, list[str]]]:

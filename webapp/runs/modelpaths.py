@@ -22,6 +22,7 @@ def ensure_tiny_model() -> Path:
     """The built-in tiny model directory, created once (atomically: built aside, then renamed)."""
     target = tiny_model_dir()
     if (target / "config.json").is_file():
+        _drop_old_tiny_template(target)
         return target
     from gft_core.tiny import make_tiny_model
 
@@ -33,6 +34,19 @@ def ensure_tiny_model() -> Path:
     except OSError:  # another process won the race: its copy is identical (seeded)
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _drop_old_tiny_template(target: Path) -> None:
+    """A tiny model built before the tiny tokenizer lost its chat template: remove it, so the
+    default prompt format (chat template on when there is one) keeps its prompts plain."""
+    from gft_core.tiny import CHAT_TEMPLATE
+
+    old = target / "chat_template.jinja"
+    try:
+        if old.read_text() == CHAT_TEMPLATE:
+            old.unlink()
+    except OSError:  # none (the usual case), or another process removed it first
+        pass
 
 
 def resolve_model(value: str) -> str:
@@ -84,3 +98,50 @@ def estimate_params(model: str) -> int | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return n * (4 * h * h + 3 * h * ff) + v * h
+
+
+def model_info(value: str, *, settings: dict | None = None, num_gpus: int = 1, queue: str = "") -> dict:
+    """What the launch form says about a model (raises ModelPathError like resolve_model):
+    `chat_template` (whether its tokenizer has one: else prompts are sent plain), `trainable` and
+    `parameters` (gft_core.memory's counts from its config.json, the LoRA settings in `settings`
+    applied), and `memory`: the memory plan of `settings` (GFTConfig fields; the others at their
+    defaults) on `num_gpus` GPUs beside the GPU workers' reports, with why it fits none of
+    `queue`'s. The counts and plan are None when the config cannot be read (a LoRA adapter dir)."""
+    from gft_core.config import GFTConfig
+    from gft_core.memory import GIB, Shape, plan_memory
+    from gft_core.policy import model_has_chat_template
+    from webapp.resources.devices import fit_problem, worker_reports
+
+    path = Path(resolve_model(value))
+    out: dict = {"chat_template": model_has_chat_template(path), "trainable": None, "parameters": None,
+                 "memory": None}
+    try:
+        shape = Shape.from_dir(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return out
+    cfg = GFTConfig(**(settings or {}))
+    out.update(parameters=shape.params, trainable=shape.trainable(cfg.lora_rank, cfg.lora_target_modules))
+    plan = plan_memory(shape, cfg, num_gpus=num_gpus)
+    reports = worker_reports()
+    out["memory"] = {
+        "peak_bytes": plan.peak, "peak_gib": round(plan.peak / GIB, 2), "lines": plan.lines(),
+        "workers": [{"hostname": r.get("hostname"), "queues": r.get("queues"),
+                     "devices": [f"{d.get('name')} {d.get('free_bytes', 0) / GIB:.1f} of "
+                                 f"{d.get('total_bytes', 0) / GIB:.1f} GiB free" for d in r["devices"]]}
+                    for r in reports],
+        "problem": fit_problem(plan.peak, num_gpus, queue, reports) if queue else None}
+    return out
+
+
+def config_trainable(config: dict) -> dict | None:
+    """{trainable, parameters} of a run's gft_core config (its model's config.json through
+    gft_core.memory, its LoRA settings applied), or None when the model's config cannot be read."""
+    from gft_core.memory import Shape
+
+    try:
+        shape = Shape.from_dir(config["model_path"])
+        rank = int(config.get("lora_rank") or 0)
+        return {"trainable": shape.trainable(rank, config.get("lora_target_modules") or "auto"),
+                "parameters": shape.params, "lora_rank": rank}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

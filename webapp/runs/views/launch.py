@@ -14,13 +14,15 @@ from django.shortcuts import redirect, render
 from webapp.accounts.quotas import QuotaExceeded
 from webapp.accounts.scoping import get_scoped, require_writer
 
+from gft_core.config import ConfigError, check_field
 from webapp.datasets.models import Dataset
+from webapp.datasets.services import prompt_preview
 
 from ..effective_group import DEFAULT_PERCENTILE, PERCENTILES, PreviewError, dataset_group, preview_inputs
 from ..launch import LaunchError, clone_initial, resume_run, submit_run
 from .. import services
 from ..defaults import DEFAULT_METHOD, METHOD_FITTED, defaults, defaults_for, is_small
-from ..modelpaths import ModelPathError
+from ..modelpaths import TINY_MODEL, ModelPathError, model_info
 from ..forms import LaunchForm
 from ..listing import parse_id
 from ..models import Run
@@ -105,8 +107,58 @@ def launch_defaults(request: HttpRequest) -> JsonResponse:
     except ValueError as e:  # an unknown method
         return JsonResponse({"error": str(e), "field": "method"}, status=400)
     values.pop("model", None)  # the field keeps what the user typed
+    try:
+        info = model_info_for(request.GET)
+    except ModelPathError as e:
+        return JsonResponse({"error": str(e), "field": "model"}, status=400)
+    except ConfigError as e:
+        return JsonResponse({"error": f"{e.field}: {e.message}", "field": e.field}, status=400)
     return JsonResponse({"defaults": values, "params": params, "small": is_small(params),
-                         "method_fitted": list(METHOD_FITTED)})
+                         "method_fitted": list(METHOD_FITTED), **info})
+
+
+def model_info_for(query) -> dict:
+    """modelpaths.model_info for ?model=&lora_rank=&lora_target_modules= (blank LoRA inputs: full
+    fine-tuning, "auto") and, given the other settings the memory plan reads (PLAN_FIELDS, blank =
+    gft_core's default) with num_gpus and queue, the plan beside the workers' reports; ConfigError
+    naming an input that is not a valid value."""
+    values = {name: _query_value(name, query.get(name)) for name in PLAN_FIELDS if query.get(name) not in (None, "")}
+    num_gpus = _query_int("num_gpus", query.get("num_gpus") or "1")
+    if not 1 <= num_gpus <= 64:
+        raise ConfigError("num_gpus", num_gpus, "must be an integer in [1, 64]")
+    return model_info((query.get("model") or TINY_MODEL).strip() or TINY_MODEL, settings=values,
+                      num_gpus=num_gpus, queue=query.get("queue") or "")
+
+
+# The launch settings the form's trainable count and memory plan read (GET /runs/new/defaults/).
+PLAN_FIELDS = ("method", "lora_rank", "lora_target_modules", "n_expert", "n_teacher", "n_self", "micro_batch_size",
+               "max_prompt_len", "max_response_len", "mixed_precision", "gradient_checkpointing", "kl_coef")
+
+
+def _query_int(name: str, text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ConfigError(name, text, "must be an integer") from None
+
+
+def _query_value(name: str, text: str):
+    """A query-string value as its setting's type, checked by gft_core's check_field."""
+    from gft_core.config import FIELDS
+
+    spec = FIELDS[name]
+    if spec.type is bool:
+        value = text.lower() in ("1", "true", "on")
+    elif spec.type is int and spec.choices is None:
+        value = _query_int(name, text)
+    elif spec.type is float and spec.choices is None:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(name, text, "must be a number") from None
+    else:
+        value = text
+    return check_field(name, value)
 
 
 @login_required
@@ -124,7 +176,7 @@ def launch_group(request: HttpRequest) -> JsonResponse:
     if dataset_id is None:
         return JsonResponse({"error": "dataset: choose a dataset version (an id).", "field": "dataset"}, status=400)
     dataset = get_scoped(request.user, Dataset.objects.all(), pk=dataset_id)
-    return JsonResponse(dataset_group(dataset, inputs))
+    return JsonResponse({**dataset_group(dataset, inputs), "prompt": prompt_preview(dataset)})
 
 
 def _post_only(request: HttpRequest, pk: int) -> Run:

@@ -24,6 +24,7 @@ from webapp.accounts.scoping import get_scoped, in_team, scoped
 from .. import charts, live, series
 from ..groups import at_step as groups_at_step, steps as group_sample_steps
 from ..listing import parse_id
+from ..modelpaths import config_trainable
 from ..models import Run
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "runs/detail.html", {
         "run": run, "state": state, "eta_text": charts.format_eta(state["eta_s"]), "page": page, "tau": charts.tau_of(run),
         "config_json": json.dumps(run.config, indent=2, sort_keys=True, default=str),
+        "trainable": config_trainable(run.config or {}),
         "artifacts": run.artifacts.all(), "events": run.events.all()[:50],
         "group_steps": group_sample_steps(run),
         "cancel_url": reverse("runs:cancel", args=[run.pk]), "resume_url": reverse("runs:resume", args=[run.pk]),
