@@ -13,6 +13,7 @@ from webapp.accounts.quotas import QuotaExceeded
 from webapp.accounts.scoping import get_scoped, require_writer
 from webapp.runs.defaults import defaults
 from webapp.runs.launch import LaunchError, SourceRunNotFound
+from webapp.runs.views.table import live_follow
 
 from . import selectors, services
 from .forms import PipelineForm, StageForm
@@ -80,8 +81,10 @@ def pipeline_detail(request: HttpRequest, pk: int) -> HttpResponse:
     pipeline = get_scoped(request.user, Pipeline.objects.select_related("team", "created_by"), pk=pk)
     stages = list(pipeline.stages.select_related("run").order_by("index"))
     run_ids = [s.run_id for s in stages if s.run_id]
+    active = [s.run_id for s in stages if s.run and s.run.is_active]
     return render(request, "pipelines/detail.html", {
         "pipeline": pipeline, "stages": stages, "joined": selectors.joined_series(pipeline),
+        "live": live_follow(active, pending=pipeline.is_active and not active),
         "compare_url": f"{reverse('runs:compare')}?runs={','.join(map(str, run_ids))}" if run_ids else "",
     })
 
