@@ -130,4 +130,13 @@ def test_sweep_and_pipeline_pages_follow_their_runs_live(live_server_url, chromi
     page.wait_for_selector(".pipeline-head .status-succeeded", timeout=20_000)
     assert "All 1 stages succeeded" in page.inner_text(".pipeline-head")
     assert page.evaluate("window.__noReload") == "still here"
+
+    # The new-pipeline page runs the launch form's script per stage: SFT hides tau, GFT shows it.
+    page.goto(f"{base}/pipelines/new/?methods=sft,gft")
+    page.wait_for_selector(".field[data-field='tau'][hidden]", state="attached", timeout=10_000)
+    tau = "[data-launch-prefix='{}-'] .field[data-field='tau']"
+    assert page.locator(tau.format("s0")).is_hidden() and page.locator(tau.format("s1") + " input").count() == 1
+    assert page.locator("[name=s1-model]").count() == 0  # later stages start from the previous model
+    page.select_option("[name=s0-method]", "gft")
+    page.wait_for_function(f"() => !document.querySelector(\"{tau.format('s0')}\").hidden", timeout=10_000)
     assert not errors, errors

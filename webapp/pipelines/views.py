@@ -46,6 +46,8 @@ def pipeline_new(request: HttpRequest) -> HttpResponse:
     data = request.POST if request.method == "POST" else None
     head = PipelineForm(data)
     stages = [StageForm(data, team=team, prefix=f"s{i}", initial=defaults(method=m)) for i, m in enumerate(methods)]
+    for form in stages[1:]:  # a later stage starts from the previous one's final model
+        form.skip_fields = ("model", "init_from_run", "init_from_step")
     if data is not None and head.is_valid() and all([f.is_valid() for f in stages]):
         inputs = [dict(f.cleaned_data) for f in stages]
         try:
