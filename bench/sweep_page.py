@@ -153,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     reset_queries()
     with CaptureQueriesContext(connection) as q:
         r = web.get(path)
-    if r.status_code != 200 or r.content.count(b"data-run-state=") != a.trials:
-        raise RuntimeError(f"GET {path} -> {r.status_code}, not a row per trial")
+    if r.status_code != 200 or r.content.count(b"\"pruned_step\"") != a.trials:
+        raise RuntimeError(f"GET {path} -> {r.status_code}, not a record per trial in sweep-data")
     server_ts = []
     for _ in range(a.reps):
         t0 = time.perf_counter()
