@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 page.goto(f"{base}{path}")
                 page.wait_for_function(SWEEP_DRAWN, timeout=60_000)
                 if page.locator("#sweep-trials tbody tr").count() != a.trials or \
-                        page.locator("#sweep-scatter .main-svg").count() < len(sweep.parameters):
+                        page.evaluate("() => document.getElementById('sweep-scatter').data.length") != len(sweep.parameters):
                     raise RuntimeError("the sweep page did not draw every scatter and row")
                 return page.evaluate(SWEEP_MS) / 1000
 

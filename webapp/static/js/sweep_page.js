@@ -129,23 +129,25 @@ function draw() {
       line: { color: values, colorscale: "Viridis", reversescale: data.direction === "min", showscale: true },
     }], { margin: { l: 60, r: 60, t: 40, b: 20 } }, { displaylogo: false, responsive: true }));
   }
+  // One figure, a subplot per parameter (one Plotly render instead of one per parameter).
   const box = document.getElementById("sweep-scatter");
-  data.params.forEach((p, i) => {
-    let div = box.children[i];
-    if (!div) {
-      div = document.createElement("div");
-      div.className = "sweep-scatter";
-      div.style.height = "260px";
-      box.appendChild(div);
-    }
-    drawn.push(Plotly.react(div, [{
-      type: "scatter", mode: "markers", x: done.map((t) => t.params[p]), y: values,
-      text: done.map((t) => `trial ${t.number}, run #${t.run} (${t.state})`),
-      marker: { color: done.map((t) => (t.state === "complete" ? "#1f77b4" : "#bbb")) },
-    }], { title: { text: `${p} vs ${data.target}`, font: { size: 13 } }, xaxis: { title: { text: p } },
-          yaxis: { title: { text: data.target } }, margin: { l: 50, r: 10, t: 30, b: 40 } },
-    { displaylogo: false, responsive: true }));
+  const n = data.params.length, cols = Math.min(3, n), rows = Math.ceil(n / cols);
+  const text = done.map((t) => `trial ${t.number}, run #${t.run} (${t.state})`);
+  const colors = done.map((t) => (t.state === "complete" ? "#1f77b4" : "#bbb"));
+  const layout = { grid: { rows, columns: cols, pattern: "independent", ygap: 0.35, xgap: 0.12 }, showlegend: false,
+                   margin: { l: 50, r: 10, t: 30, b: 40 }, annotations: [] };
+  const traces = data.params.map((p, i) => {
+    const ax = i ? String(i + 1) : "";
+    layout[`xaxis${ax}`] = { title: { text: p, standoff: 2 } };
+    layout[`yaxis${ax}`] = { title: { text: i % cols ? "" : data.target } };
+    layout.annotations.push({ text: `${p} vs ${data.target}`, xref: `x${ax} domain`, yref: `y${ax} domain`, x: 0.5,
+                              y: 1.12, showarrow: false, font: { size: 13 } });
+    return { type: "scatter", mode: "markers", x: done.map((t) => t.params[p]), y: values, text, name: p,
+             xaxis: `x${ax}`, yaxis: `y${ax}`, marker: { color: colors } };
   });
+  box.style.height = `${rows * 280}px`;
+  box.dataset.plots = String(n);
+  drawn.push(Plotly.react(box, traces, layout, { displaylogo: false, responsive: true }));
   // What bench/sweep_page.py times (from the navigation start) and the browser test waits for.
   Promise.all(drawn).then(() => {
     document.body.dataset.sweepDrawn = String(done.length);
