@@ -36,11 +36,12 @@ BENCHMARKS = {
     "memory": "gft_core.memory's plan vs the measured peak RSS increase of real training steps (CPU)",
     "validate": "the worker's dataset validation (validate()): peak RSS and MB/s on a large JSONL/Parquet, a 50 MB line",
     "runtable": "run table page with 10,000 runs x 30 columns: server time + queries vs the Django admin changelist",
+    "sweep_page": "sweep page of 500 runs drawn in Chromium (parcoords, scatters, table) vs the run table page",
 }
 # Per-benchmark wall-clock limit in `all` (the whole run must stay under 15 minutes on 2 cores).
 LIMITS = {"trainer": 360, "loss": 150, "ingest": 200, "live": 150, "alerts": 180, "chart": 600, "gpu": 300,
           "dataread": 300, "evaluation": 300, "validate": 300, "runtable": 240,
-          "memory": 300}
+          "memory": 300, "sweep_page": 180}
 
 
 def run_one(name: str, argv: list[str]) -> int:

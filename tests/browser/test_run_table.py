@@ -1,13 +1,18 @@
 """The run table in a real headless Chromium, served by uvicorn: a chosen config column, sort by a
 header click, the filter kept in the URL, and a row's status following the run's live stream
-(transitions made here with webapp.runs.services.transition, published to the real Redis)."""
+(transitions made here with webapp.runs.services.transition, published to the real Redis). Then the
+sweep and pipeline pages, live over the same stream: status, step, best so far, sweep status."""
 from __future__ import annotations
 
 from urllib.parse import parse_qs, urlparse
 
-from tests.browser.support import SHOTS, login, make_run
+from tests.browser.support import SHOTS, log_steps, login, make_run, sink_for
+from webapp.pipelines.models import Pipeline, PipelineStage
 from webapp.runs.models import Run
 from webapp.runs.services import transition
+from webapp.sweeps import search
+from webapp.sweeps.models import Sweep, SweepTrial
+from webapp.sweeps.spaces import Param
 
 
 def _names(page) -> list[str]:
@@ -59,4 +64,79 @@ def test_run_table_columns_sort_filter_and_live_status(live_server_url, chromium
     assert page.locator(f"{cell}.status-running").count() == 0
     assert page.evaluate("window.__noReload") == "still here"
     page.screenshot(path=str(SHOTS / "run-table.png"), full_page=True)
+    assert not errors, errors
+
+
+def _sweep(team, user, runs: list[Run]) -> Sweep:
+    """A random search over tau whose whole budget is `runs` (asked of a real Optuna study)."""
+    params = [Param("tau", "float", low=0.1, high=0.9)]
+    study = search.create(f"sweep-live-{team.pk}", "max", "random", params, 0, len(runs), {})
+    sweep = Sweep.objects.create(team=team, name="live tau", base={}, parameters={"tau": params[0].to_json()},
+                                 strategy="random", max_runs=len(runs), parallel=len(runs), target="reward/mean",
+                                 direction="max", asked=len(runs), study_name=study.study_name, created_by=user)
+    for run in runs:
+        trial = study.ask(search.distributions(params))
+        SweepTrial.objects.create(sweep=sweep, run=run, number=trial.number, trial_id=trial._trial_id,
+                                  params={"tau": run.config["tau"]})
+    return sweep
+
+
+def test_sweep_and_pipeline_pages_follow_their_runs_live(live_server_url, chromium, team, user):
+    base = live_server_url
+    first = make_run(team, user, "trial 0", 0.3, total=20)
+    second = make_run(team, user, "trial 1", 0.7, status=Run.Status.QUEUED, total=20)
+    sweep = _sweep(team, user, [first, second])
+    page = login(chromium, base, "alice", "alice-pass-123")
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{base}/sweeps/{sweep.pk}/")
+    page.wait_for_selector("#live-note.live-sse", timeout=20_000)
+    page.evaluate("window.__noReload = 'still here'")
+    assert page.locator("#sweep-best").count() == 0
+
+    # Steps through the real sink, a queued trial starting, a trial ending with its target.
+    sink = sink_for(first, 0, 20)
+    log_steps(sink, range(1, 6), 0.3)
+    page.wait_for_function(f"() => document.querySelector('tr[data-run-state=\"{first.pk}\"] .step-text')"
+                           ".textContent.includes('step 5')", timeout=20_000)
+    transition(second.pk, Run.Status.RUNNING)
+    page.wait_for_selector(f"tr[data-run-state='{second.pk}'] .status.status-running", timeout=20_000)
+    Run.objects.filter(pk=first.pk).update(summary={"reward/mean": 0.42})
+    transition(first.pk, Run.Status.SUCCEEDED)
+    page.wait_for_selector("#sweep-best", timeout=20_000)
+    assert f"run #{first.pk}" in page.inner_text("#sweep-best") and "0.4200" in page.inner_text("#sweep-best")
+    assert "1 complete" in page.inner_text("#sweep-progress")
+    page.wait_for_function("() => document.body.dataset.sweepDrawn === '1'", timeout=10_000)
+
+    # The last trial ends: the sweep succeeds, the page says so and stops following.
+    Run.objects.filter(pk=second.pk).update(summary={"reward/mean": 0.55})
+    transition(second.pk, Run.Status.SUCCEEDED)
+    page.wait_for_selector("#sweep-head .status-succeeded", timeout=20_000)
+    page.wait_for_selector("#live-note.live-idle", timeout=10_000)
+    assert f"run #{second.pk}" in page.inner_text("#sweep-best")
+    assert page.evaluate("window.__noReload") == "still here"
+    page.screenshot(path=str(SHOTS / "sweep-live.png"), full_page=True)
+
+    # A one-stage pipeline: its stage row follows the run; the pipeline's end shows without a reload.
+    stage_run = make_run(team, user, "stage 1", 0.3, status=Run.Status.QUEUED, total=20)
+    pipeline = Pipeline.objects.create(team=team, name="live pipe", created_by=user)
+    PipelineStage.objects.create(pipeline=pipeline, index=0, method="gft", inputs={}, run=stage_run)
+    page.goto(f"{base}/pipelines/{pipeline.pk}/")
+    page.wait_for_selector("#live-note.live-sse", timeout=20_000)
+    page.evaluate("window.__noReload = 'still here'")
+    transition(stage_run.pk, Run.Status.RUNNING)
+    page.wait_for_selector("tr[data-stage='0'] .status.status-running", timeout=20_000)
+    transition(stage_run.pk, Run.Status.SUCCEEDED)
+    page.wait_for_selector(".pipeline-head .status-succeeded", timeout=20_000)
+    assert "All 1 stages succeeded" in page.inner_text(".pipeline-head")
+    assert page.evaluate("window.__noReload") == "still here"
+
+    # The new-pipeline page runs the launch form's script per stage: SFT hides tau, GFT shows it.
+    page.goto(f"{base}/pipelines/new/?methods=sft,gft")
+    page.wait_for_selector(".field[data-field='tau'][hidden]", state="attached", timeout=10_000)
+    tau = "[data-launch-prefix='{}-'] .field[data-field='tau']"
+    assert page.locator(tau.format("s0")).is_hidden() and page.locator(tau.format("s1") + " input").count() == 1
+    assert page.locator("[name=s1-model]").count() == 0  # later stages start from the previous model
+    page.select_option("[name=s0-method]", "gft")
+    page.wait_for_function(f"() => !document.querySelector(\"{tau.format('s0')}\").hidden", timeout=10_000)
     assert not errors, errors

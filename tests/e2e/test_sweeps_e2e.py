@@ -1,6 +1,7 @@
 """Sweeps end to end with a real Celery worker, the trainer on the small model, Postgres and Redis:
-a 2-point grid through `gft sweeps submit --follow` and `gft sweeps best`, then a 3-trial random
-search with a median pruner whose later trials are pruned from live metrics and cancelled."""
+a 2-point grid through `gft sweeps submit --follow` and `gft sweeps best`, then a 2-trial Optuna
+TPE search with a median pruner whose second trial is pruned from live metrics and cancelled.
+(Four runs in all: each costs a worker child and the model's load, most of this test's time.)"""
 from __future__ import annotations
 
 import subprocess
@@ -24,7 +25,7 @@ def gft(*args: str, env: dict, cwd) -> subprocess.CompletedProcess:
                           timeout=400)
 
 
-def test_grid_sweep_from_the_cli_and_a_pruned_random_search(celery_worker, live_server_url, api_token, api_client,
+def test_grid_sweep_from_the_cli_and_a_pruned_tpe_search(celery_worker, live_server_url, api_token, api_client,
                                                              auth_client, launch_inputs, tmp_path):
     base = {k: v for k, v in launch_inputs.items() if k not in ("name", "tau", "lr")}
     env = subprocess_env(GFT_URL=live_server_url, GFT_TOKEN=api_token, XDG_CONFIG_HOME=str(tmp_path / "config"))
@@ -45,31 +46,31 @@ def test_grid_sweep_from_the_cli_and_a_pruned_random_search(celery_worker, live_
     top = max(trials, key=lambda t: t.value)
     assert best.returncode == 0 and f"run #{top.run_id}" in best.stdout and "tau=" in best.stdout, best.stdout
 
-    # Random search of 3 trials over lr with a median pruner (1 startup trial). The target is the
-    # logged `lr` itself, so the pruning is certain: with sampler seed 0 the trials' lr values are
-    # 1.25e-3, 6.8e-4, 7.4e-4, and the two later ones fall below trial 0's at step 1.
+    # TPE search of 2 trials over lr with a median pruner (1 startup trial). The target is the
+    # logged `lr` itself, so the pruning is certain: with seed 0 TPE's startup trials draw lr
+    # 1.25e-3 then 6.8e-4, and the second falls below the first one's at step 1.
     resp = api_client.post("/api/sweeps/", {
-        "name": "lr search", "strategy": "random", "seed": 0, "base": {**base, "max_steps": 4},
-        "parameters": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}, "budget": {"runs": 3, "parallel": 1},
+        "name": "lr search", "strategy": "tpe", "seed": 0, "base": {**base, "max_steps": 4},
+        "parameters": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}, "budget": {"runs": 2, "parallel": 1},
         "target": {"metric": "lr", "direction": "max", "mode": "final"},
         "pruner": {"name": "median", "startup_trials": 1, "warmup_steps": 0}}, format="json")
     assert resp.status_code == 201, resp.json()
     sweep_id = resp.json()["id"]
     sweep = wait_for(lambda: Sweep.objects.get(pk=sweep_id).status != "running" and Sweep.objects.get(pk=sweep_id),
-                     timeout=400, what="the random search to end", on_timeout=lambda: celery_worker.log()[-5000:])
-    assert sweep.status == "succeeded" and sweep.asked == 3
+                     timeout=400, what="the TPE search to end", on_timeout=lambda: celery_worker.log()[-5000:])
+    assert sweep.status == "succeeded" and sweep.asked == 2 and sweep.strategy == "tpe"
     trials = list(sweep.trials.select_related("run").order_by("number"))
-    assert [t.state for t in trials] == ["complete", "pruned", "pruned"], [(t.state, t.run.status) for t in trials]
-    for t in trials[1:]:
-        assert t.run.status == "cancelled" and t.run.step < 4
-        reasons = " ".join(RunEvent.objects.filter(run=t.run).values_list("message", flat=True))
-        assert f"pruned at step {t.pruned_step}" in reasons, reasons
+    assert [t.state for t in trials] == ["complete", "pruned"], [(t.state, t.run.status) for t in trials]
+    pruned = trials[1]
+    assert pruned.run.status == "cancelled" and pruned.run.step < 4
+    reasons = " ".join(RunEvent.objects.filter(run=pruned.run).values_list("message", flat=True))
+    assert f"pruned at step {pruned.pruned_step}" in reasons, reasons
     study = optuna.load_study(study_name=sweep.study_name, storage=search.storage())
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED", "PRUNED"]
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED"]
     assert study.best_trial.params["lr"] == pytest.approx(trials[0].params["lr"])
 
     detail = api_client.get(f"/api/sweeps/{sweep_id}/").json()
-    assert detail["best"]["run"] == trials[0].run_id and len(detail["trials"]) == 3
+    assert detail["best"]["run"] == trials[0].run_id and len(detail["trials"]) == 2
     page = auth_client.get(f"/sweeps/{sweep_id}/").content.decode()
     assert "pruned at step" in auth_client.get(f"/runs/{trials[1].run_id}/").content.decode()
     assert f"run #{trials[0].run_id}" in page and "sweep-parcoords" in page

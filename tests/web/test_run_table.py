@@ -146,6 +146,25 @@ def test_archive_and_delete_permissions(api_client, teammate, user, team, table_
     assert api_client.post(f"/api/runs/{running.pk}/archive/", {}, format="json").status_code == 409
 
 
+def test_api_list_archived_filter(api_client, table_runs):
+    a, b, c = table_runs
+    Run.objects.filter(pk=b.pk).update(archived_at="2026-01-01T00:00Z")
+
+    def names(query: str = "") -> list[str]:
+        resp = api_client.get(f"/api/runs/{query}")
+        assert resp.status_code == 200, resp.json()
+        return sorted(r["name"] for r in resp.json()["results"])
+
+    assert names() == names("?archived=false") == ["run-a", "run-c"]  # as the run table: archived hidden
+    assert names("?archived=true") == ["run-b"]
+    assert names("?archived=all&method=gft") == ["run-a", "run-b"]
+    bad = api_client.get("/api/runs/?archived=maybe")
+    assert bad.status_code == 400 and "archived" in bad.json()
+    schema = api_client.get("/api/schema/?format=json").json()
+    params = {p["name"]: p for p in schema["paths"]["/api/runs/"]["get"]["parameters"]}
+    assert sorted(params["archived"]["schema"]["enum"]) == ["all", "false", "true"]
+
+
 def test_delete_removes_metrics_samples_artifacts_and_files(api_client, team, user, settings, tmp_path):
     settings.ARTIFACT_ROOT = tmp_path
     run = make_run(team, user, "doomed")

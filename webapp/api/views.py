@@ -209,7 +209,10 @@ RUN_FILTERS = [
     OpenApiParameter("method", str), OpenApiParameter("dataset", int, description="dataset version id"),
     OpenApiParameter("tag", str), OpenApiParameter("user", str, description="username of the creator"),
     OpenApiParameter("team", int),
+    OpenApiParameter("archived", str, enum=["false", "true", "all"], default="false",
+                     description="false: archived runs left out (as in the run table); true: only archived runs; all"),
 ]
+ARCHIVED_FILTER = {"false": {"archived_at": None}, "true": {"archived_at__isnull": False}, "all": {}}
 
 
 class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
@@ -228,6 +231,10 @@ class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
         if self.action != "list":
             return qs
         p = self.request.query_params
+        archived = p.get("archived", "false").strip().lower() or "false"
+        if archived not in ARCHIVED_FILTER:
+            raise ValidationError({"archived": [f"Must be true, false or all (got {archived[:20]!r})."]})
+        qs = qs.filter(**ARCHIVED_FILTER[archived])
         if p.get("status"):
             qs = qs.filter(status__in=p["status"].split(","))
         if p.get("method"):

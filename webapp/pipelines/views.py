@@ -13,6 +13,7 @@ from webapp.accounts.quotas import QuotaExceeded
 from webapp.accounts.scoping import get_scoped, require_writer
 from webapp.runs.defaults import defaults
 from webapp.runs.launch import LaunchError, SourceRunNotFound
+from webapp.runs.views.table import live_follow
 
 from . import selectors, services
 from .forms import PipelineForm, StageForm
@@ -45,6 +46,8 @@ def pipeline_new(request: HttpRequest) -> HttpResponse:
     data = request.POST if request.method == "POST" else None
     head = PipelineForm(data)
     stages = [StageForm(data, team=team, prefix=f"s{i}", initial=defaults(method=m)) for i, m in enumerate(methods)]
+    for form in stages[1:]:  # a later stage starts from the previous one's final model
+        form.skip_fields = ("model", "init_from_run", "init_from_step")
     if data is not None and head.is_valid() and all([f.is_valid() for f in stages]):
         inputs = [dict(f.cleaned_data) for f in stages]
         try:
@@ -80,8 +83,10 @@ def pipeline_detail(request: HttpRequest, pk: int) -> HttpResponse:
     pipeline = get_scoped(request.user, Pipeline.objects.select_related("team", "created_by"), pk=pk)
     stages = list(pipeline.stages.select_related("run").order_by("index"))
     run_ids = [s.run_id for s in stages if s.run_id]
+    active = [s.run_id for s in stages if s.run and s.run.is_active]
     return render(request, "pipelines/detail.html", {
         "pipeline": pipeline, "stages": stages, "joined": selectors.joined_series(pipeline),
+        "live": live_follow(active, pending=pipeline.is_active and not active),
         "compare_url": f"{reverse('runs:compare')}?runs={','.join(map(str, run_ids))}" if run_ids else "",
     })
 

@@ -62,6 +62,7 @@ class LaunchForm(forms.Form):
                                         label="Start step", help_text=launchfields.INIT_FROM_STEP_HELP)
     tags = TagsField(required=False, help_text="Comma-separated labels for filtering.")
     recipe = forms.ChoiceField(choices=(), required=False, help_text=launchfields.RECIPE_HELP)
+    skip_fields: tuple[str, ...] = ()  # fields the page does not lay out (a later pipeline stage: the model)
 
     def __init__(self, *args, team, **kwargs):
         kwargs.setdefault("initial", defaults.defaults())
@@ -92,6 +93,8 @@ class LaunchForm(forms.Form):
         for title, names in launchfields.sections():
             bound = []
             for name in names:
+                if name in self.skip_fields:
+                    continue
                 field = self[name]
                 spec = FIELDS.get(name)
                 field.used_by = launchfields.used_by_methods(spec) if spec and spec.used_by else None

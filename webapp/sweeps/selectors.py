@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, F, QuerySet
 
 from webapp.runs.models import Run
 
@@ -15,7 +15,11 @@ from .services import budget
 
 
 def trials(sweep: Sweep) -> QuerySet[SweepTrial]:
-    return sweep.trials.select_related("run").order_by("number")
+    """The trials with their runs, less the runs' large JSON (a 500-trial page decoded 500 full
+    configs for one seed each): `config_seed` is the run's config seed."""
+    return (sweep.trials.select_related("run")
+            .defer("run__config", "run__summary", "run__metric_range", "run__effective_group", "run__log_tail")
+            .annotate(config_seed=F("run__config__seed")).order_by("number"))
 
 
 def best_trial(sweep: Sweep, rows: list[SweepTrial] | None = None) -> SweepTrial | None:
@@ -43,7 +47,7 @@ def seed_groups(sweep: Sweep, rows: list[SweepTrial]) -> list[dict[str, Any]]:
         params = {k: v for k, v in t.params.items() if k != "seed"}
         key = repr(sorted(params.items()))
         g = groups.setdefault(key, {"params": params, "seeds": [], "runs": [], "values": []})
-        g["seeds"].append(t.params.get("seed", (t.run.config or {}).get("seed")))
+        g["seeds"].append(t.params["seed"] if "seed" in t.params else getattr(t, "config_seed", None))
         g["runs"].append(t.run_id)
         if t.state == "complete" and t.value is not None:
             g["values"].append(t.value)
@@ -57,11 +61,15 @@ def seed_groups(sweep: Sweep, rows: list[SweepTrial]) -> list[dict[str, Any]]:
 
 
 def plot_data(sweep: Sweep, rows: list[SweepTrial]) -> dict[str, Any]:
-    """What static/js/sweep_page.js draws: parameter names (and which are categorical), the target
-    and one record per trial (number, run, state, params, value; value None while unknown)."""
+    """What static/js/sweep_page.js draws (the plots and the runs table): parameter names (which are
+    categorical, which on a log scale), the target and one record per trial (number, run, state,
+    params, value: None while unknown; the run's name, status, step, total steps)."""
     categorical = [n for n, d in sweep.parameters.items() if "values" in d and
                    not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in d["values"])]
     return {"params": list(sweep.parameters), "categorical": categorical, "target": sweep.target,
+            "log": [n for n, d in sweep.parameters.items() if d.get("log")],
             "direction": sweep.direction,
             "trials": [{"number": t.number, "run": t.run_id, "state": t.state, "params": t.params, "value": t.value,
-                        "status": t.run.status} for t in rows]}
+                        "status": t.run.status, "status_label": t.run.get_status_display(), "name": t.run.name,
+                        "step": t.run.step, "total": t.run.total_steps, "pruned_step": t.pruned_step}
+                       for t in rows]}

@@ -11,6 +11,8 @@ from webapp.accounts.quotas import QuotaExceeded
 from webapp.accounts.scoping import get_scoped, require_writer, scoped
 from webapp.resources.views import team_write
 from webapp.runs.defaults import defaults
+from webapp.runs.models import Run
+from webapp.runs.views.table import live_follow
 
 from . import selectors, services
 from .forms import SweepForm
@@ -52,10 +54,14 @@ def sweep_detail(request: HttpRequest, pk: int) -> HttpResponse:
     sweep = get_scoped(request.user, Sweep.objects.select_related("created_by"), pk=pk)
     rows = list(selectors.trials(sweep))
     groups = selectors.seed_groups(sweep, rows)
+    active = [t.run_id for t in rows if t.run.status in Run.ACTIVE]
+    # Running, yet no run to follow or a finished run not told to the study yet: more is coming.
+    pending = sweep.status == Sweep.Status.RUNNING and (
+        not active or any(t.state == t.State.RUNNING and t.run.status in Run.FINISHED for t in rows))
     return render(request, "sweeps/detail.html", {
         "sweep": sweep, "trials": rows, "progress": selectors.progress(sweep), "best": selectors.best_trial(sweep, rows),
         "groups": groups, "grouped": len(groups) < len(rows), "plot": selectors.plot_data(sweep, rows),
-        "run_ids": ",".join(str(t.run_id) for t in rows),
+        "run_ids": ",".join(str(t.run_id) for t in rows), "live": live_follow(active, pending),
     })
 
 

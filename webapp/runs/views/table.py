@@ -85,6 +85,13 @@ def _column_links(request: HttpRequest, table) -> list[dict]:
     return [{"spec": s, "remove": _url(request, cols=",".join(x for x in specs if x != s))} for s in specs]
 
 
+def live_follow(run_ids: list[int], pending: bool = False) -> dict:
+    """What a page that follows some runs over table_stream needs (static/js/live_sections.js):
+    the stream's URL, the active runs, their stream positions read now, and `pending` (the page's
+    sweep or pipeline is about to launch a run: the page re-reads itself until it appears)."""
+    return {"url": reverse("runs:table_stream"), "runs": run_ids, "positions": _positions(run_ids), "pending": pending}
+
+
 def _positions(run_ids: list[int]) -> dict[str, str]:
     """Newest entry of each run's stream, read with the page (one Redis round trip); the live feed
     starts after them, so no status change between the page's query and the feed is lost."""

@@ -10,74 +10,85 @@
 (function () {
   const form = document.querySelector(".launch-form");
   if (!form) return;
-  const model = form.elements["model"];
-  const method = form.elements["method"];
-  const note = document.getElementById("model-defaults-note");
-  // Attributes, not form.dataset: the form has a field named "dataset", which shadows it.
-  const isClone = form.getAttribute("data-clone") === "1";
-  const defaultsUrl = form.getAttribute("data-defaults-url");
-  const edited = new Set();
-  form.addEventListener("input", (e) => {
-    if (e.target.name && e.target !== model && e.target !== method) edited.add(e.target.name);
-  });
+  // The new-pipeline page holds one launch form per stage, its fields named "s<i>-<field>" inside
+  // [data-launch-prefix="s<i>-"]; the stages after the first have no model field: they use stage 1's.
+  const scopes = [...form.querySelectorAll("[data-launch-prefix]")];
+  if (!scopes.length) scopes.push(form);
+  const firstModel = form.elements[(scopes[0].getAttribute("data-launch-prefix") || "") + "model"];
+  for (const scope of scopes) setup(scope, scope.getAttribute("data-launch-prefix") || "");
 
-  function showFieldsOf(name) {
-    for (const field of form.querySelectorAll(".field[data-used-by]")) {
-      field.hidden = !field.dataset.usedBy.split(" ").includes(name);
+  function setup(scope, prefix) {
+    const field = (name) => form.elements[prefix + name];
+    const ownModel = field("model");
+    const model = ownModel || firstModel;
+    const method = field("method");
+    const note = scope.querySelector(".model-defaults-note");
+    // Attributes, not form.dataset: the form has a field named "dataset", which shadows it.
+    const isClone = form.getAttribute("data-clone") === "1";
+    const defaultsUrl = form.getAttribute("data-defaults-url");
+    const edited = new Set();
+    scope.addEventListener("input", (e) => {
+      if (e.target.name && e.target !== model && e.target !== method) edited.add(e.target.name.slice(prefix.length));
+    });
+
+    function showFieldsOf(name) {
+      for (const f of scope.querySelectorAll(".field[data-used-by]")) {
+        f.hidden = !f.dataset.usedBy.split(" ").includes(name);
+      }
     }
-  }
 
-  let asked = "";
-  async function fetchDefaults() {
-    const key = `${(model.value || "").trim() || "tiny"}|${method.value}`;
-    asked = key;
-    const url = `${defaultsUrl}?model=${encodeURIComponent(key.split("|")[0])}` +
-                `&method=${encodeURIComponent(method.value)}`;
-    const resp = await fetch(url, {headers: {"Accept": "application/json"}});
-    const body = await resp.json().catch(() => ({error: `defaults unavailable (HTTP ${resp.status})`}));
-    if (key !== asked) return null;  // another model or method was chosen meanwhile
-    if (!resp.ok) { if (note) note.textContent = body.error; return null; }
-    return body;
-  }
-
-  function fill(values, names) {
-    const filled = [];
-    for (const name of names) {
-      const el = form.elements[name];
-      if (!el || edited.has(name) || !(name in values)) continue;
-      const v = values[name];
-      const text = v === null || v === undefined ? "" : String(v);
-      if (el.value !== text) { el.value = text; filled.push(name); }
+    let asked = "";
+    async function fetchDefaults() {
+      const key = `${((model && model.value) || "").trim() || "tiny"}|${method.value}`;
+      asked = key;
+      const url = `${defaultsUrl}?model=${encodeURIComponent(key.split("|")[0])}` +
+                  `&method=${encodeURIComponent(method.value)}`;
+      const resp = await fetch(url, {headers: {"Accept": "application/json"}});
+      const body = await resp.json().catch(() => ({error: `defaults unavailable (HTTP ${resp.status})`}));
+      if (key !== asked) return null;  // another model or method was chosen meanwhile
+      if (!resp.ok) { if (note) note.textContent = body.error; return null; }
+      return body;
     }
-    form.dispatchEvent(new Event("change"));  // the clone marks follow
-    return filled;
-  }
 
-  let lastModel = (model.value || "").trim();
-  model.addEventListener("change", async () => {
-    const value = (model.value || "").trim();
-    if (isClone || !value || value === lastModel) return;
-    lastModel = value;
-    const body = await fetchDefaults();
-    if (!body) return;
-    const filled = fill(body.defaults, Object.keys(body.defaults));
-    const size = body.params ? `~${(body.params / 1e6).toLocaleString(undefined, {maximumFractionDigits: 0})}M parameters`
-                             : "size unknown";
-    note.textContent = `Defaults for this model (${size}, ${body.small ? "small-model" : "paper-scale"} settings)` +
-      (filled.length ? `: set ${filled.join(", ")}.` : ".") + (edited.size ? ` Kept your edits: ${[...edited].join(", ")}.` : "");
-  });
+    function fill(values, names) {
+      const filled = [];
+      for (const name of names) {
+        const el = field(name);
+        if (!el || edited.has(name) || !(name in values)) continue;
+        const v = values[name];
+        const text = v === null || v === undefined ? "" : String(v);
+        if (el.value !== text) { el.value = text; filled.push(name); }
+      }
+      form.dispatchEvent(new Event("change"));  // the clone marks follow
+      return filled;
+    }
 
-  method.addEventListener("change", async () => {
+    let lastModel = ((model && model.value) || "").trim();
+    if (ownModel) ownModel.addEventListener("change", async () => {
+      const value = (model.value || "").trim();
+      if (isClone || !value || value === lastModel) return;
+      lastModel = value;
+      const body = await fetchDefaults();
+      if (!body) return;
+      const filled = fill(body.defaults, Object.keys(body.defaults));
+      const size = body.params ? `~${(body.params / 1e6).toLocaleString(undefined, {maximumFractionDigits: 0})}M parameters`
+                               : "size unknown";
+      note.textContent = `Defaults for this model (${size}, ${body.small ? "small-model" : "paper-scale"} settings)` +
+        (filled.length ? `: set ${filled.join(", ")}.` : ".") + (edited.size ? ` Kept your edits: ${[...edited].join(", ")}.` : "");
+    });
+
+    method.addEventListener("change", async () => {
+      showFieldsOf(method.value);
+      const body = await fetchDefaults();
+      if (!body) return;
+      const filled = fill(body.defaults, body.method_fitted);
+      const methodNote = scope.querySelector(".method-defaults-note");
+      if (methodNote) {
+        methodNote.textContent = filled.length ? `Fitted to ${method.value}'s rollout: ${filled.join(", ")}.` : "";
+      }
+    });
     showFieldsOf(method.value);
-    const body = await fetchDefaults();
-    if (!body) return;
-    const filled = fill(body.defaults, body.method_fitted);
-    const methodNote = document.getElementById("method-defaults-note");
-    if (methodNote) {
-      methodNote.textContent = filled.length ? `Fitted to ${method.value}'s rollout: ${filled.join(", ")}.` : "";
-    }
-  });
-  showFieldsOf(method.value);
+  }
 
   // The effective group per prompt (GET /runs/new/group/): what the chosen dataset's rows give for
   // the chosen method and counts, the share of prompts with a short group, truncation warnings.
