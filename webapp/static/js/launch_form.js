@@ -88,6 +88,80 @@
       }
     });
     showFieldsOf(method.value);
+
+    // A recipe (gft_core.recipes): its diff against the defaults is shown, and its values fill the
+    // fields the user has not edited (the server applies it to untouched fields too).
+    const recipe = field("recipe");
+    const recipeData = document.getElementById("recipe-table");
+    const recipes = recipeData ? JSON.parse(recipeData.textContent) : {};
+    function applyRecipe() {
+      for (const box of form.querySelectorAll(".recipe-diff")) box.hidden = box.dataset.recipe !== recipe.value;
+      const r = recipes[recipe.value];
+      if (r) { fill(r.values, Object.keys(r.values)); showFieldsOf(method.value); }
+    }
+    if (recipe) {
+      recipe.addEventListener("change", async () => {
+        if (!recipe.value) {  // back to the model's defaults
+          const body = await fetchDefaults();
+          if (body) fill(body.defaults, Object.keys(body.defaults));
+        }
+        applyRecipe();
+      });
+      model.addEventListener("change", () => setTimeout(applyRecipe, 300));
+    }
+
+    if (scope !== scopes[0]) return;  // the notes below are the launch page's (stage 1 on a pipeline)
+
+    // What the server says about the model (GET /runs/new/defaults/ with the settings the memory plan
+    // reads): whether its tokenizer has a chat template, how many parameters train with these LoRA
+    // settings, and the peak memory per GPU beside what the GPU workers report.
+    const chatNote = document.getElementById("chat-template-note");
+    const trainableNote = document.getElementById("trainable-note");
+    const memoryNote = document.getElementById("memory-note");
+    const PLAN_INPUTS = ["lora_rank", "lora_target_modules", "n_expert", "n_teacher", "n_self", "micro_batch_size",
+                         "max_prompt_len", "max_response_len", "mixed_precision", "gradient_checkpointing", "kl_coef",
+                         "num_gpus", "queue"];
+    let infoAsked = "", infoTimer = null;
+    async function updateModelInfo() {
+      const params = new URLSearchParams({model: (model.value || "").trim() || "tiny", method: method.value});
+      for (const name of PLAN_INPUTS) {
+        const el = field(name);
+        if (!el) continue;
+        params.set(name, el.type === "checkbox" ? (el.checked ? "true" : "false") : el.value);
+      }
+      const key = params.toString();
+      infoAsked = key;
+      const resp = await fetch(`${defaultsUrl}?${key}`, {headers: {"Accept": "application/json"}});
+      const body = await resp.json().catch(() => ({error: `unavailable (HTTP ${resp.status})`}));
+      if (key !== infoAsked) return;
+      if (!resp.ok) { if (trainableNote) trainableNote.textContent = body.error; return; }
+      if (chatNote) chatNote.textContent = body.chat_template
+        ? "Its tokenizer has a chat template: each prompt is wrapped in it (with the dataset's system prompt and instruction suffix)."
+        : "This model has no chat template: prompts are sent plain (the dataset's system prompt and suffix still apply).";
+      if (trainableNote) trainableNote.textContent = body.trainable == null ? "Trainable parameters: unknown for this model."
+        : `Trainable parameters: ${body.trainable.toLocaleString("en-US")} of ${body.parameters.toLocaleString("en-US")} ` +
+          `(${(100 * body.trainable / body.parameters).toFixed(2)}%).`;
+      if (memoryNote) {
+        const m = body.memory;
+        memoryNote.textContent = "";
+        if (m) {
+          const workers = m.workers.filter((w) => w.devices.length);
+          const lines = [`Memory plan: ~${m.peak_gib} GiB per GPU.`, ...m.lines.slice(0, 2),
+            workers.length ? "GPU workers: " + workers.map((w) => `${w.hostname} (${w.devices.join("; ")})`).join(" · ")
+                           : "No GPU worker has reported its devices."];
+          if (m.problem) lines.push(m.problem);
+          for (const line of lines) { const div = document.createElement("div"); div.textContent = line; memoryNote.append(div); }
+          memoryNote.classList.toggle("error", Boolean(m.problem));
+        }
+      }
+    }
+    if (trainableNote || chatNote || memoryNote) {
+      const soon = () => { clearTimeout(infoTimer); infoTimer = setTimeout(updateModelInfo, 250); };
+      model.addEventListener("change", soon);
+      form.addEventListener("input", (e) => { if (PLAN_INPUTS.includes(e.target.name)) soon(); });
+      form.addEventListener("change", (e) => { if (e.target === form || PLAN_INPUTS.includes(e.target.name)) soon(); });
+      updateModelInfo();
+    }
   }
 
   // The effective group per prompt (GET /runs/new/group/): what the chosen dataset's rows give for
@@ -124,78 +198,6 @@
     form.addEventListener("change", later);
     form.addEventListener("input", (e) => { if (GROUP_INPUTS.includes(e.target.name)) later(); });
     updateGroup();
-  }
-
-  // A recipe (gft_core.recipes): its diff against the defaults is shown, and its values fill the
-  // fields the user has not edited (the server applies it to untouched fields too).
-  const recipe = form.elements["recipe"];
-  const recipeData = document.getElementById("recipe-table");
-  const recipes = recipeData ? JSON.parse(recipeData.textContent) : {};
-  function applyRecipe() {
-    for (const box of form.querySelectorAll(".recipe-diff")) box.hidden = box.dataset.recipe !== recipe.value;
-    const r = recipes[recipe.value];
-    if (r) { fill(r.values, Object.keys(r.values)); showFieldsOf(method.value); }
-  }
-  if (recipe) {
-    recipe.addEventListener("change", async () => {
-      if (!recipe.value) {  // back to the model's defaults
-        const body = await fetchDefaults();
-        if (body) fill(body.defaults, Object.keys(body.defaults));
-      }
-      applyRecipe();
-    });
-    model.addEventListener("change", () => setTimeout(applyRecipe, 300));
-  }
-
-  // What the server says about the model (GET /runs/new/defaults/ with the settings the memory plan
-  // reads): whether its tokenizer has a chat template, how many parameters train with these LoRA
-  // settings, and the peak memory per GPU beside what the GPU workers report.
-  const chatNote = document.getElementById("chat-template-note");
-  const trainableNote = document.getElementById("trainable-note");
-  const memoryNote = document.getElementById("memory-note");
-  const PLAN_INPUTS = ["lora_rank", "lora_target_modules", "n_expert", "n_teacher", "n_self", "micro_batch_size",
-                       "max_prompt_len", "max_response_len", "mixed_precision", "gradient_checkpointing", "kl_coef",
-                       "num_gpus", "queue"];
-  let infoAsked = "", infoTimer = null;
-  async function updateModelInfo() {
-    const params = new URLSearchParams({model: (model.value || "").trim() || "tiny", method: method.value});
-    for (const name of PLAN_INPUTS) {
-      const el = form.elements[name];
-      if (!el) continue;
-      params.set(name, el.type === "checkbox" ? (el.checked ? "true" : "false") : el.value);
-    }
-    const key = params.toString();
-    infoAsked = key;
-    const resp = await fetch(`${defaultsUrl}?${key}`, {headers: {"Accept": "application/json"}});
-    const body = await resp.json().catch(() => ({error: `unavailable (HTTP ${resp.status})`}));
-    if (key !== infoAsked) return;
-    if (!resp.ok) { if (trainableNote) trainableNote.textContent = body.error; return; }
-    if (chatNote) chatNote.textContent = body.chat_template
-      ? "Its tokenizer has a chat template: each prompt is wrapped in it (with the dataset's system prompt and instruction suffix)."
-      : "This model has no chat template: prompts are sent plain (the dataset's system prompt and suffix still apply).";
-    if (trainableNote) trainableNote.textContent = body.trainable == null ? "Trainable parameters: unknown for this model."
-      : `Trainable parameters: ${body.trainable.toLocaleString("en-US")} of ${body.parameters.toLocaleString("en-US")} ` +
-        `(${(100 * body.trainable / body.parameters).toFixed(2)}%).`;
-    if (memoryNote) {
-      const m = body.memory;
-      memoryNote.textContent = "";
-      if (m) {
-        const workers = m.workers.filter((w) => w.devices.length);
-        const lines = [`Memory plan: ~${m.peak_gib} GiB per GPU.`, ...m.lines.slice(0, 2),
-          workers.length ? "GPU workers: " + workers.map((w) => `${w.hostname} (${w.devices.join("; ")})`).join(" · ")
-                         : "No GPU worker has reported its devices."];
-        if (m.problem) lines.push(m.problem);
-        for (const line of lines) { const div = document.createElement("div"); div.textContent = line; memoryNote.append(div); }
-        memoryNote.classList.toggle("error", Boolean(m.problem));
-      }
-    }
-  }
-  if (trainableNote || chatNote || memoryNote) {
-    const soon = () => { clearTimeout(infoTimer); infoTimer = setTimeout(updateModelInfo, 250); };
-    model.addEventListener("change", soon);
-    form.addEventListener("input", (e) => { if (PLAN_INPUTS.includes(e.target.name)) soon(); });
-    form.addEventListener("change", (e) => { if (e.target === form || PLAN_INPUTS.includes(e.target.name)) soon(); });
-    updateModelInfo();
   }
 
   const sourceData = document.getElementById("clone-source");
