@@ -360,6 +360,7 @@ export class ChartBoard {
         this.lineTraces(traces, s, key, color, dash, runLabel, fmt, run.id);
       });
     });
+    if (this.compare && chart.kind === "band") for (const t of traces) t.showlegend = false;  // colours: the run legend
     if (this.compare && chart.kind === "lines") {
       // Compact legend: colour is the run (the run legend above the charts), dash is the key; the
       // chart's legend lists its keys once, not runs x keys.
