@@ -53,7 +53,7 @@ def _csv_chunks(run_ids: list[int], key_ids: list[int], points: int, out: "queue
         out.put(None)
 
 
-def load(team, user, n_runs: int, points: int) -> tuple[list, float | None]:
+def load(team, user, n_runs: int, points: int, keys: list[str] = KEYS) -> tuple[list, float | None]:
     """The bench runs (reused when already loaded with these sizes); seconds spent loading or None."""
     import psycopg
     from django.db import connection
@@ -61,7 +61,7 @@ def load(team, user, n_runs: int, points: int) -> tuple[list, float | None]:
     from webapp.runs.models import MetricKey, MetricPoint, MetricRollup, Run
     from workers.sink import conninfo_from_settings
 
-    marker = {"bench_chart": {"points": points, "keys": KEYS}}
+    marker = {"bench_chart": {"points": points, "keys": keys}}
     runs = list(Run.objects.filter(team=team, config=marker).order_by("pk"))
     if len(runs) >= n_runs:
         return runs[:n_runs], None
@@ -69,7 +69,7 @@ def load(team, user, n_runs: int, points: int) -> tuple[list, float | None]:
     MetricPoint.objects.filter(run_id__in=old)._raw_delete(using="default")
     MetricRollup.objects.filter(run_id__in=old)._raw_delete(using="default")
     Run.objects.filter(pk__in=old).delete()
-    key_ids = [MetricKey.objects.get_or_create(name=k)[0].pk for k in KEYS]
+    key_ids = [MetricKey.objects.get_or_create(name=k)[0].pk for k in keys]
     runs = [Run.objects.create(team=team, name=f"chart bench {i}", method="gft", config={"loading": True},
                                status=Run.Status.SUCCEEDED, step=points, total_steps=points, created_by=user)
             for i in range(n_runs)]

@@ -281,6 +281,9 @@ def prepare_environment(stack: Stack) -> None:
     os.environ.setdefault("ARTIFACT_ROOT", str(VAR / "artifacts"))
     os.environ.setdefault("MODEL_ROOTS", str(VAR / "models"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    # Collected, hashed, gzip + brotli compressed static files with immutable cache headers
+    # (webapp/staticstorage.py), as in the Docker image.
+    os.environ.setdefault("STATIC_ROOT", str(VAR / "static"))
 
 
 def migrate() -> None:
@@ -289,6 +292,9 @@ def migrate() -> None:
 
     django.setup()
     call_command("migrate", interactive=False, verbosity=0)
+    if os.environ.get("STATIC_ROOT"):
+        # Compressing plotly.js takes a while the first time only: compressed copies are reused.
+        call_command("collectstatic", interactive=False, verbosity=0)
 
 
 def admin_password() -> str:

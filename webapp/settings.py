@@ -208,13 +208,20 @@ STATIC_URL = "/static/"
 STATIC_ROOT = os.environ.get("STATIC_ROOT") or None
 STATICFILES_DIRS = [BASE_DIR / "webapp" / "static"]
 # plotly.js ships inside the plotly wheel; serving it from there keeps the product offline-capable.
-try:
-    import plotly
-
-    STATICFILES_DIRS.append(("plotly", Path(plotly.__file__).parent / "package_data"))
-except ImportError:  # pragma: no cover - plotly is a pinned dependency
-    pass
-WHITENOISE_USE_FINDERS = True
+STATICFILES_FINDERS = ["django.contrib.staticfiles.finders.FileSystemFinder",
+                       "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+                       "webapp.staticstorage.PlotlyFinder"]
+if STATIC_ROOT:
+    # Hashed names, gzip + brotli copies, immutable cache headers (webapp/staticstorage.py).
+    STORAGES = {"default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+                "staticfiles": {"BACKEND": "webapp.staticstorage.StaticStorage"}}
+    WHITENOISE_KEEP_ONLY_HASHED_FILES = True  # half the files to compress; pages name the hashed ones
+else:
+    # Tests and a bare `runserver`/uvicorn without collectstatic: served from the app folders as they
+    # are (uncompressed, max-age 60 s).
+    WHITENOISE_USE_FINDERS = True
+# /favicon.ico and other files browsers ask for at the site's root.
+WHITENOISE_ROOT = BASE_DIR / "webapp" / "static_root"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REST_FRAMEWORK = {

@@ -93,6 +93,7 @@ def test_live_run_page_compare_dashboard_and_groups(live_server_url, chromium, t
         page.check("#save-dashboard [name=charts][value=loss]")
         page.eval_on_selector("#chart-toolbar [name=smoothing]",
                               "el => { el.value = '0.5'; el.dispatchEvent(new Event('input')); }")
+        page.select_option("#chart-toolbar [name=xmode]", "relative")
         page.click("#save-dashboard button[type=submit]")
         page.wait_for_url("**/dashboards/*/")
         dash_url = page.url
@@ -101,6 +102,7 @@ def test_live_run_page_compare_dashboard_and_groups(live_server_url, chromium, t
         page.wait_for_selector("body[data-charts-ready='1']", timeout=20_000)
         assert page.locator(".chart-card").count() == 2
         assert page.input_value("#chart-toolbar [name=smoothing]") == "0.5"
+        assert page.input_value("#chart-toolbar [name=xmode]") == "relative"  # saved with the dashboard
         page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
         assert not errors, errors
 

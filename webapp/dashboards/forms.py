@@ -8,6 +8,8 @@ from webapp.runs.charts import CHARTS
 
 from . import services
 
+XMODES = ("step", "wall", "relative")  # charts.js: the x axes a chart can use
+
 
 class DashboardForm(forms.Form):
     name = forms.CharField(max_length=120)
@@ -15,6 +17,10 @@ class DashboardForm(forms.Form):
     charts = forms.MultipleChoiceField(choices=[(c["id"], c["title"]) for c in CHARTS], required=False,
                                        help_text="Charts to show; none = all")
     smoothing = forms.FloatField(min_value=0.0, max_value=0.999, required=False, initial=0.0)
+    # The rest of the chart toolbar, as shown when saving (charts.js keeps these hidden inputs current).
+    logscale = forms.BooleanField(required=False)
+    xmode = forms.ChoiceField(choices=[(m, m) for m in XMODES], required=False)
+    sync = forms.BooleanField(required=False)
     # The leaderboard's settings (webapp.evaluations.forms.LeaderboardForm uses the same names);
     # a suite that is not the team's is ignored when the dashboard is shown.
     lb_suite = forms.IntegerField(min_value=1, max_value=2**31 - 1, required=False)

@@ -11,6 +11,8 @@ class Dashboard(models.Model):
     run_ids = models.JSONField(default=list, help_text="Runs in display order; the order fixes each run's colour")
     charts = models.JSONField(default=list, blank=True, help_text="Chart ids to show; empty = all")
     smoothing = models.FloatField(default=0.0)
+    chart_settings = models.JSONField(default=dict, blank=True,
+                                      help_text="Chart toolbar: log (bool), xmode (step|wall|relative), sync (bool)")
     leaderboard = models.JSONField(default=dict, blank=True,
                                    help_text="Leaderboard settings: suite id, pick (best|final), baseline run id")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")

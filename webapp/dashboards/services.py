@@ -51,6 +51,8 @@ def save_dashboard(*, team, user, data: dict, instance: Dashboard | None = None)
     dash.run_ids = data["runs"]
     dash.charts = list(data.get("charts") or [])
     dash.smoothing = float(data.get("smoothing") or 0.0)
+    dash.chart_settings = {"log": bool(data.get("logscale")), "xmode": data.get("xmode") or "step",
+                           "sync": bool(data.get("sync"))}
     dash.leaderboard = {"suite": data.get("lb_suite"), "pick": data.get("lb_pick") or "best",
                         "baseline": data.get("lb_baseline")}
     dash.save()

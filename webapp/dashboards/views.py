@@ -39,7 +39,8 @@ def dashboard_create(request: HttpRequest) -> HttpResponse:
 def dashboard_detail(request: HttpRequest, pk: int) -> HttpResponse:
     dash = get_scoped(request.user, Dashboard.objects.select_related("team"), pk=pk)
     runs = services.dashboard_runs(request.user, dash)
-    ctx = compare_context(request, runs, chart_ids=dash.charts, smoothing=dash.smoothing, dashboard=dash)
+    ctx = compare_context(request, runs, chart_ids=dash.charts, smoothing=dash.smoothing, dashboard=dash,
+                          chart_settings=dash.chart_settings)
     return render(request, "runs/compare.html", ctx)
 
 

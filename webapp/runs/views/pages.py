@@ -161,8 +161,9 @@ def picker_runs(request: HttpRequest, team, exclude: list[int]):
 
 
 def compare_context(request: HttpRequest, runs: list[Run], *, chart_ids: list[str], smoothing: float,
-                    dashboard=None) -> dict:
-    """Context of the compare template (also used by saved dashboards)."""
+                    dashboard=None, chart_settings: dict | None = None) -> dict:
+    """Context of the compare template (also used by saved dashboards, with their chart settings:
+    log, xmode, sync; the page's URL overrides them)."""
     # A saved choice stays as saved; otherwise the charts that mean something for these methods.
     chosen = charts.charts_for(chart_ids) if chart_ids or not runs else charts.charts_for_methods([r.method for r in runs])
     summary = series.final_and_best([r.pk for r in runs], charts.SUMMARY_KEYS) if runs else {}
@@ -173,7 +174,8 @@ def compare_context(request: HttpRequest, runs: list[Run], *, chart_ids: list[st
             summary_rows.append((key, series.direction(key), cells))
     page = {
         "runs": [{"id": r.pk, "name": r.name, "tau": charts.tau_of(r), "state": charts.run_state(r)} for r in runs],
-        "charts": chosen, "smoothing": smoothing, "mode": "compare", "groups": charts.seed_groups(runs),
+        "charts": chosen, "smoothing": smoothing, "settings": chart_settings or {}, "mode": "compare",
+        "groups": charts.seed_groups(runs),
         "urls": {"series": reverse("runs:series"),
                  "streams": {str(r.pk): reverse("runs:stream", args=[r.pk]) for r in runs}},
     }

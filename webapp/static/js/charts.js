@@ -7,6 +7,39 @@ const RUN_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17b
 const KEY_COLORS = ["#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#d62728", "#17becf"];
 const DASHES = ["solid", "dot", "dash", "dashdot", "longdash", "longdashdot"];
 const MAX_LEGEND = 9;  // more named lines than this: no legend on the chart (the run legend above says it)
+const XMODES = ["step", "wall", "relative"];
+const X_TITLES = { step: "step", wall: "wall time (UTC)", relative: "time since start (min)" };
+
+// Chart settings as kept in the URL (?smooth=0.6&log=1&x=relative&sync=1) and in saved dashboards.
+// Missing or malformed values keep the page's defaults.
+export function readSettings(defaults = {}, search = window.location.search) {
+  const q = new URLSearchParams(search);
+  const out = { smoothing: Number(defaults.smoothing) || 0, log: !!defaults.log,
+    xmode: XMODES.includes(defaults.xmode) ? defaults.xmode : "step", sync: defaults.sync !== false };
+  const sm = Number(q.get("smooth"));
+  if (q.has("smooth") && Number.isFinite(sm) && sm >= 0 && sm < 1) out.smoothing = sm;
+  if (q.has("log")) out.log = q.get("log") === "1";
+  if (XMODES.includes(q.get("x"))) out.xmode = q.get("x");
+  if (q.has("sync")) out.sync = q.get("sync") !== "0";
+  return out;
+}
+
+function writeSettings(board) {
+  const url = new URL(window.location.href);
+  const set = (k, v, dflt) => (v === dflt ? url.searchParams.delete(k) : url.searchParams.set(k, v));
+  set("smooth", board.smoothing ? String(board.smoothing) : "0", "0");
+  set("log", board.logScale ? "1" : "0", "0");
+  set("x", board.xmode, "step");
+  set("sync", board.sync ? "1" : "0", "1");
+  history.replaceState(history.state, "", url.toString());
+  // The dashboard form saves what is shown.
+  const form = document.getElementById("save-dashboard");
+  if (form) {
+    const put = (name, v) => { const el = form.querySelector(`[name=${name}]`); if (el) el.value = v; };
+    put("smoothing", String(board.smoothing)); put("logscale", board.logScale ? "1" : "");
+    put("xmode", board.xmode); put("sync", board.sync ? "1" : "");
+  }
+}
 
 export function runColor(index) { return RUN_COLORS[index % RUN_COLORS.length]; }
 
@@ -50,10 +83,12 @@ export class ChartBoard {
     this.charts = page.charts.filter(c => !(this.compare && c.kind === "heatmap"));
     this.data = {};      // runId -> key -> series (history, extended live)
     this.hist = {};      // runId -> {step, lo, hi, counts}
-    this.zoom = {};      // chartId -> {range: [stepLo, stepHi], xrange, data}
-    this.smoothing = page.smoothing || 0;
-    this.logScale = false;
-    this.xmode = "step";   // step | wall (date) | relative (minutes since the run's first point)
+    this.zoom = {};      // chartId -> {range: [stepLo, stepHi], xrange, yrange?, data}: the user zoomed
+    const st = readSettings({ smoothing: page.smoothing, ...(page.settings || {}) });
+    this.smoothing = st.smoothing;
+    this.logScale = st.log;
+    this.xmode = st.xmode;   // step | wall (date) | relative (minutes since the run's first point)
+    this.sync = st.sync;     // a zoom on one chart zooms every chart of the page (x only)
     this.t0 = {};          // runId -> wall time of its first point (the relative axis' zero)
     this.groups = page.groups || [];  // compare: runs that differ only in seed
     this.groupSeeds = false;
@@ -103,7 +138,7 @@ export class ChartBoard {
         card.className = "chart-card";
         card.dataset.chart = c.id;
         card.innerHTML = `<div class="chart-head"><span class="chart-title">${c.title}</span>
-          <span class="chart-tools"><span class="zoom-note muted" hidden>zoomed · full resolution</span>
+          <span class="chart-tools"><span class="log-note warn-note" hidden></span><span class="zoom-note muted" hidden>zoomed · full resolution</span>
           <button type="button" class="tool png" title="Download PNG">PNG</button>
           ${c.keys.length ? `<a class="tool csv" href="${this.csvUrl(c)}" title="Download all points as CSV">CSV</a>` : ""}
           </span></div><div class="chart" id="chart-${c.id}"></div>`;
@@ -131,7 +166,9 @@ export class ChartBoard {
       if (firsts.length) this.t0[r.id] = Math.min(...firsts);
       if (body.hist && body.hist[r.id]) this.hist[r.id] = body.hist[r.id];
     }
-    this.renderAll();
+    // One request drew every chart; the time to the last one is what bench/charts.py measures.
+    await Promise.all(this.renderAll());
+    document.body.dataset.chartsDrawn = String(Math.round(performance.now()));
     return body;
   }
 
@@ -198,13 +235,20 @@ export class ChartBoard {
     return n;
   }
 
-  setSmoothing(w) { this.smoothing = w; this.renderAll(); }
-  setLog(on) { this.logScale = on; this.renderAll(); }
-  setXMode(mode) { this.xmode = mode; this.zoom = {}; this.renderAll(true); }
+  setSmoothing(w) { this.smoothing = w; this.renderAll(); writeSettings(this); }
+  setLog(on) { this.logScale = on; this.renderAll(); writeSettings(this); }
+  setXMode(mode) { this.xmode = mode; this.resetZoom(); writeSettings(this); }
+  setSync(on) { this.sync = on; writeSettings(this); }
   setGroupSeeds(on) { this.groupSeeds = on; this.renderAll(); }
 
   renderAll(resetView = false) {
-    for (const c of this.charts) this.render(c, resetView);
+    return this.charts.map(c => this.render(c, resetView));
+  }
+
+  resetZoom() {
+    this.zoom = {};
+    for (const n of this.root.querySelectorAll(".zoom-note")) n.hidden = true;
+    this.renderAll(true);
   }
 
   seriesFor(chart, runId, key) {
@@ -316,6 +360,18 @@ export class ChartBoard {
         this.lineTraces(traces, s, key, color, dash, runLabel, fmt, run.id);
       });
     });
+    if (this.compare && chart.kind === "band") for (const t of traces) t.showlegend = false;  // colours: the run legend
+    if (this.compare && chart.kind === "lines") {
+      // Compact legend: colour is the run (the run legend above the charts), dash is the key; the
+      // chart's legend lists its keys once, not runs x keys.
+      const drawn = new Set(traces.map(t => t.meta).filter(Boolean));
+      for (const t of traces) t.showlegend = false;
+      if (chart.keys.length > 1) chart.keys.forEach((key, ki) => {
+        if (!drawn.has(key)) return;
+        traces.push({ x: [null], y: [null], mode: "lines", name: key, hoverinfo: "skip", showlegend: true,
+          line: { color: "#555", width: 1.5, dash: DASHES[ki % DASHES.length] } });
+      });
+    }
     return traces;
   }
 
@@ -326,38 +382,54 @@ export class ChartBoard {
     if (this.smoothing > 0) {
       // Raw values stay visible (faint) and hoverable: hover always shows exact values.
       traces.push({ x, y: s.value, mode: marker, line: { color: rgba(color, 0.25), width: 1, dash }, name: `${name} (raw)`,
-        showlegend: false, hovertemplate: `${fmt}<br>${key} %{y:.6g}<extra>${runLabel}</extra>` });
-      traces.push({ x, y: ema(s.value, this.smoothing), mode: "lines", line: { color, width: 1.8, dash }, name,
+        showlegend: false, meta: key, hovertemplate: `${fmt}<br>${key} %{y:.6g}<extra>${runLabel}</extra>` });
+      traces.push({ x, y: ema(s.value, this.smoothing), mode: "lines", line: { color, width: 1.8, dash }, name, meta: key,
         hovertemplate: `${key} (smoothed) %{y:.6g}<extra>${runLabel}</extra>` });
     } else {
-      traces.push({ x, y: s.value, mode: marker, line: { color, width: 1.5, dash }, name,
+      traces.push({ x, y: s.value, mode: marker, line: { color, width: 1.5, dash }, name, meta: key,
         hovertemplate: `${fmt}<br>${key} %{y:.6g}<extra>${runLabel}</extra>` });
     }
   }
 
-  layout(chart, resetView, traces) {
+  layout(chart, resetView, traces, logInfo) {
     const shapes = [], annotations = [];
     if (chart.ref === "tau") {
+      // One label per distinct tau (runs sharing it listed together), spread along the top edge of
+      // the line so that close values of several runs do not print over each other.
+      const byTau = new Map();
       this.runs.forEach(run => {
         if (run.tau === null || run.tau === undefined) return;
+        if (!byTau.has(run.tau)) byTau.set(run.tau, []);
+        byTau.get(run.tau).push(run);
         shapes.push({ type: "line", xref: "paper", x0: 0, x1: 1, y0: run.tau, y1: run.tau,
           line: { color: this.compare ? run.color : "#c92a2a", width: 1.5, dash: "dash" } });
-        annotations.push({ xref: "paper", x: 1, xanchor: "right", y: run.tau, yanchor: "bottom", showarrow: false,
-          text: this.compare ? `tau ${run.tau} (#${run.id})` : `tau = ${run.tau}`, font: { size: 11, color: "#c92a2a" } });
+      });
+      [...byTau.entries()].sort((a, b) => a[0] - b[0]).forEach(([tau, runs], i) => {
+        const text = this.compare ? `tau ${tau} (${runs.map(r => `#${r.id}`).join(", ")})` : `tau = ${tau}`;
+        annotations.push({ xref: "paper", x: 1 - (i % 4) * 0.25, xanchor: "right", y: tau, yanchor: "bottom",
+          showarrow: false, text, bgcolor: "rgba(255,255,255,0.7)",
+          font: { size: 11, color: this.compare && runs.length === 1 ? runs[0].color : "#c92a2a" } });
       });
     }
     const z = this.zoom[chart.id];
-    // No axis title: the toolbar says step or wall time, and the legend needs the room below.
-    const xaxis = { type: this.xmode === "wall" ? "date" : "linear", automargin: true,
-      title: this.xmode === "relative" ? { text: "minutes since start", font: { size: 10 } } : undefined };
-    if (z) { xaxis.range = z.xrange; xaxis.autorange = false; }
-    const yaxis = { type: chart.kind === "heatmap" ? "linear" : (this.logScale ? "log" : "linear"), automargin: true,
-      exponentformat: "e" };
+    // Axis ranges are ours: autorange on every redraw (live points rescale the chart) unless the
+    // user zoomed. A per-redraw axis uirevision stops Plotly from keeping an earlier range, e.g. the
+    // [-1, 4] of a chart first drawn without data or the padded range of a first single point.
+    const axisRev = `${this.xmode}-${this.revision + 1}`;
+    const xaxis = { type: this.xmode === "wall" ? "date" : "linear", automargin: true, uirevision: axisRev,
+      title: { text: X_TITLES[this.xmode], font: { size: 11 }, standoff: 4 } };
+    if (chart.kind === "heatmap") { xaxis.title.text = "step"; xaxis.type = "linear"; }  // its x is always the step
+    if (z && z.xrange && (chart.kind !== "heatmap" || this.xmode === "step")) { xaxis.range = z.xrange; xaxis.autorange = false; }
+    else { xaxis.autorange = true; }
+    const log = this.logScale && chart.kind !== "heatmap" && !(logInfo && logInfo.allHidden);
+    const yaxis = { type: log ? "log" : "linear", automargin: true, exponentformat: "e", uirevision: axisRev,
+      title: chart.y ? { text: chart.y, font: { size: 11 }, standoff: 4 } : undefined, autorange: true };
     const flat = this.constantValue(traces);
-    if (flat !== null && !this.logScale) {
+    if (z && z.yrange) { yaxis.range = z.yrange; yaxis.autorange = false; }
+    else if (flat !== null && !log) {
       // A constant series (a fixed learning rate) would sit on a -1..1 axis: centre it on its value.
       const pad = flat === 0 ? 1 : Math.abs(flat) * 0.5;
-      yaxis.range = [flat - pad, flat + pad];
+      yaxis.range = [flat - pad, flat + pad]; yaxis.autorange = false;
     }
     const named = traces.filter(t => t.showlegend !== false && t.type !== "heatmap").length;
     // Short labels, several per row; past MAX_LEGEND entries the page's run legend (colour swatches
@@ -366,10 +438,10 @@ export class ChartBoard {
     const legendShown = named > 1 && named <= MAX_LEGEND;
     const legendRows = legendShown ? Math.ceil(named / perRow) : 0;
     return {
-      height: 240 + 18 * legendRows, margin: { l: 55, r: 15, t: 10, b: 25 }, hovermode: "x unified",
-      showlegend: legendShown, legend: { orientation: "h", yanchor: "top", y: -0.1, font: { size: 11 } },
+      height: 255 + 18 * legendRows, margin: { l: 55, r: 15, t: 10, b: 25 }, hovermode: "x unified",
+      showlegend: legendShown, legend: { orientation: "h", yanchor: "top", y: -0.18, font: { size: 11 } },
       xaxis, yaxis, shapes, annotations,
-      // Keeps the user's zoom across live redraws; a new value resets the view (x mode change).
+      // Keeps legend clicks across live redraws; a new value resets them (x mode change).
       uirevision: resetView ? `${this.xmode}-${Date.now()}` : this.xmode,
       paper_bgcolor: "#fff", plot_bgcolor: "#fff",
       // Live points are pushed into the same arrays: a new datarevision makes Plotly.react redraw them.
@@ -386,45 +458,93 @@ export class ChartBoard {
     return lo !== Infinity && hi - lo <= 1e-12 * Math.max(1, Math.abs(hi)) ? hi : null;
   }
 
+  // Log scale: values <= 0 cannot be drawn. They become gaps, and the chart says how many of which
+  // key; a chart with nothing positive stays linear and says so.
+  applyLog(chart, traces) {
+    if (!this.logScale || chart.kind === "heatmap") return null;
+    const hiddenBy = new Map();
+    let shown = 0;
+    for (const t of traces) {
+      if (!t.y || t.y.length === 1 && t.y[0] === null) continue;
+      const counted = t.line && t.line.width !== 0 && !(t.name || "").endsWith("(raw)") && t.hoverinfo !== "skip";
+      let n = 0;
+      const y = t.y.map(v => { if (v !== null && v !== undefined && v <= 0) { n++; return null; } if (v !== null && v !== undefined) shown++; return v; });
+      if (n && counted) hiddenBy.set(t.meta || t.name, (hiddenBy.get(t.meta || t.name) || 0) + n);
+      t._ylin = t.y; t.y = y;
+    }
+    const hidden = [...hiddenBy.values()].reduce((a, b) => a + b, 0);
+    if (!shown && hidden) for (const t of traces) if (t._ylin) t.y = t._ylin;
+    return { hidden, keys: [...hiddenBy.keys()], allHidden: !shown && hidden > 0 };
+  }
+
   render(chart, resetView = false) {
-    if (!chart) return;
+    if (!chart) return Promise.resolve();
     const el = document.getElementById(`chart-${chart.id}`);
-    if (!el) return;
+    if (!el) return Promise.resolve();
     const traces = this.traces(chart);
     const card = el.closest(".chart-card");
     card.classList.toggle("empty", traces.length === 0);
     card.dataset.points = String(this.pointCount(chart.id));
-    Plotly.react(el, traces, this.layout(chart, resetView, traces),
+    const logInfo = this.applyLog(chart, traces);
+    const note = card.querySelector(".log-note");
+    if (note) {
+      note.hidden = !(logInfo && logInfo.hidden);
+      if (logInfo && logInfo.hidden) {
+        note.textContent = logInfo.allHidden ? "all values ≤ 0: linear axis"
+          : `log: ${logInfo.hidden.toLocaleString()} value${logInfo.hidden > 1 ? "s" : ""} ≤ 0 not drawn`;
+        note.title = `Not drawn on the log axis: values ≤ 0 of ${logInfo.keys.join(", ")}`;
+      }
+    }
+    const done = Plotly.react(el, traces, this.layout(chart, resetView, traces, logInfo),
       { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["toImage", "lasso2d", "select2d"] });
     if (!el.dataset.bound) {
       el.dataset.bound = "1";
       el.on("plotly_relayout", ev => this.onRelayout(chart, ev));
     }
+    return done;
   }
 
-  // Zoom: fetch the visible range again, at full resolution for that range.
+  // Zoom: fetch the visible range again, at full resolution for that range (with sync on, for every
+  // chart of the page at once: one request for all their keys).
   async onRelayout(chart, ev) {
-    if (chart.kind === "heatmap" || !chart.keys.length) return;
-    const card = document.querySelector(`.chart-card[data-chart="${chart.id}"]`);
-    if (ev["xaxis.autorange"]) {
+    if (!chart.keys.length && chart.kind !== "heatmap") return;
+    if (ev["xaxis.autorange"] || ev["yaxis.autorange"]) {
+      if (this.sync) { this.resetZoom(); return; }
       delete this.zoom[chart.id];
-      card.querySelector(".zoom-note").hidden = true;
+      document.querySelector(`.chart-card[data-chart="${chart.id}"] .zoom-note`).hidden = true;
       this.render(chart, true);
       return;
     }
     const a = ev["xaxis.range[0]"], b = ev["xaxis.range[1]"];
-    if (a === undefined || b === undefined) return;
+    const ya = ev["yaxis.range[0]"], yb = ev["yaxis.range[1]"];
+    if (a === undefined || b === undefined) {
+      // A y-only zoom: keep it, no new data needed.
+      if (ya !== undefined && yb !== undefined && this.zoom[chart.id]) { this.zoom[chart.id].yrange = [ya, yb]; }
+      else if (ya !== undefined && yb !== undefined) {
+        this.zoom[chart.id] = { xrange: null, yrange: [ya, yb], data: this.data };
+      }
+      return;
+    }
     const [lo, hi] = this.toSteps(chart, a, b);
     if (!(hi >= lo)) return;
+    const targets = this.sync ? this.charts.filter(c => c.kind !== "heatmap" || this.xmode === "step") : [chart];
+    const keys = [...new Set(targets.flatMap(c => c.keys))];
     const width = document.getElementById(`chart-${chart.id}`).clientWidth || 800;
-    const params = { runs: this.runs.map(r => r.id).join(","), keys: chart.keys.join(","),
-      step_min: String(lo), step_max: String(hi), max_points: String(Math.max(200, width * 2)) };
-    const resp = await fetch(this.seriesUrl(params), { credentials: "same-origin" });
-    if (!resp.ok) return;
-    const body = await resp.json();
-    this.zoom[chart.id] = { range: [lo, hi], xrange: [a, b], data: body.series };
-    card.querySelector(".zoom-note").hidden = false;
-    this.render(chart);
+    let series = {};
+    if (keys.length) {
+      const params = { runs: this.runs.map(r => r.id).join(","), keys: keys.join(","),
+        step_min: String(lo), step_max: String(hi), max_points: String(Math.max(200, width * 2)) };
+      const resp = await fetch(this.seriesUrl(params), { credentials: "same-origin" });
+      if (!resp.ok) return;
+      series = (await resp.json()).series;
+    }
+    for (const c of targets) {
+      this.zoom[c.id] = { range: [lo, hi], xrange: [a, b], data: series,
+        yrange: c === chart && ya !== undefined && yb !== undefined ? [ya, yb] : undefined };
+      const card = document.querySelector(`.chart-card[data-chart="${c.id}"]`);
+      if (card) card.querySelector(".zoom-note").hidden = false;
+      this.render(c);
+    }
   }
 
   toSteps(chart, a, b) {
@@ -443,7 +563,8 @@ export class ChartBoard {
   }
 }
 
-// Toolbar wiring shared by run and compare pages.
+// Toolbar wiring shared by run and compare pages: the controls start from the board's settings
+// (URL, saved dashboard) and every change goes back to the URL.
 export function bindToolbar(board, toolbar) {
   const smooth = toolbar.querySelector("[name=smoothing]");
   const smoothOut = toolbar.querySelector(".smoothing-value");
@@ -453,14 +574,14 @@ export function bindToolbar(board, toolbar) {
     smooth.addEventListener("input", () => {
       if (smoothOut) smoothOut.textContent = Number(smooth.value).toFixed(2);
       board.setSmoothing(Number(smooth.value));
-      const hidden = document.querySelector("#save-dashboard [name=smoothing]");
-      if (hidden) hidden.value = smooth.value;
     });
   }
   const log = toolbar.querySelector("[name=logscale]");
-  if (log) log.addEventListener("change", () => board.setLog(log.checked));
+  if (log) { log.checked = board.logScale; log.addEventListener("change", () => board.setLog(log.checked)); }
   const xmode = toolbar.querySelector("[name=xmode]");
-  if (xmode) xmode.addEventListener("change", () => board.setXMode(xmode.value));
+  if (xmode) { xmode.value = board.xmode; xmode.addEventListener("change", () => board.setXMode(xmode.value)); }
+  const sync = toolbar.querySelector("[name=synczoom]");
+  if (sync) { sync.checked = board.sync; sync.addEventListener("change", () => board.setSync(sync.checked)); }
   const seeds = toolbar.querySelector("[name=groupseeds]");
   if (seeds) seeds.addEventListener("change", () => board.setGroupSeeds(seeds.checked));
 }
