@@ -79,7 +79,7 @@ def launch(request: HttpRequest) -> HttpResponse:
             except QuotaExceeded as e:
                 form.add_error(None, str(e))
             else:
-                messages.success(request, f"Run #{run.pk} is queued.")
+                messages.success(request, f"Run #{run.pk} is queued.", extra_tags=f"run-queued-{run.pk}")
                 return redirect(run)
     else:
         form = LaunchForm(team=team, initial=initial)
@@ -220,7 +220,8 @@ def cancel(request: HttpRequest, run: Run) -> None:
 def resume(request: HttpRequest, run: Run) -> None:
     """Queue a failed or cancelled run again; it continues from its latest checkpoint."""
     resume_run(run, request.user)
-    messages.success(request, f"Run #{run.pk} is queued again; it resumes from its latest checkpoint.")
+    messages.success(request, f"Run #{run.pk} is queued again; it resumes from its latest checkpoint.",
+                     extra_tags=f"run-queued-{run.pk}")
 
 
 @login_required

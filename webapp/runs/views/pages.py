@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET
 
 from webapp.accounts.scoping import get_scoped, in_team, scoped
 
-from .. import charts, live, series
+from .. import charts, hints, live, series
 from ..groups import at_step as groups_at_step, steps as group_sample_steps
 from ..listing import parse_id
 from ..modelpaths import config_trainable
@@ -129,6 +129,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     }
     return render(request, "runs/detail.html", {
         "run": run, "state": state, "eta_text": charts.format_eta(state["eta_s"]), "page": page, "tau": charts.tau_of(run),
+        "tau_hint": hints.tau_hint(run) if charts.tau_of(run) is not None else None,
         "config_json": json.dumps(run.config, indent=2, sort_keys=True, default=str),
         "trainable": config_trainable(run.config or {}),
         "artifacts": run.artifacts.all(), "events": run.events.all()[:50],
@@ -209,7 +210,12 @@ def series_json(request: HttpRequest) -> JsonResponse:
     max_points = max(max_points, 10)
     # Stream position first, history second: entries after the position are new or duplicates
     # of the history (the page drops steps it already has), never lost.
-    positions = {str(r.pk): (stream_position(r.pk) if r.is_active else None) for r in runs}
+    positions = {str(r.pk): stream_position(r.pk) for r in runs}
+    # ... and the states read again after it: a run that ended between the first read and the
+    # position is shown ended (its end event lies before the position, never replayed).
+    fresh = Run.objects.in_bulk([r.pk for r in runs])
+    runs = [fresh[r.pk] for r in runs if r.pk in fresh]
+    positions = {str(r.pk): (positions[str(r.pk)] if r.is_active else None) for r in runs}
     data = series.load_series(ids, keys, step_min=step_min, step_max=step_max, max_points=max_points)
     out = {"series": jsonable_series(data), "runs": {str(r.pk): charts.run_state(r) for r in runs},
            "stream_ids": positions}

@@ -39,7 +39,17 @@ _CURSOR = re.compile(r"^(\d+):(\d+-\d+)$")
 def run_list(request: HttpRequest) -> HttpResponse:
     team_runs = in_team(request.user, Run.objects.all(), request.team)
     table = run_table(team_runs, request.GET, request.GET.get("page", 1))
-    active = [r.pk for r in table.page.object_list if r.is_active]
+    rows = list(table.page.object_list)
+    active = [r.pk for r in rows if r.is_active]
+    positions = _positions(active)
+    # The rows' states read again after the stream positions: a run that ended in between is
+    # shown ended (the feed starts after its end event and would never tell).
+    fresh = {pk: (status, step, total) for pk, status, step, total in
+             Run.objects.filter(pk__in=active).values_list("pk", "status", "step", "total_steps")}
+    for r in rows:
+        if r.pk in fresh:
+            r.status, r.step, r.total_steps = fresh[r.pk]
+    active = [r.pk for r in rows if r.is_active]
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "runs/list.html", {
@@ -49,7 +59,8 @@ def run_list(request: HttpRequest) -> HttpResponse:
         "statuses": Run.Status.choices, "archived_choices": ARCHIVED, "page_sizes": PAGE_SIZES,
         "max_compare": MAX_COMPARE, "launch_url": reverse("runs:launch"), "query": query.urlencode(),
         "run_url_prefix": reverse("runs:detail", args=[0])[:-2],  # rows link to prefix + id + "/"
-        "live": {"url": reverse("runs:table_stream"), "runs": active, "positions": _positions(active)},
+        "live": {"url": reverse("runs:table_stream"), "series_url": reverse("runs:series"), "runs": active,
+                 "positions": {k: v for k, v in positions.items() if int(k) in active}},
     })
 
 

@@ -56,6 +56,13 @@ export function renderGroup(g, { tau, showMeanC, exportUrl, label }) {
   </article>`;
 }
 
+// Which steps have groups: the slider moves over these only.
+export function stepsNote(steps) {
+  if (!steps.length) return "";
+  const shown = steps.length <= 8 ? steps.join(", ") : `${steps.slice(0, 4).join(", ")}, …, ${steps.slice(-2).join(", ")}`;
+  return `Groups sampled at ${steps.length} step${steps.length === 1 ? "" : "s"}: ${shown}`;
+}
+
 export class GroupInspector {
   constructor(panel, page) {
     this.panel = panel;
@@ -84,6 +91,32 @@ export class GroupInspector {
       for (const t of this.list.querySelectorAll(".mean-c")) t.hidden = !this.meanC.checked;
     });
     this.other.addEventListener("change", () => this.load(this.step));
+    this.stepsNote = panel.querySelector(".group-steps");
+    // A tap (or click) on a token shows its pi, C and C/pi: the title tooltip needs a mouse.
+    this.list.addEventListener("click", ev => {
+      const tok = ev.target.closest(".tok");
+      this.showToken(tok && tok !== this.activeTok ? tok : null);
+    });
+    document.addEventListener("click", ev => { if (!panel.contains(ev.target)) this.showToken(null); });
+  }
+
+  showToken(tok) {
+    if (this.activeTok) this.activeTok.classList.remove("tok-active");
+    if (this.tokDetail) this.tokDetail.remove();
+    this.activeTok = tok;
+    this.tokDetail = null;
+    if (!tok) return;
+    tok.classList.add("tok-active");
+    const box = document.createElement("div");
+    box.className = "tok-detail";
+    box.setAttribute("role", "status");
+    box.textContent = `"${tok.textContent}"\n${tok.title}`;
+    document.body.appendChild(box);
+    const r = tok.getBoundingClientRect();
+    const left = Math.max(4, Math.min(r.left, document.documentElement.clientWidth - box.offsetWidth - 4));
+    box.style.left = `${left + window.scrollX}px`;
+    box.style.top = `${r.bottom + window.scrollY + 4}px`;
+    this.tokDetail = box;
   }
 
   open() { if (this.panel && !this.loaded) this.load(null); }
@@ -111,6 +144,7 @@ export class GroupInspector {
     this.slider.value = String(Math.max(0, this.steps.indexOf(data.step)));
     this.slider.disabled = this.steps.length < 2;
     this.stepLabel.textContent = data.step === null ? "no groups sampled yet" : `step ${data.step}`;
+    if (this.stepsNote) this.stepsNote.textContent = stepsNote(this.steps);
     let other = null, otherErr = "";
     const otherId = Number(this.other.value || 0);
     if (otherId && otherId !== this.runId && data.step !== null) {

@@ -1,7 +1,7 @@
 // Run table: tick runs to compare (2-10) or act on them (tag, archive, cancel), add columns, and
 // follow the active rows live over one SSE connection (views/table.py table_stream).
 import { isTerminal } from "./live.js";
-import { liveNote, onEntry, onStatus } from "./status.js";
+import { liveNote, onEntry, onStatus, readStatesFrom } from "./status.js";
 
 const boxes = () => [...document.querySelectorAll("input[name=run-select]")];
 const chosen = () => boxes().filter(b => b.checked).map(b => b.value);
@@ -46,6 +46,7 @@ if (addInput) addInput.addEventListener("keydown", e => { if (e.key === "Enter")
 // Live rows: status, step and ETA of the queued and running runs on this page.
 const live = JSON.parse(document.getElementById("run-table-live").textContent);
 const note = document.getElementById("live-note");
+readStatesFrom(live.series_url); // a row learns its total steps, and its final state at the end
 if (live.runs.length) {
   const url = new URL(live.url, window.location.href);
   url.searchParams.set("runs", live.runs.join(","));

@@ -1,6 +1,9 @@
 // Status, progress, ETA and queue position of runs on a page, updated from stream entries and
 // polled states. Markup: an element [data-run-state="<id>"] holding .status, .progress > span,
-// .step-text, .eta, .queue-pos, [data-show-if="<statuses>"] (each optional).
+// .step-text, .eta, .queue-pos, .tau-hint, [data-show-if="<statuses>"] (each optional); a flash
+// message with the class run-queued-<id> ("Run #N is queued.") goes once the run leaves the queue.
+
+import { isTerminal } from "./live.js";
 
 const QUEUE_POLL_MS = 5000;
 const REFRESH_MIN_MS = 5000;
@@ -29,7 +32,19 @@ export function showState(runId, state) {
       for (const a of el.querySelectorAll("[data-show-if]")) a.hidden = !a.dataset.showIf.split(" ").includes(state.status);
     }
     showQueue(el, state);
+    const error = el.querySelector(".run-error");
+    if (error && state.error !== undefined) { error.textContent = state.error; error.hidden = !state.error; }
     if (state.step !== undefined) showProgress(el, state.step, state.total_steps, state.eta_s, state.status);
+  }
+  if (state.status && state.status !== "queued") dropQueuedMessage(runId);
+}
+
+// "Run #N is queued." (a flash message of the launch or resume) is not true any more.
+function dropQueuedMessage(runId) {
+  for (const m of document.querySelectorAll(`.messages li.run-queued-${runId}`)) {
+    const list = m.parentElement;
+    m.remove();
+    if (list && !list.children.length) list.remove();
   }
 }
 
@@ -54,9 +69,9 @@ export function readStatesFrom(url) { seriesUrl = url; }
 const lastRefresh = new Map(); // runId -> time of the last request
 // Re-read a run's state from the server, at most every REFRESH_MIN_MS: what the run's own stream
 // does not tell (its total steps once the trainer starts, its place in the queue).
-export async function refreshState(runId) {
+export async function refreshState(runId, force = false) {
   const now = Date.now();
-  if (!seriesUrl || now - (lastRefresh.get(runId) || 0) < REFRESH_MIN_MS) return;
+  if (!seriesUrl || (!force && now - (lastRefresh.get(runId) || 0) < REFRESH_MIN_MS)) return;
   lastRefresh.set(runId, now);
   try {
     const params = new URLSearchParams({ runs: String(runId), keys: "" });
@@ -99,6 +114,8 @@ export function onEntry(runId, entry) {
     if (inst > 1e-3) spp = spp === null ? inst : 0.8 * spp + 0.2 * inst;
   }
   rates.set(runId, { t: entry.t, step: entry.step, secPerStep: spp });
+  const rect = entry.scalars ? entry.scalars[RECTIFIED] : undefined;
+  if (typeof rect === "number") noteRectified(runId, entry.step, rect);
   for (const el of els(runId)) {
     const total = Number(el.dataset.total || 0);
     if (!total) refreshState(runId); // opened before the trainer started: its total is in the database now
@@ -110,10 +127,33 @@ export function onEntry(runId, entry) {
   }
 }
 
-// A lifecycle event from the stream {status, step, message}.
+// A lifecycle event from the stream {status, step, message}; other events on the stream (alerts,
+// evaluations) carry no status and change nothing here. At the end, the final step, total and
+// error are read from the server.
 export function onStatus(runId, event) {
+  if (!event.status) return;
   showState(runId, { status: event.status, step: event.step,
     total_steps: Number((els(runId)[0] || { dataset: {} }).dataset.total || 0), eta_s: null });
+  if (isTerminal(event.status)) refreshState(runId, true);
+}
+
+// tau has no effect when (nearly) every token is rectified, pi < tau: the run page says so once
+// the share stays near 1 (webapp.runs.charts.tau_hint tells the same at page load).
+const RECTIFIED = "dcr/rectified_frac";
+export const TAU_HINT_MIN = 0.95, TAU_HINT_STEPS = 3;
+const recentRect = new Map(); // runId -> [last values]
+function noteRectified(runId, step, value) {
+  const recent = (recentRect.get(runId) || []).concat([value]).slice(-TAU_HINT_STEPS);
+  recentRect.set(runId, recent);
+  const stuck = recent.length >= TAU_HINT_STEPS && recent.every(v => v >= TAU_HINT_MIN);
+  for (const el of els(runId)) {
+    const hint = el.querySelector(".tau-hint");
+    if (!hint) continue;
+    if (stuck) {
+      hint.querySelector(".tau-hint-share").textContent = `${(Math.min(...recent) * 100).toFixed(0)}%`;
+      hint.hidden = false;
+    } else if (recent.length >= TAU_HINT_STEPS) hint.hidden = true;
+  }
 }
 
 export function liveNote(el, mode, detail) {
@@ -123,4 +163,9 @@ export function liveNote(el, mode, detail) {
   el.textContent = mode === "sse" ? "● Live: following the run's stream"
     : mode === "polling" ? `Live stream unavailable (${detail || "no connection"}): polling the metrics every 5 s`
     : "Not live: no run on this page is training";
+}
+
+// At load: a page rendered after its run left the queue.
+for (const el of document.querySelectorAll("[data-run-state]")) {
+  if (el.dataset.status && el.dataset.status !== "queued") dropQueuedMessage(el.dataset.runState);
 }
