@@ -1,7 +1,8 @@
 """Final answers of math responses: extracting them and deciding whether two agree.
 
 Extraction follows the paper: the last \\boxed{...} (else the text after "the answer is", else
-the last number); GSM8K answers may also end with "#### x". Two answers agree by normalised string,
+the last number); a response may also end with a GSM8K-style "#### x" line, which comes right after
+\\boxed. Two answers agree by normalised string,
 by number (relative tolerance, also x100 and /100 for percentages), then symbolically with sympy.
 
 Nothing here bounds its own time: sympy can run for very long on a pathological answer
@@ -51,17 +52,38 @@ def plain_thousands(text: str) -> str:
     return _LATEX_THOUSANDS.sub(",", text) if "\\" in text or "{,}" in text else text
 
 
+# Words between "the answer is" and the answer itself: "the answer is therefore 3."
+_FILLER = re.compile(r"^(?:(?:therefore|thus|hence|then|so|simply|just|indeed|clearly|exactly|actually|now)\b[\s,:]*)+",
+                     re.IGNORECASE)
+
+
+def final_line_answer(text: str) -> str | None:
+    """"x" when the text's last line is GSM8K's "#### x" (None otherwise: a "#### Step 1" heading
+    earlier in a response is not its answer)."""
+    if "####" not in text:
+        return None
+    last = text.rstrip().rsplit("\n", 1)[-1].strip()
+    return last[4:].strip() or None if last.startswith("####") else None
+
+
 def extract_answer(text: str) -> str | None:
-    """The final answer of a response: last \\boxed{}, else after "the answer is", else last number."""
+    """The final answer of a response: last \\boxed{}, else a final "#### x" line, else after "the
+    answer is" (filler words and a closing full stop dropped), else the last number."""
     boxed = last_boxed(text)
     if boxed is not None:
         return boxed
+    hashes = final_line_answer(text)
+    if hashes is not None:
+        return hashes
     said = list(re.finditer(r"the answer is[:\s]*", text, flags=re.IGNORECASE))
     if said:
-        rest = text[said[-1].end() :].split("\n", 1)[0].strip()
+        rest = _FILLER.sub("", text[said[-1].end() :].split("\n", 1)[0].strip())
         inline = re.match(r"\$+([^$]+)\$", rest)  # "the answer is $12$ because ..." -> "12"
-        if inline or rest:
-            return inline.group(1).strip() if inline else rest
+        if inline:
+            return inline.group(1).strip()
+        rest = re.sub(r"(?<!\.)\.$", "", rest).strip()  # "... is 3." -> "3" (not "3..")
+        if rest:
+            return rest
     numbers = NUMBER.findall(plain_thousands(text))
     return numbers[-1].replace(",", "") if numbers else None
 

@@ -26,6 +26,12 @@ GroundTruthExtract = Literal["raw", "gsm8k", "boxed"]
 EXTENSIONS: tuple[str, ...] = (".jsonl", ".json", ".parquet", ".csv")
 
 
+def json_error(e: json.JSONDecodeError) -> str:
+    """'Expecting value at column 5' from a JSONDecodeError; some of its messages end in "at"
+    ("Unterminated string starting at"), which must not read "at at column"."""
+    return f"{e.msg.removesuffix(' at')} at column {e.colno}"
+
+
 class DataError(ValueError):
     """A dataset cannot be read or does not fit its column mapping."""
 
@@ -125,7 +131,7 @@ def _json_rows(path: Path, gz: bool, columns: Sequence[str] | None, max_row_byte
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(
-                f"{path}, line {lineno}: bad JSON ({e.msg} at column {e.colno}); expected one JSON object "
+                f"{path}, line {lineno}: bad JSON ({json_error(e)}); expected one JSON object "
                 f"per line: {line.strip()[:80]!r}"
             ) from None
         except RecursionError:

@@ -25,7 +25,8 @@ from typing import Any, Callable
 
 import re2
 
-from gft_core.answers import answers_equal, extract_answer, gsm8k_number, gsm8k_response_answer, last_boxed, load_sympy
+from gft_core.answers import (answers_equal, extract_answer, final_line_answer, gsm8k_number, gsm8k_response_answer,
+                              last_boxed, load_sympy)
 from gft_core.scoring import ScoreOne, Scorer
 
 RewardFn = Callable[[list[str], list["str | None"], list[str]], list[float]]
@@ -165,6 +166,19 @@ def register(name: str, description: str, *params: Param, needs_ground_truth: bo
     return wrap
 
 
+def needs_ground_truth(spec: dict) -> bool:
+    """Whether the reward `spec` (or any term of a weighted sum) compares with a ground truth."""
+    if not isinstance(spec, dict):
+        return False
+    info = REWARDS.get(spec.get("name"))
+    if info is None:
+        return False
+    if info.needs_ground_truth:
+        return True
+    terms = (spec.get("params") or {}).get("terms") if spec.get("name") == "weighted_sum" else None
+    return any(needs_ground_truth(t) for t in terms or [] if isinstance(t, dict))
+
+
 def describe_rewards() -> list[dict]:
     """Every registered reward with its parameters, for forms and docs."""
     return [
@@ -270,7 +284,8 @@ _BUDGET_HELP = (f"Wall-clock budget for scoring one response, seconds (at most {
 
 @register(
     "math_verify",
-    "Math answer verifier: last \\boxed{} (else 'the answer is', else last number) against the ground "
+    "Math answer verifier: last \\boxed{} (else a final '#### x' line, else 'the answer is', else last number) "
+    "against the ground "
     "truth by normalised string, number (also x100, /100) and sympy. 1.0 or 0.0.",
     Param("rel_tol", float, 1e-4, "Relative tolerance of numeric equality.", min=0.0, max=1.0),
     Param("percent", bool, True, "Also accept the ground truth x100 or /100 (percentages)."),
@@ -279,7 +294,7 @@ _BUDGET_HELP = (f"Wall-clock budget for scoring one response, seconds (at most {
 )
 def math_verify(*, rel_tol: float, percent: bool, timeout_s: float, _field: str) -> PerResponse:
     def score(response: str, ground_truth: str, prompt: str) -> float:
-        truth = last_boxed(ground_truth) or ground_truth
+        truth = last_boxed(ground_truth) or final_line_answer(ground_truth) or ground_truth
         pred = extract_answer(response)
         return 1.0 if pred is not None and answers_equal(pred, truth, rel_tol=rel_tol, percent=percent) else 0.0
 

@@ -187,6 +187,14 @@ def test_bad_json_line(tmp_path):
         load_examples(path, MAPPING)
 
 
+def test_bad_json_message_reads_well(tmp_path):
+    with pytest.raises(DataError) as caught:
+        load_examples(jsonl(tmp_path, '{"q": "never closed'), MAPPING)
+    # json's message ends in "at" here ("Invalid control character at"): one "at", then the column.
+    assert "bad JSON (Invalid control character at column 20)" in str(caught.value)
+    assert "at at" not in str(caught.value)
+
+
 def test_json_line_not_an_object(tmp_path):
     with pytest.raises(DataError, match=r"line 1: expected a JSON object, got list"):
         load_examples(jsonl(tmp_path, "[1, 2]"), MAPPING)

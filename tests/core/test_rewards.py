@@ -11,7 +11,8 @@ import torch
 
 from gft_core.answers import answers_equal, extract_answer, last_boxed
 from gft_core.data import PRESETS, load_examples
-from gft_core.rewards import MAX_DEPTH, REWARDS, PerResponse, RewardSpecError, build_reward, describe_rewards, register
+from gft_core.rewards import (MAX_DEPTH, REWARDS, PerResponse, RewardSpecError, build_reward, describe_rewards,
+                              needs_ground_truth, register)
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 GSM8K_TEST = DATA / "gsm8k" / "test.parquet"
@@ -79,12 +80,18 @@ def test_last_boxed_nested_and_variants():
     [
         (r"So \boxed{42}. The answer is 7", "42"),  # boxed wins
         ("Thus the answer is $\\frac{1}{2}$.\nDone 9", "\\frac{1}{2}"),
-        ("the answer is 7.\nDone 9", "7."),
+        ("the answer is 7.\nDone 9", "7"),  # the closing full stop is not part of it
         ("The Answer Is: 12", "12"),
         ("so the answer is $12$ because 3 * 4 = 12 and 7", "12"),
         ("We get 3 apples, then 1,234.5 pears", "1234.5"),  # last number, commas dropped
         ("x is -4", "-4"),
         ("no digits here", None),
+        ("The answer is therefore 3.\n#### 3", "3"),  # a GSM8K-style last line, after filler words
+        ("The answer is therefore 3.", "3"),
+        ("So the answer is: thus, 42", "42"),
+        ("the answer is 3.5.", "3.5"),
+        ("#### Step 1\nadd them: the answer is 7", "7"),  # a heading is not a final "#### x" line
+        ("\\boxed{4}\n#### 3", "4"),  # \boxed first, as the paper
     ],
 )
 def test_extract_answer(text, expected):
@@ -166,6 +173,20 @@ def test_math_verify_on_float_ground_truth_from_amc23(tmp_path):
     (ex,) = load_examples(path, ColumnMapping(prompt="problem", ground_truth="answer"))
     assert ex.ground_truth == "27"
     assert score({"name": "math_verify"}, [r"It is \boxed{27}."], [ex.ground_truth]) == [1.0]
+
+
+def test_math_verify_scores_a_gsm8k_style_ending():
+    responses = ["The answer is therefore 3.\n#### 3", "The answer is therefore 3.", "The answer is therefore 4.\n#### 4"]
+    assert score({"name": "math_verify"}, responses, ["3", "3", "3"]) == [1.0, 1.0, 0.0]
+    # A GSM8K ground truth (its solution ending "#### 72") is its last line's number.
+    assert score({"name": "math_verify"}, ["so 72"], ["48/2 = 24 clips, 48+24 = 72\n#### 72"]) == [1.0]
+
+
+def test_which_specs_need_a_ground_truth():
+    assert needs_ground_truth({"name": "math_verify"}) and not needs_ground_truth({"name": "length_penalty"})
+    mixed = {"name": "weighted_sum", "params": {"terms": [{"name": "regex_match", "params": {"pattern": "x"}},
+                                                          {"name": "gsm8k", "weight": 0.5}]}}
+    assert needs_ground_truth(mixed) and not needs_ground_truth({"name": "no such reward"})
 
 
 def test_math_verify_needs_a_ground_truth():

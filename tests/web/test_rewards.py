@@ -180,7 +180,7 @@ def test_gsm8k_expert_answers_score_one(team, user, auth_client):
 def test_math500_expert_answers_score_one(team, user, auth_client):
     ds = shared_dataset(team, user, MATH500, "math")
     cfg = services.create_reward_config(team, user, name="mv", spec={"name": "math_verify", "params": {}})
-    test = _run_test(cfg, ds, user, sample_size=1000, response="I think it is 7.")
+    test = _run_test(cfg, ds, user, sample_size=1000, response="I think it is 7.", response_ground_truth="8")
     expert = test.result["sources"]["expert"]
     assert (expert["n"], expert["mean"], expert["min"]) == (500, 1.0, 1.0)
     assert test.result["pasted"]["score"] == 0.0
@@ -260,15 +260,30 @@ def test_panel_form_queues_a_test(auth_client, team, user, django_capture_on_com
     cfg = services.create_reward_config(team, user, name="mv", spec={"name": "math_verify", "params": {}})
     page = auth_client.get(reverse("rewards:detail", args=[cfg.pk]) + f"?dataset={ds.pk}").content.decode()
     assert f'<option value="{ds.pk}" selected>' in page
+    assert "the sampled rows&#x27; are not used" in page  # the form says the pasted response needs its own
+    # A pasted response without its ground truth: refused, naming the field (no row's answer stands in).
+    post = {"dataset": ds.pk, "sample_size": 10, "seed": 0, "response": "\\boxed{4}", "response_ground_truth": ""}
+    r = auth_client.post(reverse("rewards:test", args=[cfg.pk]), post, follow=True)
+    assert "response_ground_truth: The pasted response needs its own ground truth" in r.content.decode()
+    assert not RewardTest.objects.exists()
+    with pytest.raises(services.RewardConfigError, match="response_ground_truth"):
+        services.start_reward_test(cfg, ds, user, sample_size=5, response="4")
     with django_capture_on_commit_callbacks(execute=True):
-        r = auth_client.post(reverse("rewards:test", args=[cfg.pk]), {"dataset": ds.pk, "sample_size": 10, "seed": 0,
-                                                                      "response": "\\boxed{4}", "response_ground_truth": ""})
+        r = auth_client.post(reverse("rewards:test", args=[cfg.pk]), {**post, "response_ground_truth": "4"})
     test = RewardTest.objects.get()
     assert (dispatch.TEST_REWARD, [test.pk]) in queued_tasks() and r["Location"].endswith(f"?test={test.pk}#test")
     assert auth_client.get(reverse("rewards:test_status", args=[cfg.pk, test.pk])).json()["status"] == "queued"
     run_reward_test(test.pk)
     page = auth_client.get(r["Location"]).content.decode()
     assert 'data-source="pasted"' in page and "Done" in page
+    test.refresh_from_db()
+    assert test.result["pasted"] == {"score": 1.0, "ground_truth": "4"}
+
+
+def test_bad_json_spec_message(auth_client):
+    r = auth_client.post(reverse("rewards:create"), config_form("j", spec_json='{"name": "math_verify\n"}'))
+    errors = " ".join(r.context["form"].errors["spec_json"])
+    assert "Invalid control character at line 1, column 22" in errors and "at at" not in errors
 
 
 # ---------------------------------------------------------------- access

@@ -80,3 +80,20 @@ def test_run_page_links_the_dataset_and_reward_versions_it_used(auth_client, tea
     # The links lead to the pages of those versions.
     assert f"{toy_dataset.name}" in auth_client.get(dataset_url).content.decode()
     assert auth_client.get(reward_url).status_code == 200
+
+
+def test_tau_hint_when_the_rectified_share_stays_near_one(auth_client, team, user):
+    """Nearly every token rectified, step after step: tau changes nothing, and the page says so."""
+    from tests.metric_support import write_step
+
+    stuck = make_run(team, user, "cold model", status=Run.Status.RUNNING, total_steps=10)
+    fine = make_run(team, user, "warm model", status=Run.Status.RUNNING, total_steps=10)
+    for step in (1, 2, 3, 4):
+        write_step(stuck, step, {"dcr/rectified_frac": 0.99 - 0.01 * (step == 4)}, publish=False)
+        write_step(fine, step, {"dcr/rectified_frac": 0.99 if step < 4 else 0.4}, publish=False)
+    hint = re.compile(r'<p class="tau-hint warn"( hidden)?>')
+    page = auth_client.get(reverse("runs:detail", args=[stuck.pk])).content.decode()
+    assert hint.search(page).group(1) is None  # shown
+    assert "tau has no effect here: 98% of the tokens are rectified" in text(page)
+    page = auth_client.get(reverse("runs:detail", args=[fine.pk])).content.decode()
+    assert hint.search(page).group(1) == " hidden"  # the last step is not near 1: no hint (kept for live updates)

@@ -386,3 +386,29 @@ def test_a_launch_that_fits_no_gpu_worker_is_refused_with_the_numbers(auth_clien
         assert api_client.post("/api/runs/", launch_inputs, format="json").status_code == 201
     finally:
         client.delete(key)
+
+def test_models_by_name_the_demos_tiny_warm_included(auth_client, api_client, launch_inputs, tiny_assets):
+    """The launch form offers the models under the roots by name; the form, the API and the
+    defaults take a name ("tiny-warm", the demo's model) as well as a full path."""
+    import shutil
+
+    from stack.demo import demo_model_dir
+
+    warm = demo_model_dir()
+    if not (warm / "config.json").is_file():
+        shutil.copytree(tiny_assets["model"], warm)
+    page = auth_client.get(reverse("runs:launch")).content.decode()
+    assert '<option value="tiny-warm">' in page and '<option value="tiny">' in page
+    assert auth_client.get(reverse("runs:launch_defaults"), {"model": "tiny-warm"}).status_code == 200
+    resp = auth_client.post(reverse("runs:launch"), form_data(launch_inputs, model="tiny-warm", name="by name"))
+    assert resp.status_code == 302, resp.context["form"].errors if resp.context else resp
+    api = api_client.post("/api/runs/", {**launch_inputs, "model": "tiny-warm", "name": "api by name",
+                                          "sequences_per_update": 8}, format="json")
+    assert api.status_code == 201, api.json()
+    assert {r.config["model_path"] for r in Run.objects.all()} == {str(warm.resolve())}
+    # An unknown name: a field error that names the models there are; nothing queued.
+    api = api_client.post("/api/runs/", {**launch_inputs, "model": "tiny-hot"}, format="json")
+    assert api.status_code == 400 and "No model called 'tiny-hot'" in api.json()["model"][0]
+    assert "tiny-warm" in api.json()["model"][0] and Run.objects.count() == 2
+    escape = api_client.post("/api/runs/", {**launch_inputs, "model": "../../etc"}, format="json")
+    assert escape.status_code == 400 and "model" in escape.json()

@@ -10,7 +10,7 @@ import json
 
 from django import forms
 
-from gft_core.rewards import REWARDS, describe_rewards
+from gft_core.rewards import REWARDS, describe_rewards, needs_ground_truth
 
 from .services import MAX_SAMPLE, RewardConfigError, check_spec, spec_from_terms, terms_from_spec
 
@@ -116,7 +116,9 @@ class RewardConfigForm(forms.Form):
                 [f.cleaned_data["term"] for f in self.terms.forms if f.cleaned_data.get("term")])
             self.cleaned_data["spec"] = check_spec(spec)
         except json.JSONDecodeError as e:
-            self.add_error("spec_json", f"Not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}).")
+            # Some messages end in "at" ("Unterminated string starting at"): no "at at line".
+            self.add_error("spec_json", f"Not valid JSON: {e.msg.removesuffix(' at')} at line {e.lineno}, "
+                                        f"column {e.colno}.")
         except RecursionError:
             self.add_error("spec_json", "The JSON nests too deeply.")
         except RewardConfigError as e:
@@ -137,10 +139,20 @@ class RewardTestForm(forms.Form):
                                      help_text=f"Rows sampled (seeded) from the dataset, at most {MAX_SAMPLE}.")
     seed = forms.IntegerField(initial=0)
     response = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}), label="Paste a response",
-                               help_text="Scored too, against the ground truth below.")
+                               help_text="Scored too, against its own ground truth below.")
     response_ground_truth = forms.CharField(required=False, max_length=2000, label="Its ground truth",
-                                            help_text="Blank: the ground truth of the first sampled row.")
+                                            help_text="Required with a pasted response when the reward compares "
+                                                      "with a ground truth; the sampled rows' are not used.")
 
-    def __init__(self, *args, datasets, **kwargs):
+    def __init__(self, *args, datasets, spec: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["dataset"].queryset = datasets
+        self.spec = spec
+
+    def clean(self):
+        data = super().clean()
+        if (data.get("response", "").strip() and not data.get("response_ground_truth", "").strip()
+                and self.spec is not None and needs_ground_truth(self.spec)):
+            self.add_error("response_ground_truth", "The pasted response needs its own ground truth: this reward "
+                                                    "compares the answer with one.")
+        return data

@@ -35,7 +35,7 @@ class RewardTest(models.Model):
     sample_size = models.PositiveIntegerField(default=100)
     seed = models.IntegerField(default=0)
     response = models.TextField(blank=True, help_text="A pasted response to score as well")
-    response_ground_truth = models.TextField(blank=True, help_text="Its ground truth; blank = the first sampled row's")
+    response_ground_truth = models.TextField(blank=True, help_text="Its ground truth (required when the reward compares with one)")
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
     result = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)

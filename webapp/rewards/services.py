@@ -12,7 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from gft_core.rewards import REWARDS, RewardSpecError, build_reward, describe_rewards
+from gft_core.rewards import REWARDS, RewardSpecError, build_reward, describe_rewards, needs_ground_truth
 from webapp import dispatch
 from webapp.resources import services as resources
 from webapp.resources.services import InUseError, archive, delete, used_by, versions
@@ -216,6 +216,9 @@ def start_reward_test(config: RewardConfig, dataset, user, *, sample_size: int =
         raise RewardConfigError("The dataset belongs to another team.")
     if not 1 <= sample_size <= MAX_SAMPLE:
         raise RewardConfigError(f"Sample between 1 and {MAX_SAMPLE} rows.")
+    if (response or "").strip() and not (response_ground_truth or "").strip() and needs_ground_truth(config.spec):
+        raise RewardConfigError("response_ground_truth: the pasted response needs its own ground truth "
+                                "(this reward compares the answer with one).")
     test = RewardTest.objects.create(reward_config=config, dataset=dataset, sample_size=sample_size, seed=seed,
                                      response=response or "", response_ground_truth=response_ground_truth or "",
                                      created_by=user)

@@ -75,7 +75,7 @@ def score_sample(spec: dict, examples: list[Example], response: str = "", respon
     deadline = math.inf if max_seconds is None else time.monotonic() + max_seconds
     result: dict = {}
     if response.strip():
-        gt = response_ground_truth.strip() or (examples[0].ground_truth if examples else None)
+        gt = response_ground_truth.strip() or None  # its own: a sampled row's answer is another question's
         prompt = examples[0].prompt if examples else ""
         result["pasted"] = {"score": fn([response], [gt], [prompt])[0], "ground_truth": gt}
     answers = [(i, source, text) for i, e in enumerate(examples)

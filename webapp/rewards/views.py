@@ -113,7 +113,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
 def run_test(request: HttpRequest, config: RewardConfig) -> HttpResponse:
     """Queue a reward test; the detail page then shows and polls it."""
     pk = config.pk
-    form = RewardTestForm(request.POST, datasets=_datasets(request, config))
+    form = RewardTestForm(request.POST, datasets=_datasets(request, config), spec=config.spec)
     if not form.is_valid():
         messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
         return redirect("rewards:detail", pk=pk)

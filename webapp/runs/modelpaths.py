@@ -1,4 +1,5 @@
-"""Which models a run may train: the built-in tiny model or a directory under settings.MODEL_ROOTS."""
+"""Which models a run may train: the built-in tiny model or a directory under settings.MODEL_ROOTS,
+by full path or by name (its path under a root: "tiny-warm", the demo's warm-started model)."""
 from __future__ import annotations
 
 import json
@@ -61,14 +62,34 @@ def resolve_model(value: str) -> str:
         return str(ensure_tiny_model())
     if "\x00" in value:
         raise ModelPathError("A model path cannot contain a NUL character.")
+    named = None if Path(value).is_absolute() else _by_name(value)  # "tiny-warm", "org/model" under a root
+    if named is not None:
+        return named
     try:
         path = Path(value).resolve()
     except (OSError, RuntimeError) as exc:  # e.g. a symlink loop
         raise ModelPathError(f"{value} is not a usable path ({exc}).") from None
     roots = [Path(r).resolve() for r in settings.MODEL_ROOTS]
     if not any(path.is_relative_to(r) for r in roots) and path != tiny_model_dir().resolve():
+        if not Path(value).is_absolute():
+            known = [v for v, _ in model_choices() if not Path(v).is_absolute()]
+            raise ModelPathError(f"No model called {value!r} under the model roots ({', '.join(map(str, roots))}); "
+                                 f"by name: {', '.join(known[:20])}{', …' if len(known) > 20 else ''}.")
         raise ModelPathError(f"{value} is outside the allowed model roots ({', '.join(map(str, roots))}).")
     return str(path)
+
+
+def _by_name(name: str) -> str | None:
+    """The model directory called `name` under the first root that has it (its config.json there)."""
+    for root in settings.MODEL_ROOTS:
+        root = Path(root).resolve()
+        try:
+            path = (root / name).resolve()
+        except (OSError, RuntimeError):
+            return None
+        if path.is_relative_to(root) and path != root and (path / "config.json").is_file():
+            return str(path)
+    return None
 
 
 def launch_value(model_path: str) -> str:
@@ -77,13 +98,18 @@ def launch_value(model_path: str) -> str:
 
 
 def model_choices() -> list[tuple[str, str]]:
-    """(value, label): the built-in tiny model, then each model directory found under MODEL_ROOTS."""
+    """(value, label): the built-in tiny model, then each model directory found under MODEL_ROOTS,
+    offered by name (its path under the root, e.g. the demo's "tiny-warm"; resolve_model takes it);
+    a name that two roots share is offered by full path for the later one."""
     choices = [(TINY_MODEL, "Built-in tiny model (gft_core.tiny, a few million parameters)")]
+    seen = {TINY_MODEL}
     for root in settings.MODEL_ROOTS:
         root = Path(root)
         if root.is_dir():
             for cfg in sorted(list(root.glob("*/config.json")) + list(root.glob("*/*/config.json"))):
-                choices.append((str(cfg.parent), str(cfg.parent.relative_to(root))))
+                name = cfg.parent.relative_to(root).as_posix()
+                choices.append((name, str(cfg.parent)) if name not in seen else (str(cfg.parent), str(cfg.parent)))
+                seen.add(name)
     return choices
 
 
