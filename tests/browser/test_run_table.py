@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlparse
 
-from tests.browser.support import SHOTS, log_steps, login, make_run, sink_for
+from tests.browser.support import SHOTS, log_steps, login, make_run, scalars, sink_for
+from tests.runs_support import reward_config, tiny_assets, toy_dataset  # noqa: F401
 from webapp.pipelines.models import Pipeline, PipelineStage
 from webapp.runs.models import Run
 from webapp.runs.services import transition
@@ -139,4 +140,70 @@ def test_sweep_and_pipeline_pages_follow_their_runs_live(live_server_url, chromi
     assert page.locator("[name=s1-model]").count() == 0  # later stages start from the previous model
     page.select_option("[name=s0-method]", "gft")
     page.wait_for_function(f"() => !document.querySelector(\"{tau.format('s0')}\").hidden", timeout=10_000)
+
+
+def test_status_follows_the_run_everywhere(live_server_url, chromium, team, user, tiny_assets, toy_dataset,
+                                           reward_config):
+    """A run launched from the form, then trained through the worker's real metric sink: the
+    "queued" message goes when it starts; run page head, actions and run table follow it to its end
+    with no reload; nothing says queued or running after; a rectified share stuck near 1 shows the
+    tau hint live."""
+    base = live_server_url
+    page = login(chromium, base, "alice", "alice-pass-123")
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{base}/runs/new/")
+    page.fill("#id_name", "followed")
+    page.fill("#id_model", "tiny-test")  # by name, under the model roots
+    page.select_option("#id_dataset", str(toy_dataset.pk))
+    page.select_option("#id_eval_split", "none")
+    page.select_option("#id_reward_config", str(reward_config.pk))
+    for field, value in {"n_expert": "1", "n_teacher": "1", "n_self": "2", "prompts_per_step": "2",
+                         "micro_batch_size": "8", "max_steps": "4", "eval_interval": "0"}.items():
+        page.fill(f"#id_{field}", value)
+    page.click(".launch-form button[type=submit]")
+    page.wait_for_url(f"{base}/runs/*/")
+    run = Run.objects.get(name="followed")  # no worker here: it stays queued until this test starts it
+    queued_note = f".messages li.run-queued-{run.pk}"
+    assert page.inner_text(queued_note) == f"Run #{run.pk} is queued."
+    page.wait_for_selector("body[data-charts-ready='1']", timeout=20_000)
+    page.wait_for_selector(".live-note.live-sse", timeout=20_000)
+    page.evaluate("window.__noReload = 'still here'")
+    table = page.context.new_page()
+    table.goto(f"{base}/")
+    table.wait_for_selector("#live-note.live-sse", timeout=20_000)
+    row = f"tr[data-run='{run.pk}']"
+
+    # It starts, and trains four steps through the real sink with nearly every token rectified.
+    transition(run.pk, Run.Status.RUNNING, worker="w")
+    page.wait_for_selector(queued_note, state="detached", timeout=20_000)
+    assert page.locator(".run-head .cancel-run").is_visible()
+    sink = sink_for(run, 0, 4)
+    try:
+        for step in range(1, 5):
+            sink.log(step, {**scalars(step, 0.5), "dcr/rectified_frac": 0.99}, {})
+            sink.flush()
+    finally:
+        sink.close()
+    page.wait_for_selector(".run-head .tau-hint:not([hidden])", timeout=20_000)
+    assert "99% of the tokens are rectified" in page.inner_text(".run-head .tau-hint")
+    page.wait_for_function("() => document.querySelector('.run-head .step-text').textContent === 'step 4 / 4 (100%)'",
+                           timeout=20_000)
+    table.wait_for_function(f"() => document.querySelector(\"{row} .step-text\").textContent.startsWith('step 4 / 4')",
+                            timeout=20_000)
+
+    # It ends: everything follows.
+    transition(run.pk, Run.Status.SUCCEEDED)
+    page.wait_for_selector(".run-head .status.status-succeeded", timeout=20_000)
+    table.wait_for_selector(f"{row} .status.status-succeeded", timeout=20_000)
+    assert page.locator(".run-head .cancel-run").is_hidden()
+    assert page.locator(".run-head .continue-run").is_visible()
+    assert page.get_attribute(".run-head .delete-run", "hidden") is None
+    head = page.inner_text(".run-head").lower()
+    assert "queued" not in head and "running" not in head and "eta" not in head.split()
+    assert page.locator(".messages").count() == 0
+    assert "running" not in table.inner_text(row).lower() and table.inner_text(f"{row} .eta") == ""
+    assert table.inner_text(f"{row} .step-text") == "step 4 / 4 (100%)"
+    assert page.evaluate("window.__noReload") == "still here"
+    page.screenshot(path=str(SHOTS / "run-followed-to-its-end.png"), full_page=True)
     assert not errors, errors
