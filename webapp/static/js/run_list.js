@@ -1,7 +1,6 @@
 // Run table: tick runs to compare (2-10) or act on them (tag, archive, cancel), add columns, and
 // follow the active rows live over one SSE connection (views/table.py table_stream).
-import { isTerminal } from "./live.js";
-import { liveNote, onEntry, onStatus, readStatesFrom } from "./status.js";
+import { followRows } from "./status.js";
 
 const boxes = () => [...document.querySelectorAll("input[name=run-select]")];
 const chosen = () => boxes().filter(b => b.checked).map(b => b.value);
@@ -44,26 +43,4 @@ if (addButton) addButton.addEventListener("click", addColumn);
 if (addInput) addInput.addEventListener("keydown", e => { if (e.key === "Enter") { e.preventDefault(); addColumn(); } });
 
 // Live rows: status, step and ETA of the queued and running runs on this page.
-const live = JSON.parse(document.getElementById("run-table-live").textContent);
-const note = document.getElementById("live-note");
-readStatesFrom(live.series_url); // a row learns its total steps, and its final state at the end
-if (live.runs.length) {
-  const url = new URL(live.url, window.location.href);
-  url.searchParams.set("runs", live.runs.join(","));
-  url.searchParams.set("since", Object.entries(live.positions).map(([id, pos]) => `${id}:${pos}`).join(","));
-  const following = new Set(live.runs.map(String));
-  const es = new EventSource(url.toString(), { withCredentials: true });
-  es.addEventListener("open", () => liveNote(note, "sse"));
-  es.addEventListener("metrics", ev => { const e = JSON.parse(ev.data); onEntry(e.run, e); });
-  es.addEventListener("status", ev => {
-    const e = JSON.parse(ev.data);
-    onStatus(e.run, e);
-    const row = document.querySelector(`tr[data-run="${e.run}"]`);
-    if (row && isTerminal(e.status)) { row.querySelector(".eta").textContent = ""; following.delete(String(e.run)); }
-    if (!following.size) { es.close(); liveNote(note, "idle"); }
-  });
-  es.addEventListener("closed", () => es.close());
-  es.addEventListener("error", () => {
-    if (es.readyState === EventSource.CLOSED) { note.hidden = false; note.textContent = "Live updates stopped: reload to refresh."; }
-  });
-}
+followRows(JSON.parse(document.getElementById("run-table-live").textContent), document.getElementById("live-note"));

@@ -169,3 +169,31 @@ export function liveNote(el, mode, detail) {
 for (const el of document.querySelectorAll("[data-run-state]")) {
   if (el.dataset.status && el.dataset.status !== "queued") dropQueuedMessage(el.dataset.runState);
 }
+
+// Rows of a table ([data-run-state] each, as the run table, a sweep's trials, a pipeline's stages)
+// that follow their active runs over one SSE connection (webapp/runs/views/table.py table_stream).
+// live: {url, series_url, runs: [ids], positions: {id: stream entry id}} (webapp.runs.live.feed).
+export function followRows(live, note) {
+  readStatesFrom(live.series_url); // a row learns its total steps, and its final state at the end
+  if (!live.runs.length) return;
+  const url = new URL(live.url, window.location.href);
+  url.searchParams.set("runs", live.runs.join(","));
+  url.searchParams.set("since", Object.entries(live.positions).map(([id, pos]) => `${id}:${pos}`).join(","));
+  const following = new Set(live.runs.map(String));
+  const es = new EventSource(url.toString(), { withCredentials: true });
+  es.addEventListener("open", () => liveNote(note, "sse"));
+  es.addEventListener("metrics", ev => { const e = JSON.parse(ev.data); onEntry(e.run, e); });
+  es.addEventListener("status", ev => {
+    const e = JSON.parse(ev.data);
+    onStatus(e.run, e);
+    if (isTerminal(e.status)) {
+      for (const el of els(e.run)) { const eta = el.querySelector(".eta"); if (eta) eta.textContent = ""; }
+      following.delete(String(e.run));
+    }
+    if (!following.size) { es.close(); liveNote(note, "idle"); }
+  });
+  es.addEventListener("closed", () => es.close());
+  es.addEventListener("error", () => {
+    if (es.readyState === EventSource.CLOSED && note) { note.hidden = false; note.textContent = "Live updates stopped: reload to refresh."; }
+  });
+}
