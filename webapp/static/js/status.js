@@ -170,9 +170,9 @@ for (const el of document.querySelectorAll("[data-run-state]")) {
   if (el.dataset.status && el.dataset.status !== "queued") dropQueuedMessage(el.dataset.runState);
 }
 
-// Rows of a table ([data-run-state] each, as the run table, a sweep's trials, a pipeline's stages)
-// that follow their active runs over one SSE connection (webapp/runs/views/table.py table_stream).
-// live: {url, series_url, runs: [ids], positions: {id: stream entry id}} (webapp.runs.live.feed).
+// Rows of a table ([data-run-state] each) that follow their active runs over one SSE connection
+// (webapp/runs/views/table.py table_stream). live: {url, series_url, runs: [ids], positions:
+// {id: stream entry id}} (views/table.py run_list).
 export function followRows(live, note) {
   readStatesFrom(live.series_url); // a row learns its total steps, and its final state at the end
   if (!live.runs.length) return;
