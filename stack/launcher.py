@@ -290,9 +290,11 @@ def migrate() -> None:
     import django
     from django.core.management import call_command
 
+    from django.conf import settings
+
     django.setup()
     call_command("migrate", interactive=False, verbosity=0)
-    if os.environ.get("STATIC_ROOT"):
+    if settings.STATIC_ROOT:  # the settings loaded (an in-process caller may have set up Django before)
         # Compressing plotly.js takes a while the first time only: compressed copies are reused.
         call_command("collectstatic", interactive=False, verbosity=0)
 
