@@ -3,6 +3,7 @@ validate the task's datasets, train two methods for two steps each with their ev
 evaluate the base model; the command saves a team dashboard with the leaderboard and prints it."""
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -26,12 +27,15 @@ def test_compare_runs_methods_evaluates_checkpoints_and_saves_a_dashboard(tmp_pa
     monkeypatch.setattr(launcher, "VAR", tmp_path / "var")
     monkeypatch.setenv("DATABASE_URL", _test_database_url())  # the workers it starts use the test database
     outside = signal.getsignal(signal.SIGTERM)
+    environ = dict(os.environ)  # the command sets its settings (STATIC_ROOT...) for the processes it starts
     try:
         rc = launcher.main(["compare", "--steps", "2", "--methods", "sft,gft", "--team", "Compare",
                             "--model", str(tiny_assets["model"]), "--eval-problems", "4", "--k", "1",
                             "--eval-interval", "2"])
     finally:
         signal.signal(signal.SIGTERM, outside)
+        os.environ.clear()
+        os.environ.update(environ)  # later tests' servers must not inherit them
     logs = "".join(p.read_text(errors="replace")[-3000:] for p in (tmp_path / "var" / "logs").glob("*.log"))
     assert rc == 0, logs
 
