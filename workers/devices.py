@@ -68,6 +68,10 @@ def _loop(hostname: str, queues: list[str], stop: threading.Event) -> None:
         except Exception as exc:  # noqa: BLE001 - Redis down: the next beat tries again
             log.warning("device heartbeat not stored: %s", exc)
         stop.wait(DEVICES_INTERVAL_S)
+    try:  # a worker that stops is gone from the launch checks at once, not after the TTL
+        client.delete(DEVICES_KEY_PREFIX + hostname)
+    except Exception:  # noqa: BLE001 - Redis down: the TTL removes it
+        pass
 
 
 def remember(hostname: str, queues: list[str]) -> None:
@@ -88,3 +92,4 @@ def start() -> None:
 def stop() -> None:
     if "stop" in _state:
         _state["stop"].set()
+        _state["thread"].join(timeout=3)  # its report deleted before the process exits

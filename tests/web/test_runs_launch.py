@@ -370,6 +370,8 @@ def test_a_launch_that_fits_no_gpu_worker_is_refused_with_the_numbers(auth_clien
         client.set(key, json.dumps({"hostname": "gpu-box@test", "queues": ["gpu"], "at": 0, "devices": [
             {"index": 0, "name": "Tiny GPU", "total_bytes": 2 * 2**30, "free_bytes": int(free_gib * 2**30)}]}), ex=60)
 
+    for stale in client.scan_iter(f"{DEVICES_KEY_PREFIX}*"):  # reports of earlier tests' workers (60 s TTL)
+        client.delete(stale)
     try:
         report(0.001)  # ~1 MiB free: nothing fits
         resp = api_client.post("/api/runs/", launch_inputs, format="json")
