@@ -187,8 +187,7 @@ def paced_ours(run_ids: list[int], metrics: int, rate: float, seconds: float) ->
 def emit(run_ids: list[int], metrics: int, rate: float, seconds: float) -> None:
     """The workers of the latency phase: one sink per run with the worker's flush observers,
     stepping at `rate`; the loss of every PROBE_EVERY-th step trips the probe rule."""
-    import threading
-
+    from bench.live import log_paced
     from workers.sink import PostgresRedisSink, run_observers
 
     rng = random.Random(3)
@@ -198,23 +197,12 @@ def emit(run_ids: list[int], metrics: int, rate: float, seconds: float) -> None:
     for sink in sinks:
         sink.start(total_steps=steps, start_step=0, config={})
 
-    def trainer(sink, offset: float) -> None:
-        t0 = time.perf_counter() + offset
-        for step in range(1, steps + 1):
-            delay = t0 + (step - 1) / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            scalars = {**data[step % 20], "loss": 10.0 if step % PROBE_EVERY == 0 else 1.0}
-            _healthy(scalars, step)
-            sink.log(step, scalars)
+    def scalars_for(step: int) -> dict[str, float]:
+        scalars = {**data[step % 20], "loss": 10.0 if step % PROBE_EVERY == 0 else 1.0}
+        _healthy(scalars, step)
+        return scalars
 
-    threads = [threading.Thread(target=trainer, args=(s, i / rate / len(sinks))) for i, s in enumerate(sinks)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for sink in sinks:
-        sink.close()
+    log_paced(sinks, steps, rate, scalars_for)
     print(json.dumps({"steps": steps}), flush=True)
 
 

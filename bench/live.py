@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from bench.common import (ROOT, Skip, Stat, django_env, flush_bench_redis, migrate, percentile, print_table, record,
                           services_up, setup_django, verdict)
@@ -34,10 +35,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def emit(run_ids: list[int], metrics: int, rate: float, seconds: float, flush_interval: float | None) -> None:
-    """The trainers: every run logs `metrics` scalars per step at `rate` steps/s for `seconds`."""
+def log_paced(sinks: list, steps: int, rate: float, scalars_for: Callable[[int], dict[str, float]]) -> None:
+    """One trainer thread per sink logs steps 1..steps at `rate` steps/s (the sinks staggered over one
+    step, as independent runs are), then closes its sink."""
     import threading
 
+    def trainer(sink, offset: float) -> None:
+        t0 = time.perf_counter() + offset
+        for step in range(1, steps + 1):
+            delay = t0 + (step - 1) / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sink.log(step, scalars_for(step))
+
+    threads = [threading.Thread(target=trainer, args=(s, i / rate / len(sinks))) for i, s in enumerate(sinks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for sink in sinks:
+        sink.close()
+
+
+def emit(run_ids: list[int], metrics: int, rate: float, seconds: float, flush_interval: float | None) -> None:
+    """The trainers: every run logs `metrics` scalars per step at `rate` steps/s for `seconds`."""
     from workers.sink import PostgresRedisSink
 
     names = [f"live/m{i}" for i in range(metrics)]
@@ -47,21 +68,7 @@ def emit(run_ids: list[int], metrics: int, rate: float, seconds: float, flush_in
     for s in sinks:
         s.start(total_steps=steps, start_step=0, config={})
 
-    def trainer(sink, offset: float) -> None:
-        t0 = time.perf_counter() + offset
-        for step in range(1, steps + 1):
-            delay = t0 + (step - 1) / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            sink.log(step, {k: step * 0.001 + i for i, k in enumerate(names)})
-
-    threads = [threading.Thread(target=trainer, args=(s, i / rate / len(sinks))) for i, s in enumerate(sinks)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for s in sinks:
-        s.close()
+    log_paced(sinks, steps, rate, lambda step: {k: step * 0.001 + i for i, k in enumerate(names)})
     print(json.dumps({"steps": steps}), flush=True)
 
 
