@@ -288,9 +288,8 @@ def prepare_environment(stack: Stack) -> None:
 
 def migrate() -> None:
     import django
-    from django.core.management import call_command
-
     from django.conf import settings
+    from django.core.management import call_command
 
     django.setup()
     call_command("migrate", interactive=False, verbosity=0)

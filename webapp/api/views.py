@@ -20,7 +20,6 @@ from rest_framework.views import APIView
 
 from webapp.accounts.quotas import QuotaExceeded
 from webapp.accounts.scoping import in_team, require_writer, scoped, user_teams
-
 from webapp.datasets import services as datasets
 from webapp.datasets.api import DatasetTeacherActions
 from webapp.datasets.models import Dataset

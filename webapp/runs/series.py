@@ -285,13 +285,14 @@ def read_through(run: Run, step_max: int | None) -> int | None:
 
 
 def load_series(run_ids: list[int], keys: list[str], *, step_min: int | None = None, step_max: int | None = None,
-                max_points: int = 1000) -> dict[int, dict[str, Series]]:
+                max_points: int = 1000, runs: dict[int, Run] | None = None) -> dict[int, dict[str, Series]]:
     """{run_id: {key: {"step": [...], "value": [...], "wall_time": [...]}}}, downsampled to about
     max_points points per series (the min and max of every bucket kept), full resolution when the
-    range holds at most max_points steps. Keys never logged are left out. Callers scope run_ids."""
+    range holds at most max_points steps. Keys never logged are left out. Callers scope run_ids;
+    `runs` ({id: Run}, read before any point) saves reading them again."""
     max_points = max(2, int(max_points))
     ids = key_ids(keys)
-    runs = Run.objects.in_bulk(run_ids)  # first: the steps read_through() caps at
+    runs = Run.objects.in_bulk(run_ids) if runs is None else runs  # first: the steps read_through() caps at
     result: dict[int, dict[str, Series]] = {}
     with connection.cursor() as cur:
         for run_id in run_ids:
@@ -357,7 +358,7 @@ def final_and_best(run_ids: list[int], keys: list[str]) -> dict[int, dict[str, d
 
 # ---------------------------------------------------------------------------------------- histograms
 def load_histograms(run_ids: list[int], key: str, *, step_min: int | None = None, step_max: int | None = None,
-                    max_rows: int = 300) -> dict[int, dict]:
+                    max_rows: int = 300, runs: dict[int, Run] | None = None) -> dict[int, dict]:
     """{run_id: {"step": [...], "lo": float, "hi": float, "counts": [[...], ...]}} for a heatmap.
 
     With more than max_rows steps, the histograms of each step bucket are summed bin by bin (the
@@ -368,7 +369,7 @@ def load_histograms(run_ids: list[int], key: str, *, step_min: int | None = None
     if key not in ids:
         return result
     key_id = ids[key]
-    runs = Run.objects.in_bulk(run_ids)
+    runs = Run.objects.in_bulk(run_ids) if runs is None else runs  # as load_series
     with connection.cursor() as cur:
         for run_id in run_ids:
             if run_id not in runs:

@@ -216,13 +216,14 @@ def series_json(request: HttpRequest) -> JsonResponse:
     fresh = Run.objects.in_bulk([r.pk for r in runs])
     runs = [fresh[r.pk] for r in runs if r.pk in fresh]
     positions = {str(r.pk): (positions[str(r.pk)] if r.is_active else None) for r in runs}
-    data = series.load_series(ids, keys, step_min=step_min, step_max=step_max, max_points=max_points)
+    # Points read through the steps of these same rows: state, series and histograms agree.
+    data = series.load_series(ids, keys, step_min=step_min, step_max=step_max, max_points=max_points, runs=fresh)
     out = {"series": jsonable_series(data), "runs": {str(r.pk): charts.run_state(r) for r in runs},
            "stream_ids": positions}
     hist = request.GET.get("hist")
     if hist:
         out["hist"] = {str(k): v for k, v in series.load_histograms(
-            ids, hist, step_min=step_min, step_max=step_max, max_rows=min(max_points, 400)).items()}
+            ids, hist, step_min=step_min, step_max=step_max, max_rows=min(max_points, 400), runs=fresh).items()}
     return JsonResponse(out)
 
 
