@@ -234,6 +234,26 @@ def test_feed_page_acknowledge_and_mute(auth_client, team, run):
     assert r.status_code == 400 and not AlertRule.objects.filter(name="bad").exists()
 
 
+def test_viewer_sees_the_feed_without_controls_they_cannot_use(client, team, run):
+    """A viewer reads alerts and rules; acknowledge, mute, edit and the new-rule / new-webhook forms
+    are writers' (each answers 403 to a viewer), so the page does not offer them."""
+    from django.contrib.auth import get_user_model
+
+    from webapp.accounts.models import Membership
+
+    rule = services.create_rule(team, name="kl", metric="policy/kl_start", condition="above", threshold=0.2)
+    alert = services.fire(rule, run, 4, {"value": 0.3})
+    viewer = get_user_model().objects.create_user("vera", password="x-pass-123456")
+    Membership.objects.create(user=viewer, team=team, role=Membership.Role.VIEWER)
+    client.force_login(viewer)
+    page = client.get("/alerts/").content.decode()
+    assert "kl" in page and "Entropy collapse" in page and f"#{run.pk}" in page
+    for control in ("<button>Acknowledge</button>", "Mute", "rule-edit-link", "Add rule", "Add webhook"):
+        assert control not in page, control
+    assert client.post(f"/alerts/{alert.pk}/acknowledge/").status_code == 403
+    assert client.post(f"/alerts/rules/{rule.pk}/edit/", {"name": "x"}).status_code == 403
+
+
 def test_rule_edit_page_same_checks_as_the_api(auth_client, other_client, team, django_capture_on_commit_callbacks):
     """An existing rule (a built-in one here) is edited from a form: each bad value is a 400 naming
     the field with nothing saved, like the API's; a good one is saved and announced to running

@@ -46,6 +46,12 @@ def membership(user, team: Team) -> Membership | None:
     return Membership.objects.filter(user=user, team=team).first()
 
 
+def can_write(user, team: Team) -> bool:
+    """Whether the user may write in the team (member or admin): what pages offer edit controls for."""
+    m = membership(user, team)
+    return m is not None and m.can_write
+
+
 def require_role(user, team: Team, *roles: str) -> Membership:
     """Raise Http404 for outsiders and PermissionDenied for members without one of `roles`."""
     m = membership(user, team)

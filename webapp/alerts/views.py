@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from webapp.accounts.scoping import get_scoped, in_team, require_writer
+from webapp.accounts.scoping import can_write, get_scoped, in_team, require_writer
 
 from . import selectors, services
 from .builtin import ensure_builtin_rules
@@ -32,26 +32,33 @@ def feed(request: HttpRequest, rule_form: RuleForm | None = None, webhook_form: 
                "rules": in_team(request.user, selectors.rules(request.user), team),
                "webhooks": in_team(request.user, selectors.webhooks(request.user), team),
                "deliveries": selectors.last_deliveries(team)}
-    ctx.update(rule_form=rule_form or RuleForm(), webhook_form=webhook_form or WebhookForm())
+    ctx.update(rule_form=rule_form or RuleForm(), webhook_form=webhook_form or WebhookForm(),
+               can_write=team is not None and can_write(request.user, team))
     return render(request, "alerts/feed.html", ctx, status=status)
+
+
+def _posted(request: HttpRequest, model: type, pk: int):
+    """The object a feed button posts to: scoped first (another team's is a 404), then writers only;
+    None for a method other than POST."""
+    obj = get_scoped(request.user, model.objects.all(), pk=pk)
+    if request.method != "POST":
+        return None
+    require_writer(request.user, obj.team)
+    return obj
 
 
 @login_required
 def acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
-    alert = get_scoped(request.user, Alert.objects.all(), pk=pk)  # scope first: another team's is a 404
-    if request.method != "POST":
+    if (alert := _posted(request, Alert, pk)) is None:
         return HttpResponseNotAllowed(["POST"])
-    require_writer(request.user, alert.team)
     services.acknowledge(alert, request.user)
     return redirect("alerts:feed")
 
 
 @login_required
 def mute(request: HttpRequest, pk: int) -> HttpResponse:
-    rule = get_scoped(request.user, AlertRule.objects.all(), pk=pk)  # scope first: another team's is a 404
-    if request.method != "POST":
+    if (rule := _posted(request, AlertRule, pk)) is None:
         return HttpResponseNotAllowed(["POST"])
-    require_writer(request.user, rule.team)
     muted = request.POST.get("muted", "1") == "1"
     services.set_muted(rule, muted)
     messages.success(request, f"{'Muted' if muted else 'Unmuted'} “{rule.name}”.")

@@ -11,7 +11,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from webapp.accounts.scoping import get_scoped, in_team, membership, require_writer
+from webapp.accounts.scoping import can_write, get_scoped, in_team, require_writer
 from webapp.resources.services import can_manage
 from webapp.resources.views import team_write
 from webapp.rewards.models import RewardConfig
@@ -38,12 +38,6 @@ def _with_size_limit(view):
 
 def _get(request: HttpRequest, pk: int) -> Dataset:
     return get_scoped(request.user, Dataset.objects.select_related("team", "previous", "created_by"), pk=pk)
-
-
-def _can_write(request: HttpRequest, dataset_or_team) -> bool:
-    team = getattr(dataset_or_team, "team", dataset_or_team)
-    m = membership(request.user, team)
-    return m is not None and m.can_write
 
 
 @login_required
@@ -99,7 +93,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "datasets/detail.html", {
         "dataset": dataset, "report": dataset.report or {}, "runs": services.used_by(dataset),
         "prompt": services.prompt_preview(dataset),
-        "versions": services.versions(dataset), "can_write": _can_write(request, dataset),
+        "versions": services.versions(dataset), "can_write": can_write(request.user, dataset.team),
         "can_manage": can_manage(request.user, dataset),
         "validate_form": ValidateForm(initial={"tokenizer": dataset.tokenizer}),
         "busy": dataset.status in (Dataset.Status.UPLOADED, Dataset.Status.VALIDATING),

@@ -9,7 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
-from webapp.accounts.scoping import get_scoped, in_team, membership, require_writer
+from webapp.accounts.scoping import can_write, get_scoped, in_team, require_writer
 from webapp.datasets.models import Dataset
 from webapp.resources.services import can_manage
 from webapp.resources.views import team_write
@@ -84,7 +84,6 @@ def new_version(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
     config = _get(request, pk)
-    m = membership(request.user, config.team)
     datasets = _datasets(request, config)
     test = None
     if request.GET.get("test"):
@@ -103,7 +102,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "rewards/detail.html", {
         "config": config, "described": services.describe(config.spec), "spec_json": json.dumps(config.spec, indent=2),
         "runs": services.used_by(config), "versions": services.versions(config),
-        "can_write": m is not None and m.can_write, "can_manage": can_manage(request.user, config),
+        "can_write": can_write(request.user, config.team), "can_manage": can_manage(request.user, config),
         "test_form": RewardTestForm(initial=initial, datasets=datasets), "test": test, "low_rows": low_rows,
         "recent_tests": config.tests.select_related("dataset")[:10],
     })
