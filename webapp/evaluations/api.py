@@ -92,13 +92,14 @@ class EvaluationSerializer(serializers.ModelSerializer):
     progress = serializers.FloatField(read_only=True, help_text="done / total, 0..1")
     results = EvalResultSerializer(many=True, read_only=True)
     suite_name = serializers.CharField(source="suite.name", read_only=True)
+    prompt_format_label = serializers.CharField(read_only=True, help_text="prompt_format in one line")
 
     class Meta:
         model = Evaluation
         fields = ["id", "team", "run", "model_path", "checkpoint_step", "checkpoint_path", "suite", "suite_name",
                   "status", "cancel_requested", "done", "total", "progress", "current_benchmark", "error", "attempt",
                   "worker", "created_by", "created_at", "queued_at", "started_at", "finished_at", "prompt_format",
-                  "results"]
+                  "prompt_format_label", "results"]
         read_only_fields = fields
 
 
