@@ -368,3 +368,20 @@ def test_evaluation_models_are_in_the_admin(client, team):
     client.force_login(get_user_model().objects.create_superuser("root", "", "root-pass-123"))
     for model in ("evalsuite", "evaluation", "evalresult", "referenceresult"):
         assert client.get(f"/admin/evaluations/{model}/").status_code == 200, model
+
+
+def test_migration_unsets_the_old_default_chat_template_off(team, user, suite):  # noqa: F811
+    """Suites stored use_chat_template false as the old default: the migration makes it null (the
+    model's own format); a suite that asked for the template keeps it."""
+    import importlib
+
+    from django.apps import apps
+
+    from webapp.evaluations.models import EvalSuite
+
+    migration = importlib.import_module("webapp.evaluations.migrations.0002_evaluation_prompt_format")
+    on = services.new_suite_version(suite, user, settings={"use_chat_template": True})
+    EvalSuite.objects.filter(pk=suite.pk).update(settings={**suite.settings, "use_chat_template": False})
+    migration.unset_chat_template_off(apps, None)
+    assert EvalSuite.objects.get(pk=suite.pk).settings["use_chat_template"] is None
+    assert EvalSuite.objects.get(pk=on.pk).settings["use_chat_template"] is True
