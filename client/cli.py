@@ -359,9 +359,14 @@ def cmd_eval_submit(args: argparse.Namespace) -> int:
         payload["model"] = args.model
     else:
         payload["run"] = args.run
+    fmt = {k: getattr(args, k) for k in ("use_chat_template", "system_prompt", "instruction_suffix")
+           if getattr(args, k) is not None}
+    if fmt:
+        payload["prompt_format"] = fmt
     ev = client.post("evaluations/", payload)
     what = f"run #{ev['run']}" if ev["run"] else f"model {ev['model_path']}"
     print(f"Evaluation #{ev['id']} of {what} step {ev['checkpoint_step']} with suite {ev['suite_name']} is {ev['status']}")
+    print(f"Prompt format: {ev['prompt_format_label']}")
     if args.follow:
         return follow_evaluation(client, ev["id"], interval=args.interval)
     return 0
@@ -638,6 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--model", help='"tiny" or a model directory under the server\'s MODEL_ROOTS (step 0)')
     esub.add_argument("--suite", required=True, help="suite name (newest version) or id")
     esub.add_argument("--step", default="latest", help='"latest", "final" or a checkpoint step (0 = base model)')
+    esub.add_argument("--chat-template", dest="use_chat_template", action=argparse.BooleanOptionalAction, default=None,
+                      help="the model's chat template on/off (default: the run's setting; on for a base model)")
+    esub.add_argument("--system-prompt", dest="system_prompt", help="default: the run's (none for a base model)")
+    esub.add_argument("--instruction-suffix", dest="instruction_suffix", help="default: the run's (none for a base model)")
     esub.add_argument("--follow", action="store_true", help="then follow it until it ends")
     esub.add_argument("--interval", type=float, default=2.0)
     esub.set_defaults(fn=cmd_eval_submit)

@@ -19,8 +19,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     client = api()
     payload: dict[str, Any] = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
     payload.update({"run": args.run} if args.run else {"model": args.model})
-    if args.chat_template:
-        payload["use_chat_template"] = True
+    if args.chat_template is not None:  # default (server side): on, the dataset's system prompt and suffix
+        payload["use_chat_template"] = args.chat_template
     if args.filter:
         payload["filter"] = True
     job = client.post(f"datasets/{args.dataset}/teacher-answers/", payload)
@@ -99,7 +99,8 @@ def add_parser(sub: Any) -> None:
     gen.add_argument("--temperature", type=float)
     gen.add_argument("--top-p", dest="top_p", type=float)
     gen.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
-    gen.add_argument("--chat-template", action="store_true")
+    gen.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
+                     help="the teacher model's chat template (default on, when it has one)")
     gen.add_argument("--reward-config", dest="reward_config", type=int, help="reward config id (default math_verify)")
     gen.add_argument("--filter", action="store_true", help="keep only answers scoring >= --threshold")
     gen.add_argument("--threshold", type=float)

@@ -110,6 +110,21 @@ def check_reward(reward: Any) -> None:
         raise ConfigError(e.field, e.value, str(e).removeprefix(f"{e.field}={e.value!r}: ")) from None
 
 
+def check_prompt_settings(s: Any) -> None:
+    """ConfigError naming the field unless s.use_chat_template is a bool (or None where allowed) and
+    s.system_prompt / s.instruction_suffix are text of at most MAX_PROMPT_TEXT characters (or None)."""
+    from gft_core.config import MAX_PROMPT_TEXT
+
+    if s.use_chat_template is not None and not isinstance(s.use_chat_template, bool):
+        raise ConfigError("use_chat_template", s.use_chat_template, "must be true or false")
+    for name in ("system_prompt", "instruction_suffix"):
+        value = getattr(s, name, None)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(name, value, "must be text")
+        if value is not None and len(value) > MAX_PROMPT_TEXT:
+            raise ConfigError(name, f"{len(value)} characters", f"at most {MAX_PROMPT_TEXT} characters")
+
+
 def settings_from_dict(cls: type, d: Any, what: str) -> Any:
     """`cls(**d)` for a settings dataclass; ConfigError naming an unknown key."""
     if not isinstance(d, dict):
@@ -129,7 +144,12 @@ class EvalSettings:
     temperature: float = 0.6  # 0 = greedy
     top_p: float = 0.95
     max_new_tokens: int = 2048
-    use_chat_template: bool = False
+    # The prompt format (gft_core.policy.PromptFormat); None = the model's own: a run's training
+    # settings for its checkpoints, else PromptFormat's defaults (chat template on, no system
+    # prompt or suffix), as in training.
+    use_chat_template: bool | None = None
+    system_prompt: str | None = None
+    instruction_suffix: str | None = None
     reward: dict = field(default_factory=lambda: {"name": "math_verify", "params": {}})
     seed: int = 0
     batch_size: int = 32  # prompts per generation batch (x k sequences)
@@ -143,8 +163,7 @@ class EvalSettings:
         self.temperature = _float("temperature", self.temperature, 0.0, 10.0)
         self.top_p = _float("top_p", self.top_p, 0.0, 1.0, lo_open=True)
         _int("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)
-        if not isinstance(self.use_chat_template, bool):
-            raise ConfigError("use_chat_template", self.use_chat_template, "must be true or false")
+        check_prompt_settings(self)
         _int("seed", self.seed, 0, MAX_SEED)
         _int("batch_size", self.batch_size, 1, 4096)
         _int("max_prompt_len", self.max_prompt_len, 1, MAX_NEW_TOKENS)
@@ -154,6 +173,15 @@ class EvalSettings:
     @classmethod
     def from_dict(cls, d: dict) -> "EvalSettings":
         return settings_from_dict(cls, d, "evaluation")
+
+    def prompt_format(self, model_format: Any = None) -> Any:
+        """The PromptFormat prompts are encoded with: the settings given here over `model_format`
+        (a run's training format) or, without one, PromptFormat's defaults."""
+        from gft_core.policy import PromptFormat
+
+        return (model_format or PromptFormat()).override(use_chat_template=self.use_chat_template,
+                                                         system_prompt=self.system_prompt,
+                                                         instruction_suffix=self.instruction_suffix)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -197,12 +225,14 @@ class BenchmarkResult:
     generation_s: float = 0.0
     scoring_s: float = 0.0  # time the evaluation waited for scores (scoring overlaps generation)
     scoring_work_s: float = 0.0  # time the scoring took, overlapped or not (the slower checker per batch)
+    prompt_format: dict = field(default_factory=dict)  # PromptFormat.describe(): how the prompts were built
 
     def summary(self) -> dict:
         """Everything but the problems, JSON-safe (pass_at_k keys as strings)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "problems"}
         d["pass_at_k"] = {str(k): v for k, v in self.pass_at_k.items()}
         d["disagreement_examples"] = [dict(e) for e in self.disagreement_examples]
+        d["prompt_format"] = dict(self.prompt_format)
         return d
 
     def to_dict(self) -> dict:
@@ -333,23 +363,26 @@ def _scorers(spec: dict, budget_s: float) -> tuple[Any, Any]:
 
 def evaluate_benchmark(model: Any, tokenizer: Any, examples: Sequence[Example], settings: EvalSettings | dict, *,
                        name: str, progress: Callable[[int, int], Any] | None = None,
-                       stop: Callable[[], bool] | None = None) -> BenchmarkResult:
+                       stop: Callable[[], bool] | None = None, prompt_format: Any = None) -> BenchmarkResult:
     """k samples per problem from the batched rollout engine, scored by settings.reward (a sample
     is correct when it scores >= 1) and checked again by Math-Verify. `progress(done, total)`
     after each batch of problems; `stop()` before each batch (EvaluationStopped when true).
-    Sampling is seeded by settings.seed (the global RNG is left alone).
+    Sampling is seeded by settings.seed (the global RNG is left alone). Prompts are encoded as in
+    training (policy.encode_prompt) with `prompt_format` (a PromptFormat; default
+    settings.prompt_format()); the result records it (BenchmarkResult.prompt_format).
 
     Scoring overlaps generation: a batch's responses go to the two scoring children (forked
     processes, each under its per-response budget) from two threads that only wait on them, while
     the next batch generates; `scoring_s` is the time the evaluation waited for scores."""
     import torch
 
-    from gft_core.policy import derive_seed, encode_prompt
+    from gft_core.policy import derive_seed, encode_prompt, has_chat_template
     from gft_core.rewards import DEFAULT_BUDGET_S
     from gft_core.rollout import generate_samples
 
     s = settings if isinstance(settings, EvalSettings) else EvalSettings.from_dict(settings)
     s.validate()
+    fmt = prompt_format or s.prompt_format()
     examples = list(examples)
     extract = gsm8k_response_answer if s.reward.get("name") == "gsm8k" else extract_answer
     reward, checker = _scorers(s.reward, float((s.reward.get("params") or {}).get("timeout_s", DEFAULT_BUDGET_S)))
@@ -362,8 +395,7 @@ def evaluate_benchmark(model: Any, tokenizer: Any, examples: Sequence[Example], 
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="eval-scoring")
     # Prompts of similar length share a batch (shortest first): left padding then costs little in
     # the prefill and in every decode step's attention. Results keep the examples' order.
-    ids = [encode_prompt(tokenizer, e.prompt, max_len=s.max_prompt_len, chat_template=s.use_chat_template)
-           for e in examples]
+    ids = [encode_prompt(tokenizer, e.prompt, max_len=s.max_prompt_len, chat_template=fmt) for e in examples]
     order = sorted(range(len(examples)), key=lambda i: len(ids[i]))
     pending: tuple | None = None  # (done before, indices, samples, our future, their future) of the last batch
 
@@ -407,9 +439,11 @@ def evaluate_benchmark(model: Any, tokenizer: Any, examples: Sequence[Example], 
     finally:
         pool.shutdown(wait=True)  # a stopped evaluation lets the batch being scored finish (bounded by budgets)
     problems.sort(key=lambda p: p.index)
-    return summarize(name, s.k, problems, reward_timeouts=reward.timeouts - timeouts_before,
-                     checker_timeouts=checker.timeouts - checker_before, generation_s=gen_s, scoring_s=wait_s,
-                     scoring_work_s=work_s)
+    result = summarize(name, s.k, problems, reward_timeouts=reward.timeouts - timeouts_before,
+                       checker_timeouts=checker.timeouts - checker_before, generation_s=gen_s, scoring_s=wait_s,
+                       scoring_work_s=work_s)
+    result.prompt_format = fmt.describe(has_chat_template(tokenizer))
+    return result
 
 
 def _timed(fn: Callable, args: tuple) -> tuple[Any, float]:

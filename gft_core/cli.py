@@ -64,7 +64,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from gft_core.benchmarks import (EvalSettings, evaluate_benchmark, format_table, load_benchmark,
                                      resolve_benchmark)
     from gft_core.config import ConfigError, _check_model_dir, resolve_mapping
-    from gft_core.policy import load_policy
+    from gft_core.policy import load_policy, saved_prompt_format
 
     _check_model_dir(args.model)
     if not args.benchmark and not args.data:
@@ -75,8 +75,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("reward_params", args.reward_params, f"not JSON: {e.msg}") from None
     settings = EvalSettings(
         k=args.k, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-        use_chat_template=args.chat_template, reward={"name": args.reward, "params": params}, seed=args.seed,
+        use_chat_template=args.chat_template, system_prompt=args.system_prompt,
+        instruction_suffix=args.instruction_suffix, reward={"name": args.reward, "params": params}, seed=args.seed,
         batch_size=max(1, args.batch_size // max(args.k, 1)), max_prompt_len=args.max_prompt_len)
+    # a run's checkpoint or final model is evaluated with the run's prompt format unless a flag says otherwise
+    prompt_format = settings.prompt_format(saved_prompt_format(args.model))
     sources = [resolve_benchmark(b, args.data_root, args.mapping) for b in args.benchmark]
     if args.data:
         sources.append(resolve_benchmark(args.data, None, args.mapping or "toy"))
@@ -85,14 +88,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, tokenizer = load_policy(args.model)
     results = []
     for name, examples in loaded:
-        results.append(evaluate_benchmark(model, tokenizer, examples, settings, name=name))
+        results.append(evaluate_benchmark(model, tokenizer, examples, settings, name=name, prompt_format=prompt_format))
     print(format_table(results))
     for r in results:
         if r.disagreements:
             print(f"{r.benchmark}: Math-Verify disagrees with our checker on {r.disagreements} of "
                   f"{r.n_problems * r.k} responses (examples in --json)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": settings.to_dict(),
+        Path(args.json).write_text(json.dumps({"settings": settings.to_dict(), "prompt_format": results[0].prompt_format
+                                               if results else prompt_format.to_dict(),
                                                "results": [r.to_dict() for r in results]}, indent=1))
     for r in results:  # one machine-readable line per benchmark, last
         print(json.dumps({"benchmark": r.benchmark, "accuracy": r.avg_at_k, "prompts": r.n_problems, "k": r.k,
@@ -151,7 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=64, help="sequences per generation batch (prompts x k)")
     e.add_argument("--reward", default="math_verify")
     e.add_argument("--reward-params", default=None, help="JSON object of reward parameters")
-    e.add_argument("--chat-template", action="store_true")
+    e.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
+                   help="wrap prompts in the model's chat template when it has one (default: the run's setting "
+                        "for a run's checkpoint or final model, else on)")
+    e.add_argument("--system-prompt", default=None, help="system prompt (default: the run's, else none)")
+    e.add_argument("--instruction-suffix", default=None,
+                   help="text after each prompt on its own line (default: the run's, else none)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", "--output", dest="json", metavar="FILE",
                    help="write settings and every result (metrics, per-problem samples) to this JSON file")

@@ -160,11 +160,14 @@ class SuiteEvaluation:
     """Issue 17: the suite of GFTConfig.eval_suite evaluated with the current policy, between
     optimizer steps, through the same batched engine as an evaluation job (evaluate_benchmark).
     The main process generates and hands each BenchmarkResult.to_dict() to the sink's optional
-    `log_evaluation(step, benchmark_name, result)`; the other processes wait."""
+    `log_evaluation(step, benchmark_name, result)`; the other processes wait. Prompts are built
+    with the run's own format (`model_format`, its DataConfig.prompt_format) where the suite's
+    settings leave it unset."""
 
-    def __init__(self, suite: dict):
+    def __init__(self, suite: dict, model_format: PromptFormat | None = None):
         self.suite = check_eval_suite(suite)
         self.settings = EvalSettings.from_dict(dict(suite.get("settings") or {}))
+        self.prompt_format = self.settings.prompt_format(model_format)
         self._examples: dict[str, list[Example]] = {}
 
     def examples(self, benchmark: dict) -> list[Example]:
@@ -183,7 +186,8 @@ class SuiteEvaluation:
             try:
                 for b in self.suite["benchmarks"]:
                     with torch.no_grad():
-                        result = evaluate_benchmark(net, tokenizer, self.examples(b), self.settings, name=b["name"])
+                        result = evaluate_benchmark(net, tokenizer, self.examples(b), self.settings, name=b["name"],
+                                                    prompt_format=self.prompt_format)
                     results.append(result)
                     if log is not None:
                         log(step, b["name"], result.to_dict())

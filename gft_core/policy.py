@@ -89,6 +89,32 @@ class PromptFormat:
         """The user turn: the prompt, then the instruction suffix on its own line."""
         return f"{prompt}\n{self.instruction_suffix}" if self.instruction_suffix else prompt
 
+    def to_dict(self) -> dict:
+        """The format under DataConfig's names (use_chat_template, system_prompt, instruction_suffix)."""
+        return {"use_chat_template": self.chat_template, "system_prompt": self.system_prompt,
+                "instruction_suffix": self.instruction_suffix}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "PromptFormat":
+        """The format of a to_dict() or a `data` config section; what is missing takes the default."""
+        return cls().override(**{k: (d or {}).get(k) for k in PROMPT_FORMAT_FIELDS})
+
+    def override(self, **settings: Any) -> "PromptFormat":
+        """This format with the settings given (by DataConfig's names) that are not None."""
+        given = {k: v for k, v in settings.items() if v is not None}
+        return PromptFormat(bool(given.get("use_chat_template", self.chat_template)),
+                            str(given.get("system_prompt", self.system_prompt)),
+                            str(given.get("instruction_suffix", self.instruction_suffix)))
+
+    def describe(self, has_template: bool) -> dict:
+        """to_dict() plus whether the chat template is applied to a model that has one or not
+        (has_chat_template / model_has_chat_template): what an evaluation records."""
+        return {**self.to_dict(), "chat_template_applied": bool(self.chat_template and has_template)}
+
+
+# The prompt-format settings by DataConfig's (and EvalSettings') names.
+PROMPT_FORMAT_FIELDS = ("use_chat_template", "system_prompt", "instruction_suffix")
+
 
 def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
@@ -106,6 +132,26 @@ def model_has_chat_template(path: str | Path) -> bool:
         return bool(json.loads((p / "tokenizer_config.json").read_text()).get("chat_template"))
     except (OSError, ValueError, AttributeError):
         return False
+
+
+PROMPT_FORMAT_FILE = "gft_prompt_format.json"  # written next to a run's final model
+
+
+def saved_prompt_format(model_dir: str | Path) -> PromptFormat | None:
+    """The format a run trained a model directory with: its final model's PROMPT_FORMAT_FILE, or a
+    checkpoint's (step-N/model) run config in step-N/trainer_state.json; None for another model."""
+    import json
+
+    p = Path(model_dir)
+    try:
+        if (p / PROMPT_FORMAT_FILE).is_file():
+            return PromptFormat.from_dict(json.loads((p / PROMPT_FORMAT_FILE).read_text()))
+        if (p.parent / "trainer_state.json").is_file():
+            data = (json.loads((p.parent / "trainer_state.json").read_text()).get("config") or {}).get("data")
+            return PromptFormat.from_dict(data) if isinstance(data, dict) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None
 
 
 def format_prompt(tokenizer: Any, prompt: str, fmt: "PromptFormat | bool") -> tuple[str, bool]:

@@ -42,7 +42,7 @@ class TeacherSettings:
     temperature: float = 0.7
     top_p: float = 1.0
     max_new_tokens: int = 1024
-    use_chat_template: bool = False
+    use_chat_template: bool = True  # the teacher model's template, when it has one (as in training)
     reward: dict = field(default_factory=lambda: {"name": "math_verify", "params": {}})  # scores accuracy (and the filter)
     filter: bool = False  # keep only answers with reward >= threshold
     threshold: float = 1.0
@@ -120,13 +120,15 @@ def _append(path: Path, records: list[dict]) -> None:
 
 def generate_teacher_answers(model: Any, tokenizer: Any, examples: Sequence[Example], settings: TeacherSettings | dict,
                              partial_path: str | Path, *, progress: Callable[[int, int], Any] | None = None,
-                             stop: Callable[[], bool] | None = None) -> dict[int, dict]:
+                             stop: Callable[[], bool] | None = None, prompt_format: Any = None) -> dict[int, dict]:
     """Up to k answers for every example not yet in `partial_path`, appended there batch by batch
     (records {row, answers, scores, generated}); returns every record, earlier ones included.
-    `progress(done, total)` after each batch, `stop()` before each (TeacherStopped when true)."""
+    `progress(done, total)` after each batch, `stop()` before each (TeacherStopped when true).
+    Prompts are encoded as in training (policy.encode_prompt) with `prompt_format`: the dataset's
+    system prompt and suffix (PromptFormat); its chat_template is settings.use_chat_template."""
     import torch
 
-    from gft_core.policy import derive_seed, encode_prompt
+    from gft_core.policy import PromptFormat, derive_seed, encode_prompt
     from gft_core.rewards import build_reward
     from gft_core.rollout import generate_samples
 
@@ -145,8 +147,8 @@ def generate_teacher_answers(model: Any, tokenizer: Any, examples: Sequence[Exam
     generator = torch.Generator(device=device)
     # Seeded by the rows still to do: a resumed job draws fresh samples, a rerun the same ones.
     generator.manual_seed(derive_seed(s.seed, "teachers", len(done)))
-    ids = {e.row: encode_prompt(tokenizer, e.prompt, max_len=s.max_prompt_len, chat_template=s.use_chat_template)
-           for e in todo}
+    fmt = (prompt_format or PromptFormat()).override(use_chat_template=s.use_chat_template)
+    ids = {e.row: encode_prompt(tokenizer, e.prompt, max_len=s.max_prompt_len, chat_template=fmt) for e in todo}
     todo.sort(key=lambda e: len(ids[e.row]))  # similar lengths share a batch: little left padding
     try:
         for start in range(0, len(todo), s.batch_size):

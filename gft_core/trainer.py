@@ -17,6 +17,7 @@ evaluation.py, the checkpoint format checkpoints.py.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -36,8 +37,8 @@ from gft_core.logprobs import TrainSeq, accepts_logits_to_keep, collate, pad_row
 from gft_core.losses import dcr_coefficients, dft_loss, gft_loss, grpo_loss, sft_loss
 from gft_core.metrics import MetricSink, NullSink
 from gft_core.lora import AdaptersOff, load_adapter_weights, save_final_model
-from gft_core.policy import (derive_seed, encode_prompt, frozen_copy, load_policy, load_weights, prepare_training,
-                             seed_everything)
+from gft_core.policy import (PROMPT_FORMAT_FILE, derive_seed, encode_prompt, frozen_copy, load_policy, load_weights,
+                             prepare_training, seed_everything)
 from gft_core.rollout import can_share_prefix, generate_samples
 from gft_core.step_stats import StepStats
 
@@ -124,7 +125,7 @@ class Trainer:
         acc.gradient_accumulation_steps = self.n_micro
         self.train_examples, self.eval_examples = self._load_data()
         self.reward_fn = cfg.reward_fn()
-        self.suite_eval = SuiteEvaluation(cfg.eval_suite) if cfg.eval_suite else None
+        self.suite_eval = SuiteEvaluation(cfg.eval_suite, cfg.data.prompt_format) if cfg.eval_suite else None
         self.rollouts_per_epoch = len(self.train_examples) // cfg.prompts_per_step
         if self.rollouts_per_epoch == 0:
             raise DataError(f"data.path: {len(self.train_examples)} training examples is fewer than "
@@ -491,5 +492,7 @@ class Trainer:
             self._flush_sink()
             save_final_model(acc.unwrap_model(self.model), self.tokenizer, path, peft=self.peft,
                              merged=self.cfg.lora_export == "merged")
+            # so an evaluation of the final model (gft_core eval) builds its prompts as training did
+            (path / PROMPT_FORMAT_FILE).write_text(json.dumps(self.cfg.data.prompt_format.to_dict()))
             self.sink.artifact("final_model", str(path), self.step)
         return str(path)

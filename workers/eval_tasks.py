@@ -51,6 +51,7 @@ class EvalExecution(JobAttempt):
         from gft_core.policy import load_policy
 
         settings = EvalSettings.from_dict(self.ev.suite.settings)
+        prompt_format = services.prompt_format_of(self.ev)  # the run's training format, unless told otherwise
         scored = services.evaluated_benchmarks(self.ev)
         datasets = self.ev.suite.benchmark_datasets()
         examples = {d.pk: load_benchmark(d.path, d.mapping) for d in datasets}
@@ -66,7 +67,7 @@ class EvalExecution(JobAttempt):
             with torch.no_grad():
                 result = evaluate_benchmark(model, tokenizer, examples[d.pk], settings, name=d.name,
                                             progress=lambda n, _t, b=before, name=d.name: self._progress(b + n, total, name),
-                                            stop=self.should_stop)
+                                            stop=self.should_stop, prompt_format=prompt_format)
             if services.store_result(self.ev, d, result.to_dict()) is None:
                 raise Superseded("its result was refused")
             done = before + len(examples[d.pk])

@@ -47,7 +47,8 @@ class TeacherExecution(JobAttempt):
         model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
         with torch.no_grad():
             return generate_teacher_answers(model, tokenizer, examples, self.job.options, self.job.partial_path,
-                                            progress=self._progress, stop=self.should_stop)
+                                            progress=self._progress, stop=self.should_stop,
+                                            prompt_format=teachers.prompt_format(self.job))
 
     def _progress(self, done: int, total: int) -> None:
         if not self.lifecycle.heartbeat(self.job, done=done, total=total):

@@ -43,6 +43,9 @@ def test_evaluation_tab_leaderboard_and_references(live_server_url, chromium, te
     gained = page.locator(".eval-diff .gained .problem-card")
     assert gained.count() == 1 and "What is 2 + 0?" in gained.inner_text()
     assert page.locator(".eval-diff .lost .problem-card").count() == 1
+    # each evaluation says how its prompts were built: the run's format (the small model has no template)
+    assert "prompt format" in page.inner_text(".eval-jobs-table thead")
+    assert page.inner_text(".eval-jobs-table tbody td.prompt-format") == f"plain (the model has no chat template) (run #{a.pk})"
     page.screenshot(path=str(SHOTS / "run-evaluation-tab.png"), full_page=True)
 
     # A result that lands while the tab is open appears without a reload (the tab polls).

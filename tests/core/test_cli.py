@@ -27,7 +27,7 @@ def test_cli_tiny_gft_run_writes_every_metric(tmp_path, tiny_model_dir):
     paths = json.loads(p.stdout.strip().splitlines()[-1])
     cfg = {
         "method": "gft", "model_path": str(tiny_model_dir), "output_dir": str(tmp_path / "out"),
-        "data": {"path": paths["train"], "eval_path": paths["eval"], "mapping": "toy"},
+        "data": {"path": paths["train"], "eval_path": paths["eval"], "mapping": "toy", "instruction_suffix": "Be brief."},
         "n_expert": 1, "n_teacher": 3, "n_self": 4, "tau": 0.5, "lr": 1e-3,
         "prompts_per_step": 2, "sequences_per_update": 8, "micro_batch_size": 4, "max_steps": 4,
         "max_response_len": 24, "eval_interval": 2, "eval_samples": 2, "eval_max_prompts": 4,
@@ -55,9 +55,12 @@ def test_cli_tiny_gft_run_writes_every_metric(tmp_path, tiny_model_dir):
     assert {("checkpoint", 2), ("checkpoint", 4), ("final_model", 4)} <= kinds
 
     p = run("eval", "--model", str(tmp_path / "out/final"), "--data", paths["eval"], "--k", "2",
-            "--max-response-len", "16", cwd=tmp_path)
+            "--max-response-len", "16", "--json", "eval.json", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert 0.0 <= json.loads(p.stdout.strip().splitlines()[-1])["accuracy"] <= 1.0
+    # the final model is evaluated with the run's prompt format (the tiny model has no chat template)
+    assert json.loads((tmp_path / "eval.json").read_text())["prompt_format"] == {
+        "use_chat_template": True, "system_prompt": "", "instruction_suffix": "Be brief.", "chat_template_applied": False}
 
     # resuming a finished run continues from its last checkpoint and appends to the same file
     p = run("train", "--config", "run.yaml", "--metrics-jsonl", str(metrics), "--quiet", "--resume",

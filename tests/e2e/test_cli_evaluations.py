@@ -18,9 +18,10 @@ def test_cli_eval_submit_results_leaderboard(celery_worker, live_server_url, api
     env = subprocess_env(GFT_URL=live_server_url, GFT_TOKEN=api_token)
 
     submit = gft("eval", "submit", "--run", str(run.pk), "--suite", "math", "--step", "latest", "--follow",
-                 "--interval", "0.5", env=env, cwd=tmp_path)
+                 "--interval", "0.5", "--no-chat-template", env=env, cwd=tmp_path)
     assert submit.returncode == 0, submit.stdout + submit.stderr + celery_worker.log()[-3000:]
     assert f"of run #{run.pk} step 2 with suite math is queued" in submit.stdout and "toy_bench" in submit.stdout
+    assert f"Prompt format: plain (chat template off) (run #{run.pk}, set: use_chat_template)" in submit.stdout
 
     results = gft("eval", "results", str(run.pk), env=env, cwd=tmp_path)
     assert results.returncode == 0, results.stderr

@@ -45,6 +45,10 @@ def test_a_worker_evaluates_a_run_checkpoint(celery_worker, team, user, launch_i
     assert set(m["pass_at_k"]) == {"1", "2"} and "maj_at_k" in m and "truncation_rate" in m
     assert len(res.problems) == 8 and all(p["k"] == 2 and len(p["responses"]) == 2 for p in res.problems)
     assert {p["index"] for p in res.problems} == set(range(8))
+    # built with the run's prompt format (chat template on; the tiny model has none: plain prompts)
+    assert m["prompt_format"] == {"use_chat_template": True, "system_prompt": "", "instruction_suffix": "",
+                                  "chat_template_applied": False}
+    assert e.prompt_format == {**m["prompt_format"], "source": f"run #{run.pk}", "set_by_suite": [], "set_by_request": []}
 
     # the run's accuracy series has the checkpoint's point
     from webapp.evaluations.selectors import accuracy_series
@@ -91,6 +95,8 @@ def test_a_run_evaluates_its_suite_during_training(celery_worker, team, user, la
         res = EvalResult.objects.get(evaluation=e)
         assert res.benchmark_id == bench.pk and res.metrics["n_problems"] == 4 and res.metrics["k"] == 2
         assert len(res.problems) == 4 and all(p["k"] == 2 for p in res.problems)
+        assert e.prompt_format == {**res.metrics["prompt_format"], "source": f"run #{run.pk} (during training)"}
+        assert e.prompt_format["use_chat_template"] is True and e.prompt_format["chat_template_applied"] is False
     assert [step for step, _ in accuracy_series(run, s)["toy4"]] == [2, 3]
     assert "eval/accuracy" in run.summary  # the held-out accuracy metric is kept as it was
 

@@ -41,6 +41,9 @@ def test_generate_with_the_cli_then_train_on_the_new_version(celery_worker, live
     assert new.status == "valid", new.report
     assert (new.version, new.previous_id, new.report["train"]["teachers"]["max"]) == (2, plain.pk, 2)
     assert new.lineage["what"] == "2 answers per prompt from tiny-test, temperature 1"
+    # the dataset's prompt format with the teacher's template (on by default; the tiny model has none)
+    assert new.lineage["prompt_format"] == {"use_chat_template": True, "system_prompt": "", "instruction_suffix": "",
+                                            "chat_template_applied": False}
     generated = {t for e in load_examples(new.path, ColumnMapping(**new.mapping)) for t in e.teachers}
     assert len(generated) > 10
 

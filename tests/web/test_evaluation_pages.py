@@ -150,10 +150,15 @@ def test_suites_page_create_and_bad_input(auth_client, picture, team):
     assert 'href="/evaluations/suites/"' in auth_client.get("/").content.decode()  # nav link
     bench = [str(d.pk) for d in picture["benchmarks"].values()]
     good = {"name": "greedy", "benchmarks": bench, "k": "1", "temperature": "0", "top_p": "1", "max_new_tokens": "64",
-            "reward": "math_verify", "seed": "3", "use_chat_template": "on"}
+            "reward": "math_verify", "seed": "3", "use_chat_template": "true"}
     assert auth_client.post("/evaluations/suites/", good).status_code == 302
     suite = EvalSuite.objects.get(name="greedy")
     assert suite.settings["k"] == 1 and suite.settings["use_chat_template"] is True and suite.settings["seed"] == 3
+    # the prompt format left blank is the model's own (a run's training settings); a suffix typed is the suite's
+    auth_client.post("/evaluations/suites/", {**good, "name": "own", "use_chat_template": "", "instruction_suffix": "Box it."})
+    own = EvalSuite.objects.get(name="own").settings
+    assert (own["use_chat_template"], own["system_prompt"], own["instruction_suffix"]) == (None, None, "Box it.")
+    assert "chat template the model&#x27;s · suffix “Box it.”" in auth_client.get("/evaluations/suites/").content.decode()
     resp = auth_client.post("/evaluations/suites/", {**good, "name": "bad", "k": "5000"})
     assert resp.status_code == 400 and "k (samples per problem)" in resp.content.decode()
     resp = auth_client.post("/evaluations/suites/", {**good, "name": "greedy"})  # the service's error, on its field

@@ -105,6 +105,68 @@ def test_submit_an_evaluation_of_a_run_checkpoint(api_client, team, suite, tiny_
     assert {e["checkpoint_step"] for e in listed} == {0, 2, 4}  # the base model's row comes with the run's
 
 
+def test_an_evaluation_records_its_prompt_format(api_client, auth_client, team, user, suite, tiny_assets,
+                                                tmp_path):  # noqa: F811
+    """Issue 22: a run's checkpoint is evaluated with the run's prompt format (its config's data
+    settings), a base model with the defaults; the suite's and the request's settings win. The
+    format is stored on the evaluation and shown by the API and the run's evaluation tab."""
+    import json
+    import shutil
+
+    from gft_core.tiny import CHAT_TEMPLATE
+
+    chat = tmp_path / "chat-model"  # the small model with a chat template
+    shutil.copytree(tiny_assets["model"], chat)
+    tc = json.loads((chat / "tokenizer_config.json").read_text())
+    (chat / "tokenizer_config.json").write_text(json.dumps({**tc, "chat_template": CHAT_TEMPLATE}))
+    run = make_run(team, tiny_assets, final=None)
+    run.config["data"] = {"use_chat_template": True, "system_prompt": "Be exact.", "instruction_suffix": "Box it."}
+    run.save(update_fields=["config"])
+    Artifact.objects.create(run=run, kind=Artifact.Kind.FINAL_MODEL, path=str(chat), step=4)
+    run_format = {"use_chat_template": True, "system_prompt": "Be exact.", "instruction_suffix": "Box it."}
+
+    final = api_client.post("/api/evaluations/", {"run": run.pk, "suite": suite.pk, "step": "final"}, format="json")
+    assert final.status_code == 201, final.json()
+    assert final.json()["prompt_format"] == {**run_format, "chat_template_applied": True, "source": f"run #{run.pk}",
+                                             "set_by_suite": [], "set_by_request": []}
+    assert api_client.get(f"/api/evaluations/{final.json()['id']}/").json()["prompt_format"]["system_prompt"] == "Be exact."
+    # a checkpoint of the small model (no template): the run's settings, plain prompts
+    two = api_client.post("/api/evaluations/", {"run": run.pk, "suite": suite.pk, "step": "2"}, format="json").json()
+    assert two["prompt_format"] == {**run_format, "chat_template_applied": False, "source": f"run #{run.pk}",
+                                    "set_by_suite": [], "set_by_request": []}
+    # the base model: the defaults, as training's (chat template on, nothing else)
+    base = api_client.post("/api/evaluations/", {"run": run.pk, "suite": suite.pk, "step": "0"}, format="json").json()
+    assert base["prompt_format"] == {"use_chat_template": True, "system_prompt": "", "instruction_suffix": "",
+                                     "chat_template_applied": False, "source": "defaults", "set_by_suite": [],
+                                     "set_by_request": []}
+    # the request's settings win over the run's
+    off = api_client.post("/api/evaluations/", {"run": run.pk, "suite": suite.pk, "step": "final",
+                                                "prompt_format": {"use_chat_template": False}}, format="json").json()
+    assert off["prompt_format"] == {**run_format, "use_chat_template": False, "chat_template_applied": False,
+                                    "source": f"run #{run.pk}", "set_by_suite": [], "set_by_request": ["use_chat_template"]}
+    bad = api_client.post("/api/evaluations/", {"run": run.pk, "suite": suite.pk, "prompt_format": {"use_chat_template": "maybe"}},
+                          format="json")
+    assert bad.status_code == 400 and "prompt_format" in bad.json(), bad.json()
+    long = api_client.post("/api/evaluations/", {"run": run.pk, "suite": suite.pk,
+                                                 "prompt_format": {"system_prompt": "x" * 5000}}, format="json")
+    assert long.status_code == 400 and "system_prompt" in long.json()["prompt_format"], long.json()
+    # ... and so do the suite's
+    plain_suite = services.new_suite_version(suite, user, settings={"use_chat_template": False, "system_prompt": ""})
+    ev = services.submit_evaluation(team, user, suite=plain_suite, run=run, step="final")
+    assert ev.prompt_format == {"use_chat_template": False, "system_prompt": "", "instruction_suffix": "Box it.",
+                                "chat_template_applied": False, "source": f"run #{run.pk}",
+                                "set_by_suite": ["use_chat_template", "system_prompt"], "set_by_request": []}
+    bad_suite = api_client.post("/api/eval-suites/", {"previous": suite.pk, "settings": {"instruction_suffix": "x" * 5000}},
+                                format="json")
+    assert bad_suite.status_code == 400 and "instruction_suffix" in bad_suite.json()["settings"], bad_suite.json()
+
+    # the run's evaluation tab lists each evaluation with its format
+    data = auth_client.get(f"/evaluations/runs/{run.pk}/data/?suite={suite.pk}").json()
+    prompts = {j["id"]: j["prompt"] for j in data["evaluations"]}
+    assert prompts[final.json()["id"]] == (f"chat template + system prompt “Be exact.” + suffix “Box it.” (run #{run.pk})")
+    assert prompts[off["id"]].startswith("plain (chat template off) + system prompt")
+
+
 def test_another_teams_objects_are_404(api_client, other_client, team, other_team, suite, tiny_assets):  # noqa: F811
     run = make_run(team, tiny_assets)
     mine = api_client.post("/api/evaluations/", {"run": run.pk, "suite": suite.pk}, format="json").json()
@@ -306,3 +368,20 @@ def test_evaluation_models_are_in_the_admin(client, team):
     client.force_login(get_user_model().objects.create_superuser("root", "", "root-pass-123"))
     for model in ("evalsuite", "evaluation", "evalresult", "referenceresult"):
         assert client.get(f"/admin/evaluations/{model}/").status_code == 200, model
+
+
+def test_migration_unsets_the_old_default_chat_template_off(team, user, suite):  # noqa: F811
+    """Suites stored use_chat_template false as the old default: the migration makes it null (the
+    model's own format); a suite that asked for the template keeps it."""
+    import importlib
+
+    from django.apps import apps
+
+    from webapp.evaluations.models import EvalSuite
+
+    migration = importlib.import_module("webapp.evaluations.migrations.0002_evaluation_prompt_format")
+    on = services.new_suite_version(suite, user, settings={"use_chat_template": True})
+    EvalSuite.objects.filter(pk=suite.pk).update(settings={**suite.settings, "use_chat_template": False})
+    migration.unset_chat_template_off(apps, None)
+    assert EvalSuite.objects.get(pk=suite.pk).settings["use_chat_template"] is None
+    assert EvalSuite.objects.get(pk=on.pk).settings["use_chat_template"] is True

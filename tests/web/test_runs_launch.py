@@ -299,8 +299,19 @@ def test_recipe_gft_paper_through_the_api_and_the_form(auth_client, api_client, 
     assert (cfg["tau"], cfg["n_expert"], cfg["n_teacher"], cfg["n_self"]) == (0.1, 1, 3, 4)
     assert (cfg["prompts_per_step"], cfg["max_response_len"], cfg["kl_coef"], cfg["max_grad_norm"]) == (128, 2048, 0.0, 1.0)
     assert cfg["lr"] == 3e-6 and cfg["data"]["use_chat_template"] is True  # the explicit lr wins
+    # the recipe is stored on the run and returned by the API's run detail (issue 22)
+    paper = Run.objects.get(pk=resp.json()["id"])
+    assert paper.recipe == "gft-paper" and resp.json()["recipe"] == "gft-paper"
+    assert api_client.get(f"/api/runs/{paper.pk}/").json()["recipe"] == "gft-paper"
     bad = api_client.post("/api/runs/", {**minimal, "recipe": "gft-papers"}, format="json")
     assert bad.status_code == 400 and "recipe" in bad.json() and Run.objects.count() == 1
+    plain = api_client.post("/api/runs/", {**minimal, "max_steps": 1}, format="json")
+    assert plain.status_code == 201 and plain.json()["recipe"] == "" and Run.objects.get(pk=plain.json()["id"]).recipe == ""
+    from webapp.runs.charts import config_diff
+
+    assert config_diff([paper, Run.objects.get(pk=plain.json()["id"])])[0] == ("recipe", ["gft-paper", "—"])
+    Run.objects.filter(pk=plain.json()["id"]).delete()
+    assert 'class="run-recipe"' in auth_client.get(reverse("runs:detail", args=[paper.pk])).content.decode()
 
     page = auth_client.get(reverse("runs:launch")).content.decode()
     assert 'data-recipe="gft-paper"' in page and "<td>tau</td><td>0.3</td><td><b>0.1</b></td>" in page
@@ -310,7 +321,15 @@ def test_recipe_gft_paper_through_the_api_and_the_form(auth_client, api_client, 
     resp = auth_client.post(reverse("runs:launch"), posted)
     assert resp.status_code == 302, resp.context["form"].errors
     cfg = Run.objects.latest("pk").config
-    assert cfg["tau"] == 0.5 and cfg["max_response_len"] == 2048
+    assert cfg["tau"] == 0.5 and cfg["max_response_len"] == 2048 and Run.objects.latest("pk").recipe == "gft-paper"
+    # a clone keeps the recipe and the run's own values (lr 3e-6 over the recipe's 1e-6)
+    clone_form = auth_client.get(reverse("runs:launch") + f"?clone={paper.pk}").context["form"]
+    assert clone_form.initial["recipe"] == "gft-paper"
+    cloned = {name: clone_form[name].value() for name in clone_form.fields}
+    resp = auth_client.post(reverse("runs:launch"), form_data({**cloned, "clone": paper.pk}))
+    assert resp.status_code == 302, resp.context["form"].errors
+    clone = Run.objects.latest("pk")
+    assert clone.cloned_from_id == paper.pk and clone.recipe == "gft-paper" and clone.config["lr"] == 3e-6
     assert auth_client.post(reverse("runs:launch"), form_data(launch_inputs, recipe="nope")).context["form"].errors["recipe"]
 
 

@@ -106,7 +106,7 @@ def test_generation_bad_input(api_client, toy_dataset, other_team, tiny_assets, 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_dead_worker_is_failed_by_housekeeping_and_resume_adds_no_duplicates(team, user, tiny_assets):
+def test_dead_worker_is_failed_by_housekeeping_and_resume_adds_no_duplicates(team, user, tiny_assets, auth_client):
     from gft_core.policy import load_policy
     from gft_core.teachers import generate_teacher_answers, read_partial
     from workers.teacher_tasks import TeacherExecution
@@ -154,3 +154,7 @@ def test_dead_worker_is_failed_by_housekeeping_and_resume_adds_no_duplicates(tea
     assert all(len(e.teachers) == 2 for e in ex)
     assert new.lineage["kind"] == "generated" and new.lineage["what"].startswith("2 answers per prompt from tiny-test")
     assert new.report["train"]["teachers"]["max"] == 2
+    # the lineage says how the prompts were built: the dataset's format, the teacher's template (none here)
+    assert new.lineage["prompt_format"]["chat_template_applied"] is False
+    page = auth_client.get(f"/datasets/{new.pk}/").content.decode()
+    assert '<td id="teacher-prompt-format">plain (the model has no chat template)</td>' in page

@@ -122,7 +122,7 @@ class RunDetailSerializer(RunSerializer):
     artifacts = ArtifactSerializer(many=True, read_only=True)
 
     class Meta(RunSerializer.Meta):
-        fields = RunSerializer.Meta.fields + ["notes", "archived_at", "metric_range", "config", "effective_group",
+        fields = RunSerializer.Meta.fields + ["recipe", "notes", "archived_at", "metric_range", "config", "effective_group",
                                               "log_tail", "output_dir", "artifacts"]
         read_only_fields = fields
 

@@ -168,7 +168,9 @@ class TeacherGenerateForm(forms.Form):
     temperature = forms.FloatField(min_value=0.0, max_value=10.0, initial=0.7)
     top_p = forms.FloatField(min_value=1e-6, max_value=1.0, initial=1.0, label="Top-p")
     max_new_tokens = forms.IntegerField(min_value=1, max_value=MAX_NEW_TOKENS, initial=1024)
-    use_chat_template = forms.BooleanField(required=False, label="Chat template")
+    use_chat_template = forms.BooleanField(required=False, initial=True, label="Chat template",
+                                           help_text="The teacher model's chat template, when it has one; the "
+                                                     "dataset's system prompt and instruction suffix apply either way.")
     reward_config = forms.TypedChoiceField(required=False, coerce=int, empty_value=None,
                                            help_text="Scores the answers (teacher accuracy) and filters them; default math_verify.")
     filter = forms.BooleanField(required=False, label="Keep only answers scoring >= threshold")

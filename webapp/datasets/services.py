@@ -31,7 +31,7 @@ QUICK_CHECK_ROWS = 50
 
 __all__ = [
     "UploadError", "DuplicateDatasetError", "InUseError", "create_dataset_from_upload", "new_dataset_version",
-    "archive", "delete", "used_by", "versions", "start_validation", "mapping_from", "prompt_format_from", "prompt_preview", "data_config", "derived_version",
+    "archive", "delete", "used_by", "versions", "start_validation", "mapping_from", "prompt_format_from", "prompt_format", "prompt_preview", "data_config", "derived_version",
 ]
 
 
@@ -94,11 +94,16 @@ def prompt_format_from(value: dict | None) -> dict:
     return out
 
 
+def prompt_format(dataset: Dataset):
+    """The gft_core PromptFormat of `dataset` (its system prompt and suffix; chat template on)."""
+    from gft_core.policy import PromptFormat
+
+    return PromptFormat.from_dict(dataset.prompt_format)
+
+
 def prompt_preview(dataset: Dataset) -> dict:
     """The dataset's prompt settings and its first prompt as the model's user turn (the instruction
     suffix on its own line), for the dataset page and the launch form's group preview."""
-    from gft_core.policy import PromptFormat
-
     fmt = dict(dataset.prompt_format or {})
     out = {"system_prompt": fmt.get("system_prompt", ""), "instruction_suffix": fmt.get("instruction_suffix", ""),
            "example": None}
@@ -107,7 +112,7 @@ def prompt_preview(dataset: Dataset) -> dict:
     except (DataError, OSError, TypeError):
         return out
     if first:
-        out["example"] = PromptFormat(True, out["system_prompt"], out["instruction_suffix"]).content(first[0].prompt)
+        out["example"] = prompt_format(dataset).content(first[0].prompt)
     return out
 
 

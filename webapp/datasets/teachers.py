@@ -140,14 +140,25 @@ def derive(source: Dataset, user, answers: dict[int, list[str]], *, what: str, w
             lineage=lineage(source, what=what, stats=written, **lineage_extra))
 
 
+def prompt_format(job: TeacherJob):
+    """The PromptFormat the job's prompts are built with: its dataset's system prompt and suffix,
+    the chat template (of the teacher model) as its options say."""
+    from gft_core.teachers import TeacherSettings
+
+    return services.prompt_format(job.dataset).override(
+        use_chat_template=TeacherSettings.from_dict(job.options).use_chat_template)
+
+
 def create_result(job: TeacherJob, records: dict[int, dict]) -> Dataset:
     """The new version of the job's dataset with its answers joined on (called by the worker)."""
+    from gft_core.policy import model_has_chat_template  # here: policy imports torch
     from gft_core.teachers import TeacherSettings, teacher_stats
 
     opts = TeacherSettings.from_dict(job.options)
     return derive(job.dataset, job.created_by, {row: r["answers"] for row, r in records.items()},
                   what=opts.describe(job.model_label), workdir=job.partial_path.parent, kind="generated", job=job.pk,
                   model=job.model_label, settings=opts.to_dict(),
+                  prompt_format=prompt_format(job).describe(model_has_chat_template(job.model_path)),
                   generated_stats=teacher_stats(records, filtered=opts.filter))
 
 

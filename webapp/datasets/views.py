@@ -89,7 +89,10 @@ def upload(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
+    from webapp.evaluations.models import prompt_format_label
+
     dataset = _get(request, pk)
+    generated_with = (dataset.lineage or {}).get("prompt_format")
     return render(request, "datasets/detail.html", {
         "dataset": dataset, "report": dataset.report or {}, "runs": services.used_by(dataset),
         "prompt": services.prompt_preview(dataset),
@@ -102,6 +105,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "reward_configs": in_team(request.user, RewardConfig.objects.filter(archived=False), dataset.team),
         "teacher_form": _teacher_form(request, dataset), "import_form": TeacherImportForm(),
         "teacher_jobs": [(j, eta_seconds(j)) for j in teachers.jobs_of(dataset)[:20]],
+        "teacher_prompt": prompt_format_label(generated_with) if generated_with else "",
     })
 
 

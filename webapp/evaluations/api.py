@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from gft_core.benchmarks import MAX_K, MAX_NEW_TOKENS, MAX_SEED
+from gft_core.config import MAX_PROMPT_TEXT
 from webapp.accounts.scoping import scoped
 from webapp.api.parsers import LimitedJSONField
 from webapp.api.views import ScopedMixin, VersionedResourceMixin, _int, _team_for_write, _writer
@@ -28,7 +29,19 @@ MAX_RUNS_PER_LEADERBOARD = 100
 
 
 # ---------------------------------------------------------------------------- serializers
-class EvalSettingsSerializer(serializers.Serializer):
+class PromptFormatSerializer(serializers.Serializer):
+    """The prompt format (gft_core PromptFormat); left out or null = the model's own: a run's training
+    settings for its checkpoints, else the defaults (chat template on, no system prompt or suffix)."""
+
+    use_chat_template = serializers.BooleanField(required=False, allow_null=True,
+                                                 help_text="The model's chat template, when it has one")
+    system_prompt = serializers.CharField(required=False, allow_null=True, allow_blank=True, trim_whitespace=False,
+                                          max_length=MAX_PROMPT_TEXT)
+    instruction_suffix = serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                                               trim_whitespace=False, max_length=MAX_PROMPT_TEXT)
+
+
+class EvalSettingsSerializer(PromptFormatSerializer):
     """gft_core EvalSettings; left out = the default. Checked again by gft_core (400 settings.<field>)."""
 
     k = serializers.IntegerField(min_value=1, max_value=MAX_K, required=False, help_text="Samples per problem")
@@ -36,7 +49,6 @@ class EvalSettingsSerializer(serializers.Serializer):
     top_p = serializers.FloatField(min_value=1e-6, max_value=1.0, required=False)
     max_new_tokens = serializers.IntegerField(min_value=1, max_value=MAX_NEW_TOKENS, required=False)
     max_prompt_len = serializers.IntegerField(min_value=1, max_value=MAX_NEW_TOKENS, required=False)
-    use_chat_template = serializers.BooleanField(required=False)
     reward = LimitedJSONField(required=False, help_text='A reward spec {"name": ..., "params": {...}}; default math_verify')
     seed = serializers.IntegerField(min_value=0, max_value=MAX_SEED, required=False)
     batch_size = serializers.IntegerField(min_value=1, max_value=4096, required=False,
@@ -80,12 +92,14 @@ class EvaluationSerializer(serializers.ModelSerializer):
     progress = serializers.FloatField(read_only=True, help_text="done / total, 0..1")
     results = EvalResultSerializer(many=True, read_only=True)
     suite_name = serializers.CharField(source="suite.name", read_only=True)
+    prompt_format_label = serializers.CharField(read_only=True, help_text="prompt_format in one line")
 
     class Meta:
         model = Evaluation
         fields = ["id", "team", "run", "model_path", "checkpoint_step", "checkpoint_path", "suite", "suite_name",
                   "status", "cancel_requested", "done", "total", "progress", "current_benchmark", "error", "attempt",
-                  "worker", "created_by", "created_at", "queued_at", "started_at", "finished_at", "results"]
+                  "worker", "created_by", "created_at", "queued_at", "started_at", "finished_at", "prompt_format",
+                  "prompt_format_label", "results"]
         read_only_fields = fields
 
 
@@ -96,6 +110,7 @@ class EvaluationCreateSerializer(serializers.Serializer):
                                   help_text='"latest", "final" or a checkpoint step (0 = the base model)')
     model = serializers.CharField(max_length=500, required=False,
                                   help_text='Instead of a run: "tiny" or a model directory under MODEL_ROOTS (step 0)')
+    prompt_format = PromptFormatSerializer(required=False, help_text="Overrides the suite's and the run's prompt format")
 
 
 class ReferenceResultSerializer(serializers.ModelSerializer):
@@ -237,7 +252,7 @@ class EvaluationViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyM
         _writer(request, suite.team)
         try:
             ev = services.submit_evaluation(suite.team, request.user, suite=suite, run=run, step=d["step"],
-                                            model=d.get("model"))
+                                            model=d.get("model"), prompt_format=d.get("prompt_format"))
         except services.EvalError as exc:
             raise _errors(exc) from None
         return Response(EvaluationSerializer(ev).data, status=status.HTTP_201_CREATED)

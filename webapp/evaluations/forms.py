@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from django import forms
 
+from gft_core.config import MAX_PROMPT_TEXT
 from gft_core.evaluation import EvalSettings
 from gft_core.rewards import REWARDS
 
@@ -25,12 +26,22 @@ class SuiteForm(forms.Form):
     temperature = forms.FloatField(min_value=0.0, max_value=10.0, initial=DEFAULTS.temperature, help_text="0 = greedy")
     top_p = forms.FloatField(min_value=0.0, max_value=1.0, initial=DEFAULTS.top_p, label="top-p")
     max_new_tokens = forms.IntegerField(min_value=1, max_value=131072, initial=DEFAULTS.max_new_tokens)
-    use_chat_template = forms.BooleanField(required=False, initial=DEFAULTS.use_chat_template,
-                                           label="Use the chat template")
+    # the prompt format: blank = the model's own (a run's training settings; for a base model the
+    # defaults: chat template on, no system prompt or suffix)
+    use_chat_template = forms.NullBooleanField(
+        required=False, label="Chat template",
+        widget=forms.Select(choices=[("", "the model's (the run's setting; on for a base model)"),
+                                     ("true", "on"), ("false", "off")]))
+    system_prompt = forms.CharField(required=False, strip=False, max_length=MAX_PROMPT_TEXT,
+                                    widget=forms.Textarea(attrs={"rows": 2}),
+                                    help_text="Blank: the run's (its dataset's), none for a base model")
+    instruction_suffix = forms.CharField(required=False, strip=False, max_length=MAX_PROMPT_TEXT,
+                                         help_text="Blank: the run's (its dataset's), none for a base model")
     reward = forms.ChoiceField(initial=DEFAULTS.reward["name"], help_text="How an answer is scored against the ground truth")
     seed = forms.IntegerField(min_value=0, max_value=2**32 - 1, initial=DEFAULTS.seed)
 
     SETTINGS = ("k", "temperature", "top_p", "max_new_tokens", "use_chat_template", "seed")
+    TEXTS = ("system_prompt", "instruction_suffix")  # blank = unset (None)
 
     def __init__(self, *args, benchmarks, **kwargs):
         super().__init__(*args, **kwargs)
@@ -51,6 +62,7 @@ class SuiteForm(forms.Form):
         """The EvalSettings dict the suite stores."""
         d = self.cleaned_data
         out = {name: d[name] for name in self.SETTINGS}
+        out.update({name: d[name] or None for name in self.TEXTS})
         out["reward"] = {"name": d["reward"], "params": {}}
         return out
 

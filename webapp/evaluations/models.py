@@ -59,6 +59,10 @@ class Evaluation(GpuJob):
     done = models.PositiveIntegerField(default=0, help_text="Problems scored so far (all benchmarks)")
     total = models.PositiveIntegerField(default=0, help_text="Problems to score (all benchmarks)")
     current_benchmark = models.CharField(max_length=120, blank=True)
+    prompt_format = models.JSONField(
+        default=dict, blank=True,
+        help_text="How prompts were built (gft_core PromptFormat.describe() + source, overrides): the run's "
+                  "training settings for its checkpoints, else the defaults; the suite's and the request's settings win")
 
     class Meta:
         ordering = ["-created_at"]
@@ -72,6 +76,30 @@ class Evaluation(GpuJob):
     @property
     def is_base(self) -> bool:
         return self.run_id is None
+
+    @property
+    def prompt_format_label(self) -> str:
+        return prompt_format_label(self.prompt_format)
+
+
+def prompt_format_label(fmt: dict | None) -> str:
+    """One line for an Evaluation.prompt_format: "chat template + system prompt + suffix “…” (run #3)"."""
+    if not fmt:
+        return "not recorded"
+    if fmt.get("chat_template_applied"):
+        text = "chat template"
+    elif fmt.get("use_chat_template"):
+        text = "plain (the model has no chat template)"
+    else:
+        text = "plain (chat template off)"
+    if fmt.get("system_prompt"):
+        text += f" + system prompt “{fmt['system_prompt'][:40]}”"
+    if fmt.get("instruction_suffix"):
+        text += f" + suffix “{fmt['instruction_suffix'][:40]}”"
+    overrides = [*fmt.get("set_by_suite", []), *fmt.get("set_by_request", [])]
+    source = fmt.get("source") or ""
+    note = ", ".join(x for x in (source, f"set: {', '.join(overrides)}" if overrides else "") if x)
+    return f"{text} ({note})" if note else text
 
 
 class EvalResult(models.Model):

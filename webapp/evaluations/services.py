@@ -170,10 +170,41 @@ def usable_benchmarks(suite: EvalSuite, field: str) -> list[Dataset]:
     return datasets
 
 
+def resolve_prompt_format(suite: EvalSuite, model_dir: str, run: Run | None = None,
+                          override: dict | None = None) -> dict:
+    """How an evaluation builds its prompts, as stored on it: `override` (the request's settings),
+    then the suite's, over the run's training settings (its config's `data`) for a run's
+    checkpoint or, for a base model, gft_core's defaults (chat template on, as in training).
+    EvalError("prompt_format.<field>") on a bad override."""
+    from gft_core.benchmarks import EvalSettings
+    from gft_core.errors import ConfigError
+    from gft_core.policy import PROMPT_FORMAT_FIELDS, PromptFormat, model_has_chat_template
+
+    override = {} if override is None else override
+    if not isinstance(override, dict):
+        raise EvalError("prompt_format", "Expected a mapping of " + ", ".join(PROMPT_FORMAT_FIELDS) + ".")
+    for key in override:
+        if key not in PROMPT_FORMAT_FIELDS:
+            raise EvalError(f"prompt_format.{key}", f"Unknown setting; known: {', '.join(PROMPT_FORMAT_FIELDS)}.")
+    override = {k: v for k, v in override.items() if v is not None}
+    try:
+        EvalSettings(**override)  # bounds and types, by gft_core
+    except ConfigError as exc:
+        raise EvalError(f"prompt_format.{exc.field}", str(exc)) from None
+    settings = EvalSettings.from_dict(check_settings(suite.settings))
+    base = PromptFormat.from_dict((run.config or {}).get("data")) if run is not None else None
+    fmt = settings.prompt_format(base).override(**override)
+    set_by_suite = [k for k in PROMPT_FORMAT_FIELDS if getattr(settings, k) is not None and k not in override]
+    return {**fmt.describe(model_has_chat_template(model_dir)),
+            "source": f"run #{run.pk}" if run is not None else "defaults",
+            "set_by_suite": set_by_suite, "set_by_request": sorted(override)}
+
+
 def submit_evaluation(team, user, *, suite: EvalSuite, run: Run | None = None, step: str | int = "latest",
-                      model: str | None = None) -> Evaluation:
+                      model: str | None = None, prompt_format: dict | None = None) -> Evaluation:
     """Queue an evaluation of a run's checkpoint (`step`: "latest", "final", N; 0 = its base model)
-    or of a model (`model`: "tiny" or a directory under MODEL_ROOTS, evaluated as step 0)."""
+    or of a model (`model`: "tiny" or a directory under MODEL_ROOTS, evaluated as step 0). Its
+    prompts are built as resolve_prompt_format says (`prompt_format`: the request's settings)."""
     if suite.team_id != team.pk:
         raise EvalError("suite", f"No suite {suite.pk} in team {team}.")
     if suite.archived:
@@ -195,9 +226,10 @@ def submit_evaluation(team, user, *, suite: EvalSuite, run: Run | None = None, s
         if not (Path(path) / "config.json").is_file():
             raise EvalError("model", f"{path} is not a model directory (no config.json).")
         checkpoint_step, fields = 0, dict(run=None, model_path=path)
+    fmt = resolve_prompt_format(suite, path, fields["run"], prompt_format)
     total = sum(int(((d.report or {}).get("train") or {}).get("valid_rows") or 0) for d in datasets)
     return jobs.submit(team=team, suite=suite, checkpoint_step=checkpoint_step, checkpoint_path=path, total=total,
-                       created_by=user, **fields)
+                       created_by=user, prompt_format=fmt, **fields)
 
 
 # ---------------------------------------------------------------------------- lifecycle
@@ -239,8 +271,21 @@ def problem_record(p: dict) -> dict:
             "disagree": sum(bool(d) for d in p.get("disagree") or [])}
 
 
+def prompt_format_of(ev: Evaluation):
+    """The gft_core PromptFormat `ev` builds its prompts with; resolved and stored first for an
+    evaluation queued before it was recorded at submit."""
+    from gft_core.policy import PromptFormat
+
+    if not ev.prompt_format:
+        ev.prompt_format = resolve_prompt_format(ev.suite, ev.checkpoint_path, ev.run)
+        Evaluation.objects.filter(pk=ev.pk).update(prompt_format=ev.prompt_format)
+    return PromptFormat.from_dict(ev.prompt_format)
+
+
 def store_result(ev: Evaluation, dataset: Dataset, result: dict) -> EvalResult | None:
-    """Store gft_core's BenchmarkResult.to_dict() for (evaluation, benchmark), fenced by the attempt."""
+    """Store gft_core's BenchmarkResult.to_dict() for (evaluation, benchmark), fenced by the attempt.
+    The result's prompt format (what the library applied with the model's tokenizer) is the
+    evaluation's from then on."""
     problems = [problem_record(p) for p in result.get("problems") or []]
     metrics = {k: v for k, v in result.items() if k != "problems"}
     with transaction.atomic():
@@ -250,6 +295,9 @@ def store_result(ev: Evaluation, dataset: Dataset, result: dict) -> EvalResult |
         res, _ = EvalResult.objects.update_or_create(
             evaluation=ev, benchmark=dataset,
             defaults={"benchmark_name": dataset.name, "metrics": metrics, "problems": problems})
+        if result.get("prompt_format"):
+            ev.prompt_format = {**ev.prompt_format, **result["prompt_format"]}
+            Evaluation.objects.filter(pk=ev.pk).update(prompt_format=ev.prompt_format)
     return res
 
 
@@ -285,7 +333,9 @@ def record_run_evaluation(run_id: int, suite_id: int, step: int, benchmark: str,
                           finished_at=now, worker=run.worker))
         n = int(result.get("n_problems") or 0)
         ev.done, ev.total, ev.finished_at = ev.done + n, ev.total + n, now
-        ev.save(update_fields=["done", "total", "finished_at"])
+        # the trainer's own format (its data settings under the suite's): what the library recorded
+        ev.prompt_format = {**dict(result.get("prompt_format") or {}), "source": f"run #{run.pk} (during training)"}
+        ev.save(update_fields=["done", "total", "finished_at", "prompt_format"])
         res, _ = EvalResult.objects.update_or_create(
             evaluation=ev, benchmark=dataset, benchmark_name=benchmark[:120],
             defaults={"metrics": {k: v for k, v in result.items() if k != "problems"},

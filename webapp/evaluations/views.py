@@ -214,7 +214,8 @@ def _suite_param(request: HttpRequest, run: Run) -> EvalSuite | None:
 
 def _job(ev: Evaluation) -> dict:
     return {"id": ev.pk, "step": ev.checkpoint_step, "status": ev.status, "done": ev.done, "total": ev.total,
-            "error": ev.error[-300:], "created": ev.created_at.strftime("%Y-%m-%d %H:%M")}
+            "error": ev.error[-300:], "created": ev.created_at.strftime("%Y-%m-%d %H:%M"),
+            "prompt_format": ev.prompt_format, "prompt": ev.prompt_format_label}
 
 
 def _pass_at_k(ev: Evaluation | None) -> dict | None:

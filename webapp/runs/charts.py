@@ -155,9 +155,11 @@ def comparable_config(run: Run) -> dict[str, Any]:
 
 def config_diff(runs: list[Run]) -> list[tuple[str, list[Any]]]:
     """[(setting, [value per run])] for the settings that differ, each once (gft_core.config.config_diff
-    of comparable_config: dotted keys; "—" where a run lacks it)."""
+    of comparable_config: dotted keys; "—" where a run lacks it), after the recipe each was launched from."""
     configs = [comparable_config(run) for run in runs]
-    return [(name, ["—" if v is None else v for v in values]) for name, values in gft_config_diff(*configs)]
+    recipes = [run.recipe or "—" for run in runs]
+    return [("recipe", recipes)] * (len(set(recipes)) > 1) + [
+        (name, ["—" if v is None else v for v in values]) for name, values in gft_config_diff(*configs)]
 
 
 def seed_groups(runs: list[Run]) -> list[dict[str, Any]]:

@@ -106,7 +106,9 @@ class LaunchForm(forms.Form):
         data = super().clean()
         if self.errors:  # a value that did not even parse: gft_core would only repeat it
             return data
-        if data.get("recipe"):  # a field left as the form offered it takes the recipe's value
+        # A field left as the form offered it takes the recipe's value once the recipe is chosen here
+        # (a clone offers its run's values, recipe included: they stay).
+        if data.get("recipe") and "recipe" in self.changed_data:
             for name in launchfields.recipe_launch_values(data["recipe"]):
                 if name not in self.changed_data:
                     data.pop(name, None)

@@ -179,7 +179,7 @@ def build_config(team, data: dict[str, Any]) -> LaunchPlan:
         raise LaunchError.one("memory_plan", problem)
     fields = {"name": name or f"{gcfg.method} on {dataset}", "method": gcfg.method,
               "dataset": dataset, "reward_config": reward, "eval_suite": suite, "queue": merged["queue"], "num_gpus": num_gpus,
-              "init_from_run": source, "init_from_step": source_step,
+              "init_from_run": source, "init_from_step": source_step, "recipe": recipe.name if recipe else "",
               "tags": [t for t in (merged.get("tags") or []) if t],
               "effective_group": dataset_group(dataset, {name: getattr(gcfg, name) for name in ("method", *PREVIEW_FIELDS)})}
     return LaunchPlan(gcfg.to_dict(), fields)
@@ -417,5 +417,5 @@ def clone_initial(run: Run) -> dict[str, Any]:
         initial["eval_split"] = "none"
     initial.update(name=f"{run.name} (clone)", dataset=run.dataset_id, reward_config=run.reward_config_id,
                    eval_suite=run.eval_suite_id, queue=run.queue, num_gpus=run.num_gpus, tags=list(run.tags),
-                   init_from_run=run.init_from_run_id, init_from_step=run.init_from_step)
+                   init_from_run=run.init_from_run_id, init_from_step=run.init_from_step, recipe=run.recipe)
     return initial

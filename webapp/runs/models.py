@@ -72,6 +72,8 @@ class Run(QueuedWork):
     name = models.CharField(max_length=200)
     method = models.CharField(max_length=20)
     config = models.JSONField(help_text="The gft_core config this run trains with")
+    recipe = models.CharField(max_length=50, blank=True,
+                              help_text="The gft_core recipe (gft_core/recipes.py) the config was built from at launch")
     dataset = models.ForeignKey("datasets.Dataset", null=True, blank=True, on_delete=models.PROTECT, related_name="runs")
     reward_config = models.ForeignKey(
         "rewards.RewardConfig", null=True, blank=True, on_delete=models.PROTECT, related_name="runs"

@@ -117,9 +117,9 @@ export class EvalTab {
 
   renderJobs(evals) {
     if (!evals.length) { this.jobs.innerHTML = `<p class="muted">No evaluations of this run with this suite yet: use “Evaluate…” above.</p>`; return; }
-    this.jobs.innerHTML = `<table class="table eval-jobs-table"><thead><tr><th>#</th><th>checkpoint</th><th>status</th>
+    this.jobs.innerHTML = `<table class="table eval-jobs-table"><thead><tr><th>#</th><th>checkpoint</th><th>prompt format</th><th>status</th>
       <th>progress</th><th>created</th></tr></thead><tbody>${evals.map(e => `<tr data-eval="${e.id}">
-      <td>${e.id}</td><td>${e.step === 0 ? "base model" : `step ${e.step}`}</td>
+      <td>${e.id}</td><td>${e.step === 0 ? "base model" : `step ${e.step}`}</td><td class="small prompt-format">${esc(e.prompt || "")}</td>
       <td><span class="status status-${esc(e.status)}">${esc(e.status)}</span>${e.error ? ` <span class="error small">${esc(e.error)}</span>` : ""}</td>
       <td class="num">${e.total ? `${e.done} / ${e.total}` : "–"}</td><td>${esc(e.created)}</td></tr>`).join("")}</tbody></table>`;
   }
