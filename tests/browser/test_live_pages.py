@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from tests.browser.support import SHOTS, log_steps, login, make_run, points, sink_for
 from tests.metric_support import group_record
-from webapp.runs.models import GroupSample, Run
+from tests.runs_support import wait_for
+from webapp.runs.models import GroupSample, Run, RunEvent
+from workers.system import SystemSampler, describe_device
 
 
 def test_live_run_page_compare_dashboard_and_groups(live_server_url, chromium, team, user, other_user):
@@ -21,6 +23,11 @@ def test_live_run_page_compare_dashboard_and_groups(live_server_url, chromium, t
     try:
         log_steps(sink, range(1, 21), 0.3)
         log_steps(other_sink, range(1, 41), 0.7)
+        with SystemSampler(sink, num_gpus=1, interval=0.05) as sampler:  # the worker's system samples, at step 20
+            wait_for(lambda: sampler.samples, timeout=10, what="a system sample")
+        sink.flush()
+        RunEvent.objects.create(run=running, kind="status", from_status="queued", to_status="running",
+                                data={"device": describe_device(1)})
         for step in (10, 20):
             GroupSample.objects.create(run=running, step=step, group_index=0, data=group_record(0, "What is 2+3?"))
             GroupSample.objects.create(run=done, step=step, group_index=0, data=group_record(0, "What is 2+3?"))
@@ -34,6 +41,10 @@ def test_live_run_page_compare_dashboard_and_groups(live_server_url, chromium, t
         page.evaluate("window.__noReload = 'still here'")
         before = points(page, "rectified")
         assert before == 20 * 3  # overall + two sources with values in this run
+        # The System section (only runs with system metrics have one) and the device in the header.
+        assert page.inner_text(".chart-group:has(.chart-card[data-chart='system_cpu']) h2") == "System"
+        assert points(page, "system_memory") == 2  # RAM used and the process RSS at step 20
+        assert page.inner_text(".run-head .device") == f"on {describe_device(1)}"
         page.screenshot(path=str(SHOTS / "run-page-before.png"), full_page=True)
 
         # New steps through the real sink: the chart grows in place, no reload.
