@@ -116,6 +116,9 @@ def test_two_process_run_through_accelerate_launch_cancel_and_resume(celery_work
     assert run.status == "cancelled", (run.error, run.log_tail)
     assert loss_steps(pk) == list(range(1, run.step + 1))
     assert "accelerate" in open(Artifact.objects.get(run=run, kind="log").path).read()
+    # System samples of the child process tree, through the same sink as the tailed metrics.
+    rss = MetricPoint.objects.filter(run=run, key__name="system/rss_gb").values_list("step", "value")
+    assert rss and all(0 <= step <= run.step and value > 0 for step, value in rss)
     stopped_at = run.step
     api_client.post(f"/api/runs/{pk}/resume/")
     wait_for(lambda: run_state(pk).status == "running" and run_state(pk).step > stopped_at, what="resumed steps",
