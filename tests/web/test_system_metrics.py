@@ -37,6 +37,7 @@ def test_sampler_writes_system_points_through_the_sink_once_per_step(team):
         time.sleep(0.3)  # before start(): nothing is sampled (the sink would not store it)
         assert sampler.samples == 0
         sink.start(total_steps=3, start_step=0, config={})
+        wait_for(lambda: sampler.samples == 1, timeout=20, what="the first sample, at the start step")
         for step in (1, 2, 3):
             sink.log(step, {"loss": 1.0 / step})
             wait_for(lambda: sink.last_step == step and sampler.samples >= step + 1, timeout=20,
@@ -89,9 +90,12 @@ def test_run_page_has_a_system_section_only_with_system_metrics(auth_client, tea
                             message="Started on w1: CPU: Test CPU, 2 cores", data={"device": "CPU: Test CPU, 2 cores"})
     page = auth_client.get(reverse("runs:detail", args=[run.pk]))
     assert page.status_code == 200
-    charts = page.context["page"]["charts"]
-    assert not [c for c in charts if c["group"] == "System"]
+    system = [c for c in page.context["page"]["charts"] if c["group"] == "System"]
+    assert system and all(c["until_data"] for c in system)  # live: hidden until the first sample arrives
     assert b"CPU: Test CPU, 2 cores" in page.content  # the device in the header
+    done = Run.objects.create(team=team, name="old", method="gft", config={}, status="succeeded")
+    page = auth_client.get(reverse("runs:detail", args=[done.pk]))
+    assert not [c for c in page.context["page"]["charts"] if c["group"] == "System"]  # ended without samples: none
 
     sink = PostgresRedisSink(run.pk, attempt=1, flush_interval=0.05)
     sink.start(total_steps=2, start_step=0, config={})
@@ -102,6 +106,11 @@ def test_run_page_has_a_system_section_only_with_system_metrics(auth_client, tea
     page = auth_client.get(reverse("runs:detail", args=[run.pk]))
     system = {c["id"]: c for c in page.context["page"]["charts"] if c["group"] == "System"}
     assert set(system) == {"system_cpu", "system_memory", "system_gpu_util", "system_gpu_mem"}
+    Run.objects.filter(pk=run.pk).update(status="succeeded")
+    page = auth_client.get(reverse("runs:detail", args=[run.pk]))
+    system = {c["id"]: c for c in page.context["page"]["charts"] if c["group"] == "System"}
+    assert set(system) == {"system_cpu", "system_memory", "system_gpu_util", "system_gpu_mem"}
+    assert not any(c.get("until_data") for c in system.values())
     assert system["system_gpu_util"]["keys"] == ["system/gpu0_util", "system/gpu1_util"]
     assert system["system_memory"]["keys"] == ["system/ram_used_gb", "system/rss_gb"]
     series = auth_client.get(reverse("runs:series"), {"runs": run.pk, "keys": ",".join(system["system_gpu_mem"]["keys"])})

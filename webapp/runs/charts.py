@@ -97,14 +97,16 @@ SYSTEM_GROUP = "System"
 _GPU_KEY = re.compile(r"^system/gpu(\d+)_")
 
 
-def system_charts(metric_names: Iterable[str]) -> list[dict]:
+def system_charts(metric_names: Iterable[str], live_gpus: int | None = None) -> list[dict]:
     """The run page's System section (workers/system.py samples it): CPU, memory and, per GPU the
     run has keys for, utilisation and memory; [] (no section) for a run without system metrics.
-    `metric_names`: the run's metrics, e.g. the keys of Run.summary."""
+    `metric_names`: the run's metrics, e.g. the keys of Run.summary. `live_gpus`: the run is active
+    and has this many GPUs at most: every chart is sent marked `until_data`, which the page keeps
+    hidden until a sample of it arrives live (a CPU run's GPU charts never show)."""
     names = [k for k in metric_names if k.startswith(SYSTEM_PREFIX)]
-    if not names:
+    if not names and live_gpus is None:
         return []
-    gpus = max((int(m[1]) + 1 for k in names if (m := _GPU_KEY.match(k))), default=0)
+    gpus = max([int(m[1]) + 1 for k in names if (m := _GPU_KEY.match(k))] + [live_gpus or 0])
     gpu_keys = gpu_metric_names(gpus)
     out = [{"id": "system_cpu", "y": "percent", "group": SYSTEM_GROUP, "title": "CPU utilisation (%, whole machine)",
             "kind": "lines", "keys": ["system/cpu_percent"]},
@@ -115,6 +117,9 @@ def system_charts(metric_names: Iterable[str]) -> list[dict]:
                  "kind": "lines", "keys": list(gpu_keys[0::2])},
                 {"id": "system_gpu_mem", "y": "GiB", "group": SYSTEM_GROUP, "title": "GPU memory used (GiB)",
                  "kind": "lines", "keys": list(gpu_keys[1::2])}]
+    if live_gpus is not None:
+        for chart in out:
+            chart["until_data"] = True
     return out
 
 
