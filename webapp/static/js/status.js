@@ -187,7 +187,7 @@ export function followRows(live, note, onCreated = null) {
   url.searchParams.set("since", since.join(","));
   const following = new Set(live.runs.map(String));
   const es = new EventSource(url.toString(), { withCredentials: true });
-  es.addEventListener("open", () => liveNote(note, following.size ? "sse" : "idle"));
+  es.addEventListener("open", () => { if (following.size) liveNote(note, "sse"); }); // only new runs: no note
   es.addEventListener("metrics", ev => { const e = JSON.parse(ev.data); onEntry(e.run, e); });
   es.addEventListener("status", ev => {
     const e = JSON.parse(ev.data);
