@@ -14,3 +14,19 @@ METRIC_NAMES: tuple[str, ...] = tuple(
     + [name.format(s=s) for name in _PER_SOURCE for s in SOURCES]
 )
 HISTOGRAM_NAMES: tuple[str, ...] = ("adv/hist",)
+
+# System metrics: sampled by the worker while a run trains (workers/system.py), not by the trainer.
+# GPU keys are per CUDA device of the run: system/gpu0_util, system/gpu0_mem_gb, system/gpu1_util, ...
+SYSTEM_PREFIX = "system/"
+SYSTEM_METRIC_NAMES: tuple[str, ...] = ("system/cpu_percent", "system/ram_used_gb", "system/rss_gb")
+GPU_METRIC_FORMATS: tuple[str, ...] = ("system/gpu{i}_util", "system/gpu{i}_mem_gb")
+MAX_GPU_METRICS = 8  # devices per run named in system_metric_names (alert rules offer these)
+
+
+def gpu_metric_names(gpus: int) -> tuple[str, ...]:
+    """The GPU keys of devices 0..gpus-1, device by device."""
+    return tuple(fmt.format(i=i) for i in range(gpus) for fmt in GPU_METRIC_FORMATS)
+
+
+def system_metric_names(gpus: int = MAX_GPU_METRICS) -> tuple[str, ...]:
+    return SYSTEM_METRIC_NAMES + gpu_metric_names(gpus)

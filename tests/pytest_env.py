@@ -22,4 +22,5 @@ os.environ.setdefault("MODEL_ROOTS", str(TMP / "models"))
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["TEST_FAST_PASSWORD_HASHER"] = "1"  # MD5: users and logins cost microseconds, not ~0.5 s each
+os.environ.setdefault("SYSTEM_METRICS_INTERVAL_S", "0.5")  # the workers' runs of a few steps get samples
 os.environ.setdefault("ALERT_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")  # the alert tests' local webhook receiver

@@ -90,6 +90,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024**2  # larger uploads stream to a temporar
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 # A run whose worker has not sent a heartbeat for this long is marked failed by housekeeping.
 RUN_HEARTBEAT_TIMEOUT_S = int(os.environ.get("RUN_HEARTBEAT_TIMEOUT_S", "45"))
+# Seconds between two samples of a training run's system metrics (workers/system.py); 0: none.
+SYSTEM_METRICS_INTERVAL_S = float(os.environ.get("SYSTEM_METRICS_INTERVAL_S", "10"))
 # Celery queues: runs train on TRAINING_QUEUES (the first is the default); light work goes to DEFAULT_QUEUE.
 TRAINING_QUEUES = tuple(env_list("TRAINING_QUEUES", "gpu"))
 DEFAULT_QUEUE = os.environ.get("DEFAULT_QUEUE", "default")

@@ -4,12 +4,13 @@ webapp.resources.devices.DEVICES_KEY_PREFIX + hostname with a TTL. A machine wit
 publishes no devices (it trains on its CPU)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from django.conf import settings
 
@@ -20,15 +21,17 @@ DEVICES_INTERVAL_S = 15.0
 _state: dict[str, Any] = {}
 
 
-def probe_devices() -> list[dict[str, Any]]:
-    """[{index, name, total_bytes, free_bytes}] of the GPUs this process may use
-    (CUDA_VISIBLE_DEVICES as indices), [] without NVML or GPUs."""
+@contextlib.contextmanager
+def nvml_handles() -> Iterator[list[tuple[int, Any]]]:
+    """NVML initialised for the block: [(NVML index, handle)] of the GPUs this process may use
+    (CUDA_VISIBLE_DEVICES as indices, in its order), [] without NVML or GPUs."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
     except Exception:  # noqa: BLE001 - no driver / no library: no GPUs to offer
-        return []
+        yield []
+        return
     try:
         count = pynvml.nvmlDeviceGetCount()
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -38,18 +41,30 @@ def probe_devices() -> list[dict[str, Any]]:
                 indices = [int(i) for i in visible.split(",") if i.strip()]
             except ValueError:  # GPU UUIDs: report every device
                 pass
-        out = []
-        for i in indices:
-            if not 0 <= i < count:
-                continue
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            name = pynvml.nvmlDeviceGetName(handle)
-            out.append({"index": i, "name": name.decode() if isinstance(name, bytes) else str(name),
-                        "total_bytes": int(mem.total), "free_bytes": int(mem.free)})
-        return out
+        yield [(i, pynvml.nvmlDeviceGetHandleByIndex(i)) for i in indices if 0 <= i < count]
     finally:
         pynvml.nvmlShutdown()
+
+
+def device_name(handle: Any) -> str:
+    import pynvml
+
+    name = pynvml.nvmlDeviceGetName(handle)
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def probe_devices() -> list[dict[str, Any]]:
+    """[{index, name, total_bytes, free_bytes}] of the GPUs this process may use
+    (CUDA_VISIBLE_DEVICES as indices), [] without NVML or GPUs."""
+    out = []
+    with nvml_handles() as handles:
+        import pynvml  # imported by nvml_handles when there is any handle
+
+        for i, handle in handles:
+            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            out.append({"index": i, "name": device_name(handle), "total_bytes": int(mem.total),
+                        "free_bytes": int(mem.free)})
+    return out
 
 
 def publish(client: Any, hostname: str, queues: list[str]) -> dict[str, Any]:

@@ -557,6 +557,11 @@ class PostgresRedisSink:
             return bool(self._steps or self._groups or self._artifacts)
 
     @property
+    def started(self) -> bool:
+        """Between start() and close(): what log() takes now will be stored."""
+        return self._thread is not None
+
+    @property
     def superseded(self) -> bool:
         return self._superseded is not None
 

@@ -55,6 +55,7 @@ from webapp.runs.launch import send_train_task
 from webapp.runs.models import Artifact, Run, RunStatus
 
 from .sink import AttemptSuperseded, PostgresRedisSink, run_observers
+from .system import SystemSampler, describe_device
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +89,14 @@ def train_run(self, run_id: int) -> str:
     except Exception as exc:  # noqa: BLE001 - Redis is optional for starting a run
         log.warning("run %s: cannot clear the cancel flag in Redis: %s", run_id, exc)
     hostname = self.request.hostname or socket.gethostname()
+    device = describe_device(run.num_gpus)  # the run page shows it (RunEvent.data["device"])
     try:  # the attempt number it gets here fences everything this attempt writes
-        run = _db_retry(lambda: services.transition(run, RunStatus.RUNNING, message=f"Started on {hostname}",
-                                                    worker=hostname), f"run {run_id}: start")
+        run = _db_retry(lambda: services.transition(run, RunStatus.RUNNING, message=f"Started on {hostname}: {device}",
+                                                    event_data={"device": device}, worker=hostname),
+                        f"run {run_id}: start")
     except services.TransitionError:
         return "skipped"  # cancelled or started by someone else meanwhile
-    return RunExecution(run).execute()
+    return RunExecution(run, device=device).execute()
 
 
 @signals.worker_shutting_down.connect
@@ -125,8 +128,9 @@ class RunExecution:
     at the next step boundary and the run is queued again (status running -> queued).
     """
 
-    def __init__(self, run: Run):
+    def __init__(self, run: Run, device: str = ""):
         self.run = run
+        self.device = device or describe_device(run.num_gpus)
         self.attempt = run.attempt
         self.dir = run.directory
         self.log_path = run.log_path
@@ -152,14 +156,17 @@ class RunExecution:
         with self._capture_log() as logger:
             _db_retry(lambda: Artifact.objects.get_or_create(run=self.run, kind=Artifact.Kind.LOG,
                                                              path=str(self.log_path)), f"run {self.run.pk}: log")
-            logger.info("run %s attempt %s on %s: %s on %s GPU(s)", self.run.pk, self.attempt,
-                        self.run.worker, self.run.method, self.run.num_gpus)
+            logger.info("run %s attempt %s on %s: %s on %s", self.run.pk, self.attempt,
+                        self.run.worker, self.run.method, self.device)
             heartbeat.start()
+            # System metrics into the same sink (fenced alike), from a thread: training never waits.
+            self.sampler = SystemSampler(self.sink, num_gpus=self.run.num_gpus, run_label=f" of run {self.run.pk}")
             try:
-                if self.run.num_gpus > 1:
-                    result, step = self._train_child()
-                else:
-                    result, step = self._train_in_process()
+                with self.sampler:
+                    if self.run.num_gpus > 1:
+                        result, step = self._train_child()
+                    else:
+                        result, step = self._train_in_process()
                 outcome = self._outcome(result)
             except AttemptSuperseded as exc:
                 outcome, error = SUPERSEDED, str(exc)
@@ -215,6 +222,7 @@ class RunExecution:
         with open(self.log_path, "ab") as out:
             child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.sampler.set_pid(child.pid)  # its RSS: the launcher and the training processes under it
         tail = _JsonlTail(metrics_path, self.sink)
         try:
             while child.poll() is None:

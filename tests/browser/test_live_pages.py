@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from tests.browser.support import SHOTS, log_steps, login, make_run, points, sink_for
 from tests.metric_support import group_record
-from webapp.runs.models import GroupSample, Run
+from tests.runs_support import wait_for
+from webapp.runs.models import GroupSample, Run, RunEvent
+from workers.devices import probe_devices
+from workers.system import SystemSampler, describe_device
 
 
 def test_live_run_page_compare_dashboard_and_groups(live_server_url, chromium, team, user, other_user):
@@ -21,6 +24,8 @@ def test_live_run_page_compare_dashboard_and_groups(live_server_url, chromium, t
     try:
         log_steps(sink, range(1, 21), 0.3)
         log_steps(other_sink, range(1, 41), 0.7)
+        RunEvent.objects.create(run=running, kind="status", from_status="queued", to_status="running",
+                                data={"device": describe_device(1)})
         for step in (10, 20):
             GroupSample.objects.create(run=running, step=step, group_index=0, data=group_record(0, "What is 2+3?"))
             GroupSample.objects.create(run=done, step=step, group_index=0, data=group_record(0, "What is 2+3?"))
@@ -34,6 +39,17 @@ def test_live_run_page_compare_dashboard_and_groups(live_server_url, chromium, t
         page.evaluate("window.__noReload = 'still here'")
         before = points(page, "rectified")
         assert before == 20 * 3  # overall + two sources with values in this run
+        # The device in the header; the System section waits for the worker's first sample, which
+        # shows it live (real samples through the real sink, at step 20); no GPU charts without GPUs.
+        assert page.inner_text(".run-head .device") == f"on {describe_device(1)}"
+        system = page.locator(".chart-group:has(.chart-card[data-chart='system_cpu'])")
+        assert system.is_hidden()
+        with SystemSampler(sink, num_gpus=1, interval=0.05) as sampler:
+            wait_for(lambda: sampler.samples, timeout=10, what="a system sample")
+        sink.flush()
+        page.wait_for_selector(".chart-card[data-chart='system_memory'][data-points='2']", timeout=15_000)
+        assert system.is_visible() and system.locator("h2").inner_text() == "System"
+        assert page.locator(".chart-card[data-chart='system_gpu_mem']").is_visible() == bool(probe_devices())
         page.screenshot(path=str(SHOTS / "run-page-before.png"), full_page=True)
 
         # New steps through the real sink: the chart grows in place, no reload.

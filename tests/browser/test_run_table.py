@@ -7,8 +7,9 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlparse
 
 from tests.browser.support import SHOTS, log_steps, login, make_run, scalars, sink_for
-from tests.runs_support import reward_config, tiny_assets, toy_dataset  # noqa: F401
+from tests.runs_support import launch_inputs, reward_config, tiny_assets, toy_dataset  # noqa: F401
 from webapp.pipelines.models import Pipeline, PipelineStage
+from webapp.runs.launch import submit_run
 from webapp.runs.models import Run
 from webapp.runs.services import transition
 from webapp.sweeps import search
@@ -20,7 +21,7 @@ def _names(page) -> list[str]:
     return page.eval_on_selector_all("#run-table tbody tr td:nth-child(3) a", "els => els.map(e => e.textContent)")
 
 
-def test_run_table_columns_sort_filter_and_live_status(live_server_url, chromium, team, user):
+def test_run_table_columns_sort_filter_and_live_status(live_server_url, chromium, team, user, launch_inputs):
     base = live_server_url
     small = make_run(team, user, "small-lr", 0.3, status=Run.Status.SUCCEEDED)
     big = make_run(team, user, "big-lr", 0.5, status=Run.Status.SUCCEEDED)
@@ -63,6 +64,17 @@ def test_run_table_columns_sort_filter_and_live_status(live_server_url, chromium
     page.wait_for_selector(f"{cell}.status-succeeded", timeout=20_000)
     page.wait_for_timeout(500)
     assert page.locator(f"{cell}.status-running").count() == 0
+    assert page.evaluate("window.__noReload") == "still here"
+
+    # A run launched after the page opened gets its row without a reload (the team's stream of new
+    # runs), in the page's sort, ticks kept; then its row follows its status too.
+    page.check(f"tr[data-run='{small.pk}'] input[name=run-select]")
+    launched = submit_run(team, user, {**launch_inputs, "name": "launched-later"})
+    page.wait_for_selector(f"tr[data-run='{launched.pk}'] .status.status-queued", timeout=20_000)
+    assert _names(page)[-1] == "launched-later"  # lr 1e-3: last by config:lr ascending
+    assert page.is_checked(f"tr[data-run='{small.pk}'] input[name=run-select]")
+    transition(launched.pk, Run.Status.CANCELLED)
+    page.wait_for_selector(f"tr[data-run='{launched.pk}'] .status.status-cancelled", timeout=20_000)
     assert page.evaluate("window.__noReload") == "still here"
     page.screenshot(path=str(SHOTS / "run-table.png"), full_page=True)
     assert not errors, errors

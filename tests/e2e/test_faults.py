@@ -82,7 +82,9 @@ def loss_steps(pk: int) -> list[int]:
 
 
 def stream_steps(pk: int) -> list[int]:
-    return [json.loads(f[b"data"])["step"] for _, f in live.client().xrange(live.stream_key(pk)) if b"data" in f]
+    """Steps of the trainer's entries (the worker's system samples are entries of their own)."""
+    entries = [json.loads(f[b"data"]) for _, f in live.client().xrange(live.stream_key(pk)) if b"data" in f]
+    return [e["step"] for e in entries if "loss" in e["scalars"]]
 
 
 def assert_every_step_once(run: Run, total: int) -> None:

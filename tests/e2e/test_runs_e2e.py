@@ -12,11 +12,14 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from gft_core.metric_names import system_metric_names
 from tests.conftest import start_worker
 from tests.runs_support import wait_for
 from webapp.runs import live
 from webapp.runs.models import Artifact, MetricKey, MetricPoint, Run
 from webapp.runs.housekeeping import fail_stale_runs
+from workers.devices import probe_devices
+from workers.system import describe_device
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,8 +40,9 @@ def loss_steps(pk: int) -> list[int]:
 
 
 def stream_steps(pk: int) -> list[int]:
-    entries = live.client().xrange(live.stream_key(pk))
-    return [json.loads(fields[b"data"])["step"] for _, fields in entries if b"data" in fields]
+    """Steps of the trainer's entries (the worker's system samples are entries of their own)."""
+    entries = [json.loads(f[b"data"]) for _, f in live.client().xrange(live.stream_key(pk)) if b"data" in f]
+    return [e["step"] for e in entries if "loss" in e["scalars"]]
 
 
 def test_form_run_trains_metrics_reach_postgres_and_redis(celery_worker, auth_client, launch_inputs):
@@ -58,6 +62,15 @@ def test_form_run_trains_metrics_reach_postgres_and_redis(celery_worker, auth_cl
     assert kinds == {"checkpoint", "final_model", "log"}
     log_text = open(Artifact.objects.get(run=run, kind="log").path).read()
     assert "ends succeeded" in log_text and run.log_tail
+    # System metrics (SYSTEM_METRICS_INTERVAL_S is short under tests/pytest_env.py): sampled into the
+    # run's metrics at stored steps, and the device named in the log and the start event.
+    device = describe_device(1)
+    assert f": gft on {device}" in log_text and "GPU(s)" not in log_text
+    assert run.events.get(to_status="running").data == {"device": device}
+    system = set(MetricPoint.objects.filter(run=run, key__name__startswith="system/").values_list("key__name", flat=True))
+    assert system == set(system_metric_names(len(probe_devices()[:1])))
+    sampled = set(MetricPoint.objects.filter(run=run, key__name="system/rss_gb").values_list("step", flat=True))
+    assert sampled and sampled <= {0, 1, 2, 3, 4}
     page = auth_client.get(reverse("runs:logs", args=[run.pk]))
     assert b"ends succeeded" in page.content
 
@@ -103,6 +116,9 @@ def test_two_process_run_through_accelerate_launch_cancel_and_resume(celery_work
     assert run.status == "cancelled", (run.error, run.log_tail)
     assert loss_steps(pk) == list(range(1, run.step + 1))
     assert "accelerate" in open(Artifact.objects.get(run=run, kind="log").path).read()
+    # System samples of the child process tree, through the same sink as the tailed metrics.
+    rss = MetricPoint.objects.filter(run=run, key__name="system/rss_gb").values_list("step", "value")
+    assert rss and all(0 <= step <= run.step and value > 0 for step, value in rss)
     stopped_at = run.step
     api_client.post(f"/api/runs/{pk}/resume/")
     wait_for(lambda: run_state(pk).status == "running" and run_state(pk).step > stopped_at, what="resumed steps",

@@ -228,3 +228,18 @@ def test_sse_streams_from_last_event_id_and_is_scoped(live_server_url, team, use
     with httpx.Client(timeout=10, follow_redirects=False) as http:
         anon = http.get(url)
         assert anon.status_code == 302 and "/accounts/login/" in anon.headers["location"]
+
+
+def test_run_table_stream_announces_new_runs_to_the_teams_members_only(live_server_url, team, user, other_user):
+    key = live.team_stream_key(team.pk)
+    live.client().delete(key)
+    url = f"{live_server_url}/runs/live/"
+    with httpx.Client(cookies=_session_cookies(user), timeout=20) as http:
+        with http.stream("GET", url, params={"team": team.pk, "since": f"t{team.pk}:0-0"}) as resp:
+            assert resp.status_code == 200
+            threading.Timer(0.5, _in_thread, [lambda: live.announce_new_run(team.pk, 123)]).start()
+            (created,) = _read_events(resp, 1)
+        assert created["event"] == "created" and json.loads(created["data"]) == {"run": 123}
+        assert created["id"] == f"t{team.pk}:" + live.client().xrange(key)[-1][0].decode()  # resumable
+    with httpx.Client(cookies=_session_cookies(other_user), timeout=10) as http:
+        assert http.get(url, params={"team": team.pk}).status_code == 204  # another team's: nothing to follow

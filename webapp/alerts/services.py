@@ -17,7 +17,7 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from gft_core.metric_names import METRIC_NAMES
+from gft_core.metric_names import METRIC_NAMES, system_metric_names
 from webapp import dispatch
 from webapp.runs import live
 from webapp.runs.models import Run
@@ -46,7 +46,8 @@ class DeliveryError(RuntimeError):
 
 # ---------------------------------------------------------------------------- rules
 def metric_names() -> tuple[str, ...]:
-    return METRIC_NAMES
+    """The trainer's metrics and the worker's system metrics (GPU memory alerts, say)."""
+    return METRIC_NAMES + system_metric_names()
 
 
 def check_rule(fields: dict) -> dict:

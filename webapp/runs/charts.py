@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from gft_core.config import config_diff as gft_config_diff
+from gft_core.metric_names import SYSTEM_PREFIX, gpu_metric_names
 from gft_core.methods import METHODS
 
 from . import progress
 from .modelpaths import launch_value
-from .models import Run
+from .models import Run, RunStatus
 
 SOURCES = ("expert", "teacher", "self")
 ADV_HIST = "adv/hist"
@@ -88,6 +91,43 @@ def charts_for_methods(methods: list[str]) -> list[dict]:
             return list(CHARTS)
         groups |= method.charts
     return [c for c in CHARTS if "needs" not in c or c["needs"] in groups]
+
+
+SYSTEM_GROUP = "System"
+_GPU_KEY = re.compile(r"^system/gpu(\d+)_")
+
+
+def system_charts(metric_names: Iterable[str], live_gpus: int | None = None) -> list[dict]:
+    """The run page's System section (workers/system.py samples it): CPU, memory and, per GPU the
+    run has keys for, utilisation and memory; [] (no section) for a run without system metrics.
+    `metric_names`: the run's metrics, e.g. the keys of Run.summary. `live_gpus`: the run is active
+    and has this many GPUs at most: every chart is sent marked `until_data`, which the page keeps
+    hidden until a sample of it arrives live (a CPU run's GPU charts never show)."""
+    names = [k for k in metric_names if k.startswith(SYSTEM_PREFIX)]
+    if not names and live_gpus is None:
+        return []
+    gpus = max([int(m[1]) + 1 for k in names if (m := _GPU_KEY.match(k))] + [live_gpus or 0])
+    gpu_keys = gpu_metric_names(gpus)
+    out = [{"id": "system_cpu", "y": "percent", "group": SYSTEM_GROUP, "title": "CPU utilisation (%, whole machine)",
+            "kind": "lines", "keys": ["system/cpu_percent"]},
+           {"id": "system_memory", "y": "GiB", "group": SYSTEM_GROUP, "title": "RAM used and training process RSS (GiB)",
+            "kind": "lines", "keys": ["system/ram_used_gb", "system/rss_gb"]}]
+    if gpus:
+        out += [{"id": "system_gpu_util", "y": "percent", "group": SYSTEM_GROUP, "title": "GPU utilisation (%)",
+                 "kind": "lines", "keys": list(gpu_keys[0::2])},
+                {"id": "system_gpu_mem", "y": "GiB", "group": SYSTEM_GROUP, "title": "GPU memory used (GiB)",
+                 "kind": "lines", "keys": list(gpu_keys[1::2])}]
+    if live_gpus is not None:
+        for chart in out:
+            chart["until_data"] = True
+    return out
+
+
+def run_device(run: Run) -> str:
+    """The device the run's latest attempt trains on, as its worker named it at the start
+    (RunEvent.data["device"]); "" before a worker started it (or for runs started before this)."""
+    return (run.events.filter(to_status=RunStatus.RUNNING, data__has_key="device").order_by("-created_at")
+            .values_list("data__device", flat=True).first()) or ""
 
 
 def chart_keys(charts: list[dict]) -> list[str]:

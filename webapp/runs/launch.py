@@ -343,8 +343,18 @@ def submit_run(team, user, plan: LaunchPlan | dict[str, Any], *, cloned_from: Ru
                 f", changed: {', '.join(f'{k} {a!r} -> {b!r}' for k, (a, b) in changes)}" if changes else ", unchanged")
         RunEvent.objects.create(run=run, kind="status", to_status=RunStatus.QUEUED, message=message)
         send_train_task(run)
+        transaction.on_commit(lambda: _announce_new_run(run))
     run.refresh_from_db()
     return run
+
+
+def _announce_new_run(run: Run) -> None:
+    from . import live
+
+    try:
+        live.announce_new_run(run.team_id, run.pk)
+    except Exception as exc:  # noqa: BLE001 - open run tables show it on their next load
+        log.warning("could not announce run %s to its team's run tables: %s", run.pk, exc)
 
 
 def _still_usable(fields: dict[str, Any]) -> None:

@@ -25,8 +25,9 @@ class TransitionError(Exception):
     """A status change the state machine does not allow."""
 
 
-def transition(run: Run | int, to: str, *, message: str = "", **fields) -> Run:
-    """Move a run to status `to`, atomically, with a RunEvent; extra `fields` are saved with it.
+def transition(run: Run | int, to: str, *, message: str = "", event_data: dict | None = None, **fields) -> Run:
+    """Move a run to status `to`, atomically, with a RunEvent (its `data`: event_data, e.g. the
+    device of a start); extra `fields` are saved with it.
 
     The row is locked, so two processes (a worker finishing, housekeeping failing it) cannot both
     win: the loser gets TransitionError and must re-read the run.
@@ -51,7 +52,8 @@ def transition(run: Run | int, to: str, *, message: str = "", **fields) -> Run:
             setattr(locked, name, value)
         locked.save()
         kind = "resume" if current in (RunStatus.FAILED, RunStatus.CANCELLED) and to == RunStatus.QUEUED else "status"
-        RunEvent.objects.create(run=locked, kind=kind, from_status=current, to_status=to, message=message)
+        RunEvent.objects.create(run=locked, kind=kind, from_status=current, to_status=to, message=message,
+                                data=event_data or {})
         transaction.on_commit(lambda: _announce(locked.pk, to, locked.step, message))
         transaction.on_commit(lambda: _signal(locked.pk, to, current, message))
     if not isinstance(run, int):

@@ -28,7 +28,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from django.contrib.auth import get_user
 
-from webapp.accounts.scoping import get_scoped, scoped
+from webapp.accounts.scoping import get_scoped, scoped, user_teams
 
 from .. import live
 from ..models import Run
@@ -71,15 +71,18 @@ def _authorized_run(user, pk: int) -> Run:
         _release_connection()
 
 
-def _still_authorized(session_key: str | None, user_pk: int, run_pk: int | list[int]) -> bool:
+def _still_authorized(session_key: str | None, user_pk: int, run_pk: int | list[int], team_id: int | None = None) -> bool:
     """Whether the stream's session still belongs to the same active user, and that user still
-    sees the run. Reads the session afresh: logging out deletes it, a password change voids it."""
+    sees the run (and is still in team `team_id`, when given: the run table's new runs). Reads the
+    session afresh: logging out deletes it, a password change voids it."""
     try:
         if not session_key:
             return False
         session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
         user = get_user(SimpleNamespace(session=session))
         if not user.is_authenticated or user.pk != user_pk:
+            return False
+        if team_id is not None and not user_teams(user).filter(pk=team_id).exists():
             return False
         ids = run_pk if isinstance(run_pk, list) else [run_pk]  # the run table follows several
         return scoped(user, Run.objects.filter(pk__in=ids)).count() == len(set(ids))

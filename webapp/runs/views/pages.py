@@ -120,7 +120,8 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     evaluation = run_tab_context(request, run)
     page = {
         "runs": [{"id": run.pk, "name": run.name, "tau": charts.tau_of(run), "state": state}],
-        "charts": charts.charts_for_methods([run.method]),
+        "charts": charts.charts_for_methods([run.method]) + charts.system_charts(
+            run.summary or {}, live_gpus=max(1, run.num_gpus) if run.is_active else None),
         "urls": {"series": reverse("runs:series"), "stream": reverse("runs:stream", args=[run.pk]),
                  "groups": reverse("runs:groups", args=[run.pk]), **evaluation.pop("eval_urls")},
         "mode": "run",
@@ -129,6 +130,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     }
     return render(request, "runs/detail.html", {
         "run": run, "state": state, "eta_text": charts.format_eta(state["eta_s"]), "page": page, "tau": charts.tau_of(run),
+        "device": charts.run_device(run),
         "tau_hint": hints.tau_hint(run) if charts.tau_of(run) is not None else None,
         "config_json": json.dumps(run.config, indent=2, sort_keys=True, default=str),
         "trainable": config_trainable(run.config or {}),

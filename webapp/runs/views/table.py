@@ -21,10 +21,10 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from webapp.accounts.scoping import get_scoped, in_team, require_writer, scoped
+from webapp.accounts.scoping import get_scoped, in_team, require_writer, scoped, user_teams
 
 from .. import live, services
-from ..listing import ARCHIVED, PAGE_SIZES, column_choices, filter_choices, run_table
+from ..listing import ARCHIVED, PAGE_SIZES, column_choices, filter_choices, parse_id, run_table
 from ..models import Run
 from .live import BLOCK_MS, RECHECK_S, RETRY_MS, _release_connection, _still_authorized
 from .pages import MAX_COMPARE, parse_run_ids
@@ -32,7 +32,7 @@ from .pages import MAX_COMPARE, parse_run_ids
 log = logging.getLogger(__name__)
 MAX_LIVE_RUNS = 200  # the largest page
 BULK_ACTIONS = ("tag", "archive", "unarchive", "cancel")
-_CURSOR = re.compile(r"^(\d+):(\d+-\d+)$")
+_CURSOR = re.compile(r"^(t?\d+):(\d+-\d+)$")  # "<run id>:<entry>" or "t<team id>:<entry>"
 
 
 @login_required
@@ -60,7 +60,8 @@ def run_list(request: HttpRequest) -> HttpResponse:
         "max_compare": MAX_COMPARE, "launch_url": reverse("runs:launch"), "query": query.urlencode(),
         "run_url_prefix": reverse("runs:detail", args=[0])[:-2],  # rows link to prefix + id + "/"
         "live": {"url": reverse("runs:table_stream"), "series_url": reverse("runs:series"), "runs": active,
-                 "positions": {k: v for k, v in positions.items() if int(k) in active}},
+                 "positions": {k: v for k, v in positions.items() if int(k) in active},
+                 **_team_position(request.team)},
     })
 
 
@@ -101,6 +102,19 @@ def live_follow(run_ids: list[int], pending: bool = False) -> dict:
     the stream's URL, the active runs, their stream positions read now, and `pending` (the page's
     sweep or pipeline is about to launch a run: the page re-reads itself until it appears)."""
     return {"url": reverse("runs:table_stream"), "runs": run_ids, "positions": _positions(run_ids), "pending": pending}
+
+
+def _team_position(team) -> dict:
+    """{"team": id, "team_position": newest entry of its stream of new runs} (read with the page: a
+    run launched after it is announced to the table); {} without a team or Redis."""
+    if team is None:
+        return {}
+    try:
+        newest = live.client().xrevrange(live.team_stream_key(team.pk), count=1)
+    except Exception as exc:  # noqa: BLE001 - Redis down: new runs show on the next load
+        log.warning("team stream position unavailable: %s", exc)
+        return {}
+    return {"team": team.pk, "team_position": newest[0][0].decode() if newest else "0-0"}
 
 
 def _positions(run_ids: list[int]) -> dict[str, str]:
@@ -209,12 +223,17 @@ def delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 # ---------------------------------------------------------------------------------------- live
-def _cursors(request: HttpRequest, ids: list[int]) -> dict[int, str]:
-    """Where to resume each run's stream: the Last-Event-ID (after a reconnect, the cursors of
-    every stream, "run:entry,run:entry") or ?since= (the positions read with the page)."""
+def _cursors(request: HttpRequest, names: list[str]) -> dict[str, str]:
+    """Where to resume each stream (named "<run id>", or "t<team id>" for the team's new runs):
+    the Last-Event-ID (after a reconnect, the cursors of every stream, "name:entry,name:entry") or
+    ?since= (the positions read with the page)."""
     raw = request.headers.get("Last-Event-ID") or request.GET.get("since") or ""
-    found = {int(m[1]): m[2] for part in raw.split(",") if (m := _CURSOR.match(part.strip()))}
-    return {i: found.get(i, "$") for i in ids}
+    found = {m[1]: m[2] for part in raw.split(",") if (m := _CURSOR.match(part.strip()))}
+    return {n: found.get(n, "$") for n in names}
+
+
+def _stream_of(name: str) -> str:
+    return live.team_stream_key(int(name[1:])) if name.startswith("t") else live.stream_key(int(name))
 
 
 def _authorized_ids(user, ids: list[int]) -> list[int]:
@@ -224,51 +243,63 @@ def _authorized_ids(user, ids: list[int]) -> list[int]:
         _release_connection()
 
 
+def _authorized_team(user, raw: str) -> int | None:
+    """?team=: the team whose new runs the table shows, if the user is in it."""
+    team_id = parse_id(raw)
+    try:
+        return team_id if team_id is not None and user_teams(user).filter(pk=team_id).exists() else None
+    finally:
+        _release_connection()
+
+
 async def table_stream(request: HttpRequest) -> HttpResponse:
     """SSE of several runs' streams in one connection (the run table's rows): each event is the
     run stream's own (metrics, status) with the run id added; ?runs=1,2,3 (runs of other teams
-    are left out)."""
+    are left out). With ?team=<id> (one of the user's teams), also a `created` event {"run": id}
+    for each run launched in that team, so the table can insert its row."""
     user = await request.auser()
     if not user.is_authenticated:
         return redirect_to_login(request.get_full_path())
     ids = await sync_to_async(_authorized_ids)(user, parse_run_ids(request.GET.get("runs", ""), MAX_LIVE_RUNS))
-    if not ids:
+    team_id = await sync_to_async(_authorized_team)(user, request.GET.get("team", ""))
+    if not ids and team_id is None:
         return HttpResponse("no runs to follow", status=204)
     session_key = request.session.session_key
     client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
-    cursors = _cursors(request, ids)
+    cursors = _cursors(request, [str(i) for i in ids] + ([f"t{team_id}"] if team_id is not None else []))
     try:
-        for run_id, cursor in cursors.items():  # resolve "$" once, as the run page's stream does
+        for name, cursor in cursors.items():  # resolve "$" once, as the run page's stream does
             if cursor == "$":
-                newest = await client.xrevrange(live.stream_key(run_id), count=1)
-                cursors[run_id] = newest[0][0].decode() if newest else "0-0"
+                newest = await client.xrevrange(_stream_of(name), count=1)
+                cursors[name] = newest[0][0].decode() if newest else "0-0"
     except Exception as exc:  # noqa: BLE001 - Redis down: the table stays as rendered
         await client.aclose()
         log.warning("live table stream unavailable: %s", exc)
         return HttpResponse("live stream unavailable", status=503, content_type="text/plain")
-    keys = {live.stream_key(i).encode(): i for i in ids}
+    keys = {_stream_of(n).encode(): n for n in cursors}
+    label = ",".join(cursors)
 
     async def events():
         try:
-            yield f"retry: {RETRY_MS}\n: streams of runs {','.join(map(str, ids))}\n\n"
+            yield f"retry: {RETRY_MS}\n: streams of {label}\n\n"
             checked = time.monotonic()
             while True:
                 if time.monotonic() - checked >= RECHECK_S:
-                    if not await sync_to_async(_still_authorized)(session_key, user.pk, ids):
+                    if not await sync_to_async(_still_authorized)(session_key, user.pk, ids, team_id):
                         yield "event: closed\ndata: access ended\n\n"
                         return
                     checked = time.monotonic()
                 block = max(1, min(BLOCK_MS, int((RECHECK_S - (time.monotonic() - checked)) * 1000)))
-                reply = await client.xread({live.stream_key(i): c for i, c in cursors.items()}, block=block, count=500)
+                reply = await client.xread({_stream_of(n): c for n, c in cursors.items()}, block=block, count=500)
                 if not reply:
                     yield ": keep-alive\n\n"
                     continue
                 for key, entries in reply:
-                    run_id = keys[key]
+                    name = keys[key]
                     for entry_id, fields in entries:
-                        cursors[run_id] = entry_id.decode()
-                        kind, payload = _entry(run_id, fields)
-                        event_id = ",".join(f"{i}:{c}" for i, c in cursors.items())
+                        cursors[name] = entry_id.decode()
+                        kind, payload = _team_entry(fields) if name.startswith("t") else _entry(int(name), fields)
+                        event_id = ",".join(f"{n}:{c}" for n, c in cursors.items())
                         yield f"id: {event_id}\nevent: {kind}\ndata: {payload}\n\n"
         except asyncio.CancelledError:
             raise
@@ -281,6 +312,12 @@ async def table_stream(request: HttpRequest) -> HttpResponse:
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+def _team_entry(fields: dict[bytes, bytes]) -> tuple[str, str]:
+    """("created", {"run": id}) of an entry of the team's stream of new runs."""
+    event = json.loads(fields.get(b"event", b"{}"))
+    return ("created", json.dumps({"run": event["created"]})) if "created" in event else ("other", "{}")
 
 
 def _entry(run_id: int, fields: dict[bytes, bytes]) -> tuple[str, str]:

@@ -137,6 +137,7 @@ export class ChartBoard {
         const card = document.createElement("div");
         card.className = "chart-card";
         card.dataset.chart = c.id;
+        card.hidden = !!c.until_data; // shown by render() once it has points (a live run's System charts)
         card.innerHTML = `<div class="chart-head"><span class="chart-title">${c.title}</span>
           <span class="chart-tools"><span class="log-note warn-note" hidden></span><span class="zoom-note muted" hidden>zoomed · full resolution</span>
           <button type="button" class="tool png" title="Download PNG">PNG</button>
@@ -148,6 +149,7 @@ export class ChartBoard {
         });
         grid.appendChild(card);
       }
+      sec.hidden = charts.every(c => c.until_data);
       this.root.appendChild(sec);
     }
   }
@@ -485,6 +487,7 @@ export class ChartBoard {
     const card = el.closest(".chart-card");
     card.classList.toggle("empty", traces.length === 0);
     card.dataset.points = String(this.pointCount(chart.id));
+    if (card.hidden && card.dataset.points !== "0") card.hidden = card.closest("section").hidden = false; // before drawing: Plotly sizes to the shown card
     const logInfo = this.applyLog(chart, traces);
     const note = card.querySelector(".log-note");
     if (note) {

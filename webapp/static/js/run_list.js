@@ -21,7 +21,7 @@ function updateActions() {
     for (const b of bulk.querySelectorAll("button")) b.disabled = !ids.length;
   }
 }
-for (const b of boxes()) b.addEventListener("change", updateActions);
+document.addEventListener("change", e => { if (e.target.matches("input[name=run-select]")) updateActions(); });
 const all = document.getElementById("select-all");
 if (all) all.addEventListener("change", () => { for (const b of boxes()) b.checked = all.checked; updateActions(); });
 updateActions();
@@ -42,5 +42,34 @@ function addColumn() {
 if (addButton) addButton.addEventListener("click", addColumn);
 if (addInput) addInput.addEventListener("keydown", e => { if (e.key === "Enter") { e.preventDefault(); addColumn(); } });
 
-// Live rows: status, step and ETA of the queued and running runs on this page.
-followRows(JSON.parse(document.getElementById("run-table-live").textContent), document.getElementById("live-note"));
+// Live rows: status, step and ETA of the queued and running runs on this page; a run launched in the
+// team (here or elsewhere) gets its row without a reload: the page is read again and its rows merged.
+const note = document.getElementById("live-note");
+let source = null;
+let reading = null;
+
+function follow(live) {
+  if (source) source.close();
+  source = followRows(live, note, () => { reading = reading || mergeRows().finally(() => { reading = null; }); });
+}
+
+// This page (same filters, sort and page) read again: its rows replace the shown ones (their states
+// read with the new feed positions, so no event falls in between), ticks kept; the pager follows,
+// and the live feed then follows the active rows of the new page.
+async function mergeRows() {
+  const resp = await fetch(window.location.href, { credentials: "same-origin" });
+  if (!resp.ok) return;
+  const fresh = new DOMParser().parseFromString(await resp.text(), "text/html");
+  const body = document.querySelector("#run-table tbody"), freshBody = fresh.querySelector("#run-table tbody");
+  if (!body || !freshBody) return;
+  const ticked = new Set(chosen());
+  const rows = [...freshBody.children].map(tr => document.importNode(tr, true));
+  for (const tr of rows) { const box = tr.querySelector("input[name=run-select]"); if (box) box.checked = ticked.has(box.value); }
+  body.replaceChildren(...rows);
+  const pager = document.querySelector(".pager"), freshPager = fresh.querySelector(".pager");
+  if (pager && freshPager) pager.innerHTML = freshPager.innerHTML;
+  updateActions();
+  follow(JSON.parse(fresh.getElementById("run-table-live").textContent));
+}
+
+follow(JSON.parse(document.getElementById("run-table-live").textContent));

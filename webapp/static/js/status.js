@@ -113,7 +113,8 @@ export function onEntry(runId, entry) {
     // Steps flushed together carry nearly the same time: ignore those, keep the last good rate.
     if (inst > 1e-3) spp = spp === null ? inst : 0.8 * spp + 0.2 * inst;
   }
-  rates.set(runId, { t: entry.t, step: entry.step, secPerStep: spp });
+  // A later entry of the same step (the worker's system sample) keeps the time the step was stored.
+  if (!prev || entry.step > prev.step) rates.set(runId, { t: entry.t, step: entry.step, secPerStep: spp });
   const rect = entry.scalars ? entry.scalars[RECTIFIED] : undefined;
   if (typeof rect === "number") noteRectified(runId, entry.step, rect);
   for (const el of els(runId)) {
@@ -172,16 +173,21 @@ for (const el of document.querySelectorAll("[data-run-state]")) {
 
 // Rows of a table ([data-run-state] each) that follow their active runs over one SSE connection
 // (webapp/runs/views/table.py table_stream). live: {url, series_url, runs: [ids], positions:
-// {id: stream entry id}} (views/table.py run_list).
-export function followRows(live, note) {
+// {id: stream entry id}, team?, team_position?} (views/table.py run_list). With a team, the
+// stream also says when a run of the team is created: onCreated(runId). Returns the EventSource
+// (null when there is nothing to follow), so a caller can close it and follow a new set of rows.
+export function followRows(live, note, onCreated = null) {
   readStatesFrom(live.series_url); // a row learns its total steps, and its final state at the end
-  if (!live.runs.length) return;
+  const team = onCreated && live.team ? String(live.team) : "";
+  if (!live.runs.length && !team) return null;
   const url = new URL(live.url, window.location.href);
   url.searchParams.set("runs", live.runs.join(","));
-  url.searchParams.set("since", Object.entries(live.positions).map(([id, pos]) => `${id}:${pos}`).join(","));
+  const since = Object.entries(live.positions).map(([id, pos]) => `${id}:${pos}`);
+  if (team) { url.searchParams.set("team", team); since.push(`t${team}:${live.team_position}`); }
+  url.searchParams.set("since", since.join(","));
   const following = new Set(live.runs.map(String));
   const es = new EventSource(url.toString(), { withCredentials: true });
-  es.addEventListener("open", () => liveNote(note, "sse"));
+  es.addEventListener("open", () => { if (following.size) liveNote(note, "sse"); }); // only new runs: no note
   es.addEventListener("metrics", ev => { const e = JSON.parse(ev.data); onEntry(e.run, e); });
   es.addEventListener("status", ev => {
     const e = JSON.parse(ev.data);
@@ -190,10 +196,12 @@ export function followRows(live, note) {
       for (const el of els(e.run)) { const eta = el.querySelector(".eta"); if (eta) eta.textContent = ""; }
       following.delete(String(e.run));
     }
-    if (!following.size) { es.close(); liveNote(note, "idle"); }
+    if (!following.size) { if (!team) es.close(); liveNote(note, "idle"); }
   });
+  if (team) es.addEventListener("created", ev => onCreated(JSON.parse(ev.data).run));
   es.addEventListener("closed", () => es.close());
   es.addEventListener("error", () => {
     if (es.readyState === EventSource.CLOSED && note) { note.hidden = false; note.textContent = "Live updates stopped: reload to refresh."; }
   });
+  return es;
 }
