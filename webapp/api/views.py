@@ -401,11 +401,13 @@ class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
                          "more_keys": more})
 
 
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(
-        response=OpenApiTypes.BINARY, description=(
-            "The artifact's bytes: a file (the log: text/plain) as is, a directory (checkpoint, final model) "
-            "as an uncompressed tar (application/x-tar), streamed; Content-Length and Content-Disposition "
-            "(the file name) are set. 404 when it is not on disk any more (a pruned checkpoint)."))})
+    @extend_schema(parameters=[OpenApiParameter("artifact_id", int, OpenApiParameter.PATH,
+                                                description="An id from the run's `artifacts`")],
+                   responses={(200, ctype): OpenApiResponse(response=OpenApiTypes.BINARY, description=(
+                       "The artifact's bytes, streamed: a file as is (the log as text/plain), a directory "
+                       "(checkpoint, final model) as an uncompressed tar; Content-Length and Content-Disposition "
+                       "(the file name) are set. 404 when it is not on disk any more (a pruned checkpoint)."))
+                       for ctype in ("application/x-tar", "text/plain", "application/octet-stream")})
     @action(detail=True, methods=["get"], url_path=r"artifacts/(?P<artifact_id>[0-9]{1,18})/download",
             url_name="artifact-download")
     def artifact_download(self, request: Request, pk=None, artifact_id=None) -> StreamingHttpResponse:
