@@ -7,7 +7,6 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET
 
 from webapp.accounts.scoping import get_scoped
 
@@ -32,7 +31,6 @@ def _live(run: Run) -> bool:
 
 
 @login_required
-@require_GET
 def logs(request: HttpRequest, pk: int) -> HttpResponse:
     """The Logs page: the end of the worker log (LOG_WINDOW_BYTES), then every line as it is
     written while the page is open (follow / pause); ?raw=1 the whole file as text, streamed."""
@@ -51,7 +49,6 @@ def logs(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-@require_GET
 def log_text(request: HttpRequest, pk: int) -> JsonResponse:
     """At most LOG_WINDOW_BYTES of the log as JSON: ?after=N the lines from byte N on (what a
     followed log gained), ?before=N the lines before byte N (paging back), neither: the tail.
@@ -70,7 +67,6 @@ def log_text(request: HttpRequest, pk: int) -> JsonResponse:
 
 
 @login_required
-@require_GET
 def artifact_download(request: HttpRequest, pk: int, artifact_id: int) -> StreamingHttpResponse:
     """One artifact of the run: a file as is, a checkpoint or final model directory as a tar."""
     run = get_scoped(request.user, Run.objects.all(), pk=pk)
@@ -79,7 +75,6 @@ def artifact_download(request: HttpRequest, pk: int, artifact_id: int) -> Stream
 
 
 @login_required
-@require_GET
 def group_samples(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     """Every sampled group of the run as JSON lines (streamed)."""
     run = get_scoped(request.user, Run.objects.all(), pk=pk)
