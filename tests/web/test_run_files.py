@@ -191,3 +191,23 @@ def test_log_windows_follow_the_file_and_page_back(auth_client, run):
     page = auth_client.get(reverse("runs:logs", args=[run.pk])).content.decode()
     assert "line 19999 é" in page and 'id="log-follow"' in page and "line 0 é" not in page
     assert Client().get(url).status_code == 302  # anonymous: to the login page
+
+
+def test_step_lines_name_step_loss_reward_time_and_lr():
+    import logging
+
+    from workers.steplog import StepLog, step_line
+
+    assert step_line(3, 40, {"loss": 0.69314, "reward/mean": 0.5, "time/step": 1.234, "lr": 1e-5, "x": 1.0}) == \
+        "step 3/40 loss=0.6931 reward=0.5000 step_time=1.23s lr=1.00e-05"
+    assert step_line(7, None, {"loss": float("nan")}) == "step 7 loss=nan"
+    records: list[str] = []
+    logger = logging.getLogger("gft.run.test-steplog")
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append(r.getMessage())
+    logger.addHandler(handler)
+    try:  # a step with other metrics only (an evaluation, system metrics) is no training step
+        StepLog(logger, lambda: 4)({2: {"loss": 1.0}, 3: {"eval/accuracy": 0.5}, 4: {"loss": 0.5, "lr": 0.1}})
+    finally:
+        logger.removeHandler(handler)
+    assert records == ["step 2/4 loss=1.0000", "step 4/4 loss=0.5000 lr=1.00e-01"]
