@@ -13,6 +13,8 @@
     gft pipelines submit pipeline.yaml [--follow]   stages in order (`common:` merged into each)
     gft pipelines follow ID | gft pipelines list | gft pipelines cancel ID
     gft metrics export ID --format csv|parquet [--keys a,b] [-o FILE]
+    gft runs download ID [--artifact ID|log|final|checkpoint[:STEP]|groups] [-o PATH]
+                                                files of a run (a directory as a .tar); no --artifact: list them
 
 GFT_URL and GFT_TOKEN override the stored values. Only the standard library, httpx and
 gft_core.config (the one config_diff; no torch) are used (PyYAML for .yaml run files and pyarrow
@@ -86,6 +88,30 @@ class Api:
 
     def post(self, path: str, payload: dict | None = None, *, timeout: float | None = None) -> Any:
         return self.request("POST", path, json=payload or {}, **({"timeout": timeout} if timeout else {}))
+
+
+    def download(self, path: str, out: Path | None) -> tuple[Path, int]:
+        """Stream GET `path` into a file: `out`, or the server's file name (in `out` when it is a
+        directory, else in the current one). Returns the file and its size."""
+        try:
+            with self.http.stream("GET", path, headers={"Accept": "*/*"}) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    try:
+                        body = r.json()
+                    except ValueError:
+                        body = r.text[:500]
+                    raise CliError(f"GET {path}: HTTP {r.status_code}: {_format_errors(body)}")
+                name = r.headers.get("content-disposition", "").partition('filename="')[2].rstrip('"') or "download"
+                target = (out / name) if out is not None and out.is_dir() else (out or Path(Path(name).name))
+                size = 0
+                with target.open("wb") as f:
+                    for chunk in r.iter_bytes():
+                        f.write(chunk)
+                        size += len(chunk)
+        except httpx.HTTPError as exc:
+            raise CliError(f"Cannot download {path}: {exc}") from None
+        return target, size
 
 
 def _format_errors(body: Any) -> str:
@@ -338,6 +364,38 @@ def cmd_export(args: argparse.Namespace) -> int:
                           "wall_time": pa.array(cols[3], pa.float64())})
         pq.write_table(table, out)
     print(f"{len(rows)} points of run #{args.id} written to {out}")
+    return 0
+
+
+def _pick_artifact(artifacts: list[dict], which: str) -> dict:
+    """An artifact by id, or by kind: log, final, checkpoint (the latest), checkpoint:STEP."""
+    kind, _, step = which.partition(":")
+    kind = {"final": "final_model", "model": "final_model"}.get(kind, kind)
+    if which.isdigit():
+        found = [a for a in artifacts if a["id"] == int(which)]
+    else:
+        found = [a for a in artifacts if a["kind"] == kind and (not step or str(a["step"]) == step)]
+    if not found:
+        raise CliError(f"--artifact {which}: no such artifact of this run (`gft runs download ID` lists them).")
+    return max(found, key=lambda a: (a["step"], a["id"]))
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    client = api()
+    out = Path(args.output) if args.output else None
+    if args.artifact == "groups":
+        target, size = client.download(f"runs/{args.id}/group-samples/", out)
+        print(f"Group samples of run #{args.id}: {target} ({size} bytes, one JSON object per line)")
+        return 0
+    artifacts = client.get(f"runs/{args.id}/")["artifacts"]
+    if not args.artifact:
+        print(_table(["id", "kind", "step", "size", "path"],
+                     [[str(a["id"]), a["kind"], str(a["step"]), str(a["size_bytes"]), a["path"]] for a in artifacts]))
+        print("Download one with --artifact ID|log|final|checkpoint[:STEP], the group samples with --artifact groups.")
+        return 0
+    art = _pick_artifact(artifacts, args.artifact)
+    target, size = client.download(art["download_url"].removeprefix("/api/"), out)
+    print(f"{art['kind']} of run #{args.id} (step {art['step']}): {target} ({size} bytes)")
     return 0
 
 
@@ -622,6 +680,12 @@ def build_parser() -> argparse.ArgumentParser:
         c = runs.add_parser(name, help=text)
         c.add_argument("id", type=int)
         c.set_defaults(fn=fn)
+    dl = runs.add_parser("download", help="download a run's log, checkpoint, final model (as .tar) or group samples")
+    dl.add_argument("id", type=int)
+    dl.add_argument("--artifact", help="ID, log, final, checkpoint (latest), checkpoint:STEP or groups (JSONL); "
+                    "none: list the artifacts")
+    dl.add_argument("-o", "--output", help="file or directory (default: the server's file name, here)")
+    dl.set_defaults(fn=cmd_download)
     cmp_ = runs.add_parser("compare", help="config diff and final metrics of 2 to 10 runs")
     cmp_.add_argument("ids", type=int, nargs="+", metavar="ID")
     cmp_.set_defaults(fn=cmd_compare)

@@ -52,7 +52,6 @@ import threading
 import time
 import uuid
 from collections import deque
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -136,15 +135,6 @@ def conninfo_from_settings() -> dict[str, Any]:
     if s.get("PASSWORD"):
         params["password"] = s["PASSWORD"]
     return params
-
-
-def _size_of(path: str) -> int:
-    p = Path(path)
-    if p.is_file():
-        return p.stat().st_size
-    if p.is_dir():
-        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-    return 0
 
 
 def _jsonb_text(value: Any) -> str:
@@ -424,12 +414,14 @@ class PostgresRedisSink:
                         "counts = EXCLUDED.counts", hist_rows)
             self._write_groups(conn, groups)
             if artifacts:
+                from webapp.runs.files import disk_size
+
                 with conn.cursor() as cur:
                     cur.executemany(
                         "INSERT INTO runs_artifact (run_id, kind, path, step, size_bytes, created_at) "
                         "VALUES (%s, %s, %s, %s, %s, now()) ON CONFLICT (run_id, kind, path) "
                         "DO UPDATE SET step = EXCLUDED.step, size_bytes = EXCLUDED.size_bytes",
-                        [(self.run_id, kind, path, step, _size_of(path)) for kind, path, step in artifacts])
+                        [(self.run_id, kind, path, step, disk_size(path)) for kind, path, step in artifacts])
             if steps:
                 last = max(steps)
                 latest: dict[str, float] = {}

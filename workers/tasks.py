@@ -52,9 +52,11 @@ from webapp.runs import housekeeping as runs_housekeeping
 from webapp.runs import live, services
 from webapp.runs.housekeeping import LOG_TAIL_LINES, refresh_rollups_of
 from webapp.runs.launch import send_train_task
+from webapp.runs.files import disk_size
 from webapp.runs.models import Artifact, Run, RunStatus
 
 from .sink import AttemptSuperseded, PostgresRedisSink, run_observers
+from .steplog import StepLog
 from .system import SystemSampler, describe_device
 
 log = logging.getLogger(__name__)
@@ -134,8 +136,10 @@ class RunExecution:
         self.attempt = run.attempt
         self.dir = run.directory
         self.log_path = run.log_path
-        # The alert rules, and a sweep trial's pruner, see each batch of steps as it is stored.
-        self.sink = PostgresRedisSink(run.pk, attempt=run.attempt, observers=run_observers(run.pk))
+        # The alert rules, and a sweep trial's pruner, see each batch of steps as it is stored; each
+        # stored training step becomes a line of the run's log (workers/steplog.py).
+        step_log = StepLog(logging.getLogger(f"gft.run.{run.pk}"), lambda: self.sink._total)
+        self.sink = PostgresRedisSink(run.pk, attempt=run.attempt, observers=[*run_observers(run.pk), step_log])
         self._stop = threading.Event()
         self._superseded = threading.Event()  # set by the heartbeat when its update is refused
         self._cancel_flag = False  # Run.cancel_requested, read by the heartbeat thread
@@ -359,6 +363,9 @@ class RunExecution:
                 for art in Artifact.objects.filter(run=self.run, kind=Artifact.Kind.CHECKPOINT):
                     if not Path(art.path).exists():  # pruned by the trainer (keep_checkpoints)
                         art.delete()
+                # The log was recorded empty when the attempt began; store its size at the end.
+                Artifact.objects.filter(run=self.run, kind=Artifact.Kind.LOG).update(
+                    size_bytes=disk_size(self.log_path))
                 run = services.transition(self.run.pk, status, message=message, **fields)
                 if status == RunStatus.QUEUED:
                     send_train_task(run)  # sent when this transaction commits

@@ -92,7 +92,28 @@ def test_launch_from_form_watch_live_cancel_compare_dashboard(live_server_url, c
     page.locator(".chart-card[data-chart='rectified']").scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "form-run-live.png"), full_page=True)
 
+    # The Logs page follows the live log: step lines arrive without a reload; paused, the view
+    # stays where the user put it; following again goes to the newest line.
+    logs = page.context.new_page()
+    logs.on("pageerror", lambda e: errors.append(str(e)))
+    logs.goto(f"{base}/runs/{run.pk}/logs/")
+    count = "() => (document.getElementById('log-text').textContent.match(/step \\d+\\/500 loss=/g) || []).length"
+    logs.wait_for_function(f"() => ({count})() >= 1", timeout=60_000)
+    logs.evaluate("document.getElementById('log-text').style.maxHeight = '60px'")  # a log taller than its box
+    at_bottom = "() => { const p = document.getElementById('log-text'); return p.scrollTop + p.clientHeight >= p.scrollHeight - 2; }"
+    logs.wait_for_function(f"() => ({count})() > {logs.evaluate(count)}", timeout=60_000)
+    assert logs.get_attribute("#log-follow", "aria-pressed") == "true" and logs.evaluate(at_bottom)
+    logs.click("#log-follow")
+    assert logs.get_attribute("#log-follow", "aria-pressed") == "false" and logs.inner_text("#log-follow") == "Paused"
+    logs.evaluate("document.getElementById('log-text').scrollTop = 0")
+    logs.wait_for_function(f"() => ({count})() > {logs.evaluate(count)}", timeout=60_000)  # lines still arrive
+    assert logs.evaluate("document.getElementById('log-text').scrollTop") == 0
+    logs.click("#log-follow")
+    assert logs.get_attribute("#log-follow", "aria-pressed") == "true" and logs.evaluate(at_bottom)
+    logs.screenshot(path=str(SHOTS / "form-run-logs.png"), full_page=True)
+
     # Cancel from the page: the trainer stops at its next step; the badge follows the stream.
+    page.bring_to_front()
     page.click(".run-head .cancel-run button")
     page.wait_for_selector(".run-head .status.status-cancelled", timeout=60_000)
     run.refresh_from_db()
@@ -100,6 +121,11 @@ def test_launch_from_form_watch_live_cancel_compare_dashboard(live_server_url, c
     # Every stored step is drawn.
     wait_trace_points(page, "rectified", RECTIFIED, stored_steps(run.pk, RECTIFIED), timeout_ms=10_000)
     assert trace_points(page, "rectified", RECTIFIED) == stored_steps(run.pk, RECTIFIED) == run.step
+    # The Logs page saw the end too, and stopped polling.
+    logs.wait_for_function("() => document.getElementById('log-text').textContent.includes('ends cancelled')",
+                           timeout=20_000)
+    logs.wait_for_selector("#log-status.status-cancelled", timeout=10_000)
+    logs.close()
     # Nothing left to cancel; resume is offered instead (no reload).
     assert page.locator(".run-head .cancel-run").is_hidden() and page.locator(".run-head .resume-run").is_visible()
     page.screenshot(path=str(SHOTS / "form-run-cancelled.png"), full_page=True)

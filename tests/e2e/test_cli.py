@@ -5,6 +5,7 @@ import csv
 import json
 import subprocess
 import sys
+import tarfile
 
 import pytest
 import yaml
@@ -53,6 +54,20 @@ def test_cli_login_submit_follow_list_compare_export(celery_worker, live_server_
     compare = gft("runs", "compare", str(run_id), str(other_id), env=env, cwd=tmp_path)
     assert compare.returncode == 0, compare.stderr
     assert "tau" in compare.stdout and "max_steps" in compare.stdout and "loss" in compare.stdout
+
+    listed = gft("runs", "download", str(run_id), env=env, cwd=tmp_path)
+    assert listed.returncode == 0 and "final_model" in listed.stdout and "log" in listed.stdout, listed.stderr
+    final = gft("runs", "download", str(run_id), "--artifact", "final", env=env, cwd=tmp_path)
+    assert final.returncode == 0, final.stderr
+    with tarfile.open(tmp_path / f"run{run_id}-final_model-step3.tar") as tar:
+        assert any(m.name.endswith("/config.json") for m in tar.getmembers())
+    log = gft("runs", "download", str(run_id), "--artifact", "log", "-o", "run.log", env=env, cwd=tmp_path)
+    assert log.returncode == 0 and "step 3/3 loss=" in (tmp_path / "run.log").read_text(), log.stderr
+    groups = gft("runs", "download", str(run_id), "--artifact", "groups", "-o", "g.jsonl", env=env, cwd=tmp_path)
+    assert groups.returncode == 0, groups.stderr
+    assert all(json.loads(line)["run"] == run_id for line in (tmp_path / "g.jsonl").read_text().splitlines())
+    missing = gft("runs", "download", str(run_id), "--artifact", "checkpoint:999", env=env, cwd=tmp_path)
+    assert missing.returncode == 2 and "checkpoint:999" in missing.stderr
 
     export = gft("metrics", "export", str(run_id), "--format", "csv", "-o", "m.csv", env=env, cwd=tmp_path)
     assert export.returncode == 0, export.stderr

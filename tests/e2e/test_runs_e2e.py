@@ -5,8 +5,13 @@ kill -9 of the worker then housekeeping then resume with a continuous series.
 """
 from __future__ import annotations
 
+import io
 import json
+import os
+import re
+import tarfile
 import time
+from pathlib import Path
 
 import pytest
 from django.urls import reverse
@@ -60,7 +65,8 @@ def test_form_run_trains_metrics_reach_postgres_and_redis(celery_worker, auth_cl
     assert "loss" in run.summary and "reward/mean" in run.summary
     kinds = set(Artifact.objects.filter(run=run).values_list("kind", flat=True))
     assert kinds == {"checkpoint", "final_model", "log"}
-    log_text = open(Artifact.objects.get(run=run, kind="log").path).read()
+    log_art = Artifact.objects.get(run=run, kind="log")
+    log_text = open(log_art.path).read()
     assert "ends succeeded" in log_text and run.log_tail
     # System metrics (SYSTEM_METRICS_INTERVAL_S is short under tests/pytest_env.py): sampled into the
     # run's metrics at stored steps, and the device named in the log and the start event.
@@ -71,8 +77,18 @@ def test_form_run_trains_metrics_reach_postgres_and_redis(celery_worker, auth_cl
     assert system == set(system_metric_names(len(probe_devices()[:1])))
     sampled = set(MetricPoint.objects.filter(run=run, key__name="system/rss_gb").values_list("step", flat=True))
     assert sampled and sampled <= {0, 1, 2, 3, 4}
+    # One line per stored training step, in order, before the end (workers/steplog.py).
+    step_lines = re.findall(r"INFO gft\.run\.\d+: (step (\d+)/4 loss=\S+ reward=\S+ step_time=[\d.]+s lr=\S+)\n", log_text)
+    assert [int(n) for _, n in step_lines] == [1, 2, 3, 4], log_text
+    assert log_text.index(step_lines[-1][0]) < log_text.index("ends succeeded")
+    assert log_art.size_bytes == os.path.getsize(log_art.path)  # recorded at the end, not "0 bytes"
     page = auth_client.get(reverse("runs:logs", args=[run.pk]))
-    assert b"ends succeeded" in page.content
+    assert b"ends succeeded" in page.content and b"step 4/4 loss=" in page.content
+    final = Artifact.objects.get(run=run, kind="final_model")
+    tar = auth_client.get(reverse("runs:artifact_download", args=[run.pk, final.pk]))
+    with tarfile.open(fileobj=io.BytesIO(b"".join(tar))) as archive:  # the real final model, streamed as a tar
+        names = {m.name.split("/", 1)[-1] for m in archive.getmembers() if m.isfile()}
+    assert "config.json" in names and len(names) == sum(1 for p in Path(final.path).rglob("*") if p.is_file())
 
 
 def test_api_cancel_keeps_checkpoint_and_resume_continues_the_series(celery_worker, api_client, launch_inputs):

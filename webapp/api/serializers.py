@@ -1,6 +1,7 @@
 """REST representations. Creation goes through the apps' service functions (see views.py)."""
 from __future__ import annotations
 
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -10,6 +11,7 @@ from webapp.accounts.models import Membership, Team
 from webapp.datasets.models import Dataset
 from webapp.rewards.models import RewardConfig
 from webapp.runs import launch, launchfields, progress
+from webapp.runs.files import artifacts_with_sizes
 from webapp.runs.defaults import EVAL_SPLITS
 from webapp.runs.models import Artifact, Run
 
@@ -89,9 +91,15 @@ class ArchiveSerializer(serializers.Serializer):
 
 
 class ArtifactSerializer(serializers.ModelSerializer):
+    size_bytes = serializers.IntegerField(read_only=True, help_text="Bytes on disk now (a directory: its total)")
+    download_url = serializers.SerializerMethodField(help_text="GET: the file, a directory as a tar (streamed)")
+
     class Meta:
         model = Artifact
-        fields = ["id", "kind", "path", "step", "size_bytes", "created_at"]
+        fields = ["id", "kind", "path", "step", "size_bytes", "download_url", "created_at"]
+
+    def get_download_url(self, artifact: Artifact) -> str:
+        return reverse("api:run-artifact-download", args=[artifact.run_id, artifact.pk])
 
 
 class RunSerializer(serializers.ModelSerializer):
@@ -119,12 +127,17 @@ class RunSerializer(serializers.ModelSerializer):
 
 
 class RunDetailSerializer(RunSerializer):
-    artifacts = ArtifactSerializer(many=True, read_only=True)
+    artifacts = serializers.SerializerMethodField()
 
     class Meta(RunSerializer.Meta):
         fields = RunSerializer.Meta.fields + ["recipe", "notes", "archived_at", "metric_range", "config", "effective_group",
                                               "log_tail", "output_dir", "artifacts"]
         read_only_fields = fields
+
+    @extend_schema_field(ArtifactSerializer(many=True))
+    def get_artifacts(self, run: Run) -> list[dict]:
+        """With their size on disk now (webapp.runs.files.artifacts_with_sizes)."""
+        return ArtifactSerializer(artifacts_with_sizes(run), many=True).data
 
 
 class RunUpdateSerializer(serializers.Serializer):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404
+from django.http import Http404, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -26,7 +27,7 @@ from webapp.datasets.models import Dataset
 from webapp.datasets.uploads import SizeLimitUploadHandler, too_large_message
 from webapp.rewards import services as rewards
 from webapp.rewards.models import RewardConfig
-from webapp.runs import launch, services
+from webapp.runs import files, launch, services
 from webapp.runs.effective_group import DEFAULT_PERCENTILE, PREVIEW_FIELDS, PreviewError, dataset_group, preview_inputs
 from webapp.runs.models import Run
 
@@ -398,6 +399,35 @@ class RunViewSet(ScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelVie
             more = []
         return Response({"run": run.pk, "status": run.status, "step": run.step, "metrics": metrics,
                          "more_keys": more})
+
+
+    @extend_schema(parameters=[OpenApiParameter("artifact_id", int, OpenApiParameter.PATH,
+                                                description="An id from the run's `artifacts`")],
+                   responses={(200, ctype): OpenApiResponse(response=OpenApiTypes.BINARY, description=(
+                       "The artifact's bytes, streamed: a file as is (the log as text/plain), a directory "
+                       "(checkpoint, final model) as an uncompressed tar; Content-Length and Content-Disposition "
+                       "(the file name) are set. 404 when it is not on disk any more (a pruned checkpoint)."))
+                       for ctype in ("application/x-tar", "text/plain", "application/octet-stream")})
+    @action(detail=True, methods=["get"], url_path=r"artifacts/(?P<artifact_id>[0-9]{1,18})/download",
+            url_name="artifact-download")
+    def artifact_download(self, request: Request, pk=None, artifact_id=None) -> StreamingHttpResponse:
+        """Download one artifact of the run (its id in the run's `artifacts`)."""
+        from webapp.runs.models import Artifact
+
+        run = self.get_object()
+        artifact = Artifact.objects.filter(run=run, pk=int(artifact_id)).first()
+        if artifact is None:
+            raise NotFound("No such artifact of this run.")
+        return files.artifact_response(run, artifact)
+
+    @extend_schema(responses={(200, "application/x-ndjson"): OpenApiResponse(
+        response=OpenApiTypes.STR, description=(
+            "Every group the trainer sampled (the group inspector's records), one JSON object per line: "
+            "{run, step, group_index, ...the record}, in step order, streamed."))})
+    @action(detail=True, methods=["get"], url_path="group-samples", url_name="group-samples")
+    def group_samples(self, request: Request, pk=None) -> StreamingHttpResponse:
+        """The run's sampled groups as JSON lines."""
+        return files.group_samples_response(self.get_object())
 
 
 class NotFoundView(APIView):

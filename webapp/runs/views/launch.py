@@ -1,14 +1,10 @@
-"""Launch (with clone), cancel, resume and the per-run worker log. Thin: the form validates,
+"""Launch (with clone), cancel and resume. Thin: the form validates,
 webapp.runs.launch and services act, templates show."""
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect, render
 
 from webapp.accounts.quotas import QuotaExceeded
@@ -26,25 +22,6 @@ from ..modelpaths import TINY_MODEL, ModelPathError, model_info
 from ..forms import LaunchForm
 from ..listing import parse_id
 from ..models import Run
-
-LOG_TAIL_BYTES = 256 * 1024
-LOG_CHUNK_BYTES = 256 * 1024
-
-
-async def file_chunks(path: Path, size: int, chunk: int = LOG_CHUNK_BYTES) -> AsyncIterator[bytes]:
-    """The first `size` bytes of a file in chunks, each read in a worker thread: an async iterator,
-    so under ASGI the response streams instead of being read whole into memory."""
-    f = await asyncio.to_thread(path.open, "rb")
-    try:
-        left = size
-        while left > 0:
-            data = await asyncio.to_thread(f.read, min(chunk, left))
-            if not data:
-                return
-            left -= len(data)
-            yield data
-    finally:
-        await asyncio.to_thread(f.close)
 
 
 @login_required
@@ -222,24 +199,3 @@ def resume(request: HttpRequest, run: Run) -> None:
     resume_run(run, request.user)
     messages.success(request, f"Run #{run.pk} is queued again; it resumes from its latest checkpoint.",
                      extra_tags=f"run-queued-{run.pk}")
-
-
-@login_required
-def logs(request: HttpRequest, pk: int) -> HttpResponse:
-    """The worker log of a run (the last 256 KiB; ?raw=1 for the whole file as text, streamed)."""
-    run = get_scoped(request.user, Run.objects.all(), pk=pk)
-    path = run.log_path
-    text, truncated = "", False
-    if path.is_file():
-        size = path.stat().st_size
-        if request.GET.get("raw"):  # the bytes there now, streamed; a live log grows behind them
-            return StreamingHttpResponse(file_chunks(path, size), content_type="text/plain; charset=utf-8",
-                                         headers={"Content-Length": str(size)})
-        with path.open("rb") as f:
-            f.seek(max(0, size - LOG_TAIL_BYTES))
-            text = f.read().decode("utf-8", errors="replace")
-        truncated = size > LOG_TAIL_BYTES
-    elif run.log_tail:
-        text = run.log_tail
-    return render(request, "runs/logs.html", {"run": run, "text": text, "truncated": truncated,
-                                              "run_url": run.get_absolute_url(), "path": str(path)})

@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET
 
 from webapp.accounts.scoping import get_scoped, in_team, scoped
 
-from .. import charts, hints, live, series
+from .. import charts, files, hints, live, series
 from ..groups import at_step as groups_at_step, steps as group_sample_steps
 from ..listing import parse_id
 from ..modelpaths import config_trainable
@@ -134,7 +134,8 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "tau_hint": hints.tau_hint(run) if charts.tau_of(run) is not None else None,
         "config_json": json.dumps(run.config, indent=2, sort_keys=True, default=str),
         "trainable": config_trainable(run.config or {}),
-        "artifacts": run.artifacts.all(), "events": run.events.all()[:50],
+        "artifacts": files.artifacts_with_sizes(run),
+        "group_samples_url": reverse("runs:group_samples", args=[run.pk]), "events": run.events.all()[:50],
         "group_steps": group_sample_steps(run),
         "cancel_url": reverse("runs:cancel", args=[run.pk]), "resume_url": reverse("runs:resume", args=[run.pk]),
         "logs_url": reverse("runs:logs", args=[run.pk]),
