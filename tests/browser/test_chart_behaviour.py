@@ -36,6 +36,9 @@ def test_charts_follow_live_data_log_sync_and_url(live_server_url, chromium, tea
         page.wait_for_selector("body[data-charts-drawn]", timeout=20_000)
         page.wait_for_selector(".live-note.live-sse", timeout=10_000)
         assert points(page, "loss") == 0
+        # Charts without data say so without drawing empty Plotly axes; their first points draw them.
+        assert page.locator(".chart-card.empty").count() >= 18
+        assert page.evaluate("document.querySelectorAll('.js-plotly-plot').length") == 0
         # The first point alone (drawn on a padded range), then more: the axis must follow them.
         log_steps(sink, [1], 0.3)
         page.wait_for_function("() => document.querySelector('.chart-card[data-chart=\"loss\"]').dataset.points === '1'",

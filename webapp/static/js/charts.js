@@ -145,6 +145,7 @@ export class ChartBoard {
           </span></div><div class="chart" id="chart-${c.id}"></div>`;
         card.querySelector(".png").addEventListener("click", () => {
           const el = card.querySelector(".chart");
+          if (!el._fullLayout) return;  // no data yet: nothing drawn
           Plotly.downloadImage(el, { format: "png", filename: `${c.id}`, width: el.clientWidth, height: 420 });
         });
         grid.appendChild(card);
@@ -513,6 +514,9 @@ export class ChartBoard {
         note.title = `Not drawn on the log axis: values ≤ 0 of ${logInfo.keys.join(", ")}`;
       }
     }
+    // A chart that never had data shows "no data yet" (charts.css) without a Plotly figure: nine
+    // empty axes of a queued run cost as much to draw as nine charts. Its first points draw it.
+    if (!traces.length && !el._fullLayout) return Promise.resolve();
     const done = Plotly.react(el, traces, this.layout(chart, resetView, traces, logInfo),
       { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["toImage", "lasso2d", "select2d"] });
     if (!el.dataset.bound) {
