@@ -419,7 +419,7 @@ export class ChartBoard {
     // [-1, 4] of a chart first drawn without data or the padded range of a first single point.
     const axisRev = `${this.xmode}-${this.revision + 1}`;
     // ticklabeloverflow "allow": Plotly's default hides labels past the div, measuring every label
-    // on every draw (a third of the draw time); the margins below keep the labels inside anyway.
+    // on every draw (a quarter of the draw time); the margins below keep the labels inside anyway.
     const xaxis = { type: this.xmode === "wall" ? "date" : "linear", automargin: true, uirevision: axisRev,
       ticklabeloverflow: "allow", title: { text: X_TITLES[this.xmode], font: { size: 11 }, standoff: 4 } };
     if (chart.kind === "heatmap") { xaxis.title.text = "step"; xaxis.type = "linear"; }  // its x is always the step
