@@ -88,6 +88,10 @@ def test_charts_follow_live_data_log_sync_and_url(live_server_url, chromium, tea
         assert page.evaluate("document.getElementById('chart-loss')._fullLayout.xaxis.title.text") == \
             "time since start (min)"
         assert page.evaluate(PUSHED) == []  # log axes, minutes on x
+        page.select_option("#chart-toolbar [name=xmode]", "wall")
+        page.wait_for_function("() => document.getElementById('chart-loss')._fullLayout.xaxis.type === 'date'", timeout=10_000)
+        pushed = page.evaluate(PUSHED)
+        assert pushed == [], pushed  # dates on two lines
         # No favicon 404 (every page asked for it).
         assert page.request.get(f"{base}/favicon.ico").status == 200
         assert not errors, errors

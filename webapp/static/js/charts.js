@@ -445,7 +445,7 @@ export class ChartBoard {
     // a second time. Legend entries get equal widths (as many a row as the longest name allows), so
     // the page knows the legend's rows; it sits a fixed number of pixels under the plot.
     const heat = chart.kind === "heatmap";
-    const axisPx = heat ? 48 : this.xmode === "wall" ? 52 : 40;
+    const axisPx = heat ? 48 : this.xmode === "wall" ? 56 : 40;
     const margin = { l: 64, r: heat ? 90 : 28, t: 22, b: axisPx };
     let perRow = 1;
     if (legendShown) {
