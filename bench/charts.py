@@ -2,7 +2,7 @@
 
 Database `bench_charts`: `runs` finished runs of `points` points in each of 10 series (loaded with
 COPY by bench.chart's loader, reused later), one key for each of 10 charts of the run page (its
-other charts have no data: the page still draws them, as "no data yet"). Two uvicorn servers on that
+other charts have no data: the page shows them as "no data yet", without a Plotly figure). Two uvicorn servers on that
 database, DEBUG off, interleaved rep by rep:
 - compressed: STATIC_ROOT after collectstatic with webapp.staticstorage.StaticStorage (hashed
   names, gzip + brotli, immutable cache headers): what `./studio up` and the Docker image serve;
@@ -194,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         c, pe = stats[("compressed", figure)], stats[("peer", figure)]
         rows.append((figure, f"{c.fmt(3, 1000, ' ms')}", f"{pe.fmt(3, 1000, ' ms')}"))
     fc, fp = facts["compressed"], facts["peer"]
-    rows.append(("plotly.min.js on the wire / decoded", f"{fc['wire']:,} / {fc['body']:,} B", f"{fp['wire']:,} / {fp['body']:,} B"))
-    rows.append(("plotly.min.js Cache-Control", fc["cache"], fp["cache"]))
+    rows.append(("plotly.js on the wire / decoded", f"{fc['wire']:,} / {fc['body']:,} B", f"{fp['wire']:,} / {fp['body']:,} B"))
+    rows.append(("plotly.js Cache-Control", fc["cache"], fp["cache"]))
     rows.append(("chart data requests (run page / compare)", f"{fc['series_requests']} / {fc['compare_series_requests']}",
                  f"{fp['series_requests']} / {fp['compare_series_requests']}"))
     print(f"\nrun page: {fc['charts']} charts, {fc['with_data']} with data; compare: {a.runs} runs; load {os.getloadavg()[0]:.1f}")

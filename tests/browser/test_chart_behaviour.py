@@ -6,6 +6,12 @@ from __future__ import annotations
 from tests.browser.support import SHOTS, log_steps, login, make_run, points, sink_for
 
 RANGE = "id => document.getElementById('chart-' + id)._fullLayout.{axis}.range"
+# Charts whose drawn margins differ from their layout's: Plotly's automargin had to push them, and
+# drew that chart twice (charts.js gives margins that hold the labels, titles and colour bar).
+PUSHED = """() => [...document.querySelectorAll('.js-plotly-plot')].filter(g => {
+    const s = g._fullLayout._size, m = g._fullLayout.margin;
+    return s.l !== m.l || s.r !== m.r || s.t !== m.t || s.b !== m.b;
+  }).map(g => `${g.id} l r t b ${['l', 'r', 't', 'b'].map(k => g._fullLayout._size[k] + '/' + g._fullLayout.margin[k])}`)"""
 
 
 def _y_fits_data(page, chart: str) -> bool:
@@ -30,6 +36,9 @@ def test_charts_follow_live_data_log_sync_and_url(live_server_url, chromium, tea
         page.wait_for_selector("body[data-charts-drawn]", timeout=20_000)
         page.wait_for_selector(".live-note.live-sse", timeout=10_000)
         assert points(page, "loss") == 0
+        # Charts without data say so without drawing empty Plotly axes; their first points draw them.
+        assert page.locator(".chart-card.empty").count() >= 18
+        assert page.evaluate("document.querySelectorAll('.js-plotly-plot').length") == 0
         # The first point alone (drawn on a padded range), then more: the axis must follow them.
         log_steps(sink, [1], 0.3)
         page.wait_for_function("() => document.querySelector('.chart-card[data-chart=\"loss\"]').dataset.points === '1'",
@@ -44,6 +53,9 @@ def test_charts_follow_live_data_log_sync_and_url(live_server_url, chromium, tea
         # Axis titles with units; "step" labelled.
         layout = page.evaluate("document.getElementById('chart-tokens_per_s')._fullLayout")
         assert layout["xaxis"]["title"]["text"] == "step" and layout["yaxis"]["title"]["text"] == "tokens / s"
+        # Every chart (the heatmap's colour bar too) drawn in one pass: automargin pushed nothing.
+        pushed = page.evaluate(PUSHED)
+        assert page.locator(".chart-card:not(.empty)").count() >= 18 and pushed == [], pushed
 
         # Log scale: the negative self advantages cannot be drawn, and the chart says so.
         page.check("#chart-toolbar [name=logscale]")
@@ -75,6 +87,11 @@ def test_charts_follow_live_data_log_sync_and_url(live_server_url, chromium, tea
         assert page.input_value("#chart-toolbar [name=xmode]") == "relative"
         assert page.evaluate("document.getElementById('chart-loss')._fullLayout.xaxis.title.text") == \
             "time since start (min)"
+        assert page.evaluate(PUSHED) == []  # log axes, minutes on x
+        page.select_option("#chart-toolbar [name=xmode]", "wall")
+        page.wait_for_function("() => document.getElementById('chart-loss')._fullLayout.xaxis.type === 'date'", timeout=10_000)
+        pushed = page.evaluate(PUSHED)
+        assert pushed == [], pushed  # dates on two lines
         # No favicon 404 (every page asked for it).
         assert page.request.get(f"{base}/favicon.ico").status == 200
         assert not errors, errors

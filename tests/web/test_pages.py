@@ -3,7 +3,9 @@ SSE stream under uvicorn, and team scoping (another team: 404; anonymous: login)
 from __future__ import annotations
 
 import json
+import re
 import threading
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -60,19 +62,36 @@ def test_run_page_renders_with_chart_data(auth_client, runs):
     resp = auth_client.get(f"/runs/{run.pk}/")
     assert resp.status_code == 200
     body = resp.content.decode()
-    assert "plotly/plotly.min.js" in body and "js/run_page.js" in body
+    # plotly.js's cartesian bundle, deferred: the chart data request goes out while it loads.
+    assert 'defer src="/static/vendor/plotly-cartesian.min.js"' in body and "js/run_page.js" in body
+    assert "plotly/plotly.min.js" not in body
     page = json.loads(body.split('<script id="page-data" type="application/json">')[1].split("</script>")[0])
     assert page["runs"][0]["tau"] == 0.1 and page["mode"] == "run"
     groups = {c["group"] for c in page["charts"]}
     assert groups == {"Loss & optimisation", "Rewards", "Group advantages", "Coefficient rectification", "Policy"}
     assert any(c.get("ref") == "tau" for c in page["charts"])
     assert page["urls"]["stream"] == f"/runs/{run.pk}/stream/"
+    # One request for every chart's history (keys of all charts, the advantage histogram), sent by
+    # the page's inline script before plotly.js runs; it answers with every key's points.
+    history = urlsplit(page["urls"]["history"])
+    query = parse_qs(history.query)
+    assert history.path == "/runs/series/" and query["runs"] == [str(run.pk)] and query["hist"] == ["adv/hist"]
+    keys = query["keys"][0].split(",")
+    assert keys == list(dict.fromkeys(k for c in page["charts"] for k in c["keys"])) and "loss" in keys
+    assert body.index("window.gftChartData = fetch(") < body.index('<script type="module"') and "{#" not in body
+    write_series(run, "loss", [1, 2, 3], [3.0, 1.0, 2.0])
+    data = auth_client.get(page["urls"]["history"] + "&max_points=400").json()
+    assert data["series"][str(run.pk)]["loss"]["value"] == [3.0, 1.0, 2.0]
 
 
 def test_plotly_is_served_locally(auth_client):
     from django.contrib.staticfiles import finders
 
     assert finders.find("plotly/plotly.min.js")
+    # The run and compare pages' cartesian bundle (vendored) is the same plotly.js as the wheel's.
+    version = re.compile(r"plotly\.js(?: \([a-z -]+\))? v(\d+\.\d+\.\d+)")
+    with open(finders.find("plotly/plotly.min.js")) as full, open(finders.find("vendor/plotly-cartesian.min.js")) as part:
+        assert version.search(full.read(400)).group(1) == version.search(part.read(400)).group(1)
 
 
 def test_compare_shows_only_differing_config_and_summary(auth_client, runs):
@@ -87,6 +106,10 @@ def test_compare_shows_only_differing_config_and_summary(auth_client, runs):
     assert "lr" not in diff and "data.path" not in diff
     loss_row = next(r for r in ctx["summary_rows"] if r[0] == "loss")
     assert loss_row[2][0]["final"] == 2.0 and loss_row[2][0]["best"] == 1.0 and loss_row[2][1]["best"] == 4.0
+    # One history request for both runs; a comparison draws no advantage heatmap, so no histogram.
+    query = parse_qs(urlsplit(ctx["page"]["urls"]["history"]).query)
+    assert query["runs"] == [f"{a.pk},{b.pk}"] and "hist" not in query and "loss" in query["keys"][0].split(",")
+    assert "window.gftChartData = fetch(" in resp.content.decode()
     assert auth_client.get("/compare/").status_code == 200  # no runs yet: explains how to pick
     assert auth_client.get("/compare/?runs=1,x").status_code == 404
 

@@ -10,6 +10,9 @@ import math
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlencode
+
+from django.urls import reverse
 
 from gft_core.config import config_diff as gft_config_diff
 from gft_core.metric_names import SYSTEM_PREFIX, gpu_metric_names
@@ -137,6 +140,17 @@ def chart_keys(charts: list[dict]) -> list[str]:
         for k in c["keys"]:
             seen.setdefault(k)
     return list(seen)
+
+
+def history_url(runs: list[Run], shown: list[dict], *, compare: bool) -> str:
+    """The chart board's one request for all its history: every key of the page's charts (and the
+    advantage histogram on a run page; a comparison draws no heatmap). The page's inline script
+    (runs/_chart_data.html) sends it while plotly.js loads, adding max_points for the window."""
+    query = {"runs": ",".join(str(r.pk) for r in runs), "keys": ",".join(chart_keys(shown))}
+    hist = next((c["hist"] for c in shown if c["kind"] == "heatmap"), None)
+    if hist and not compare:
+        query["hist"] = hist
+    return f"{reverse('runs:series')}?{urlencode(query)}"
 
 
 def run_state(run: Run) -> dict[str, Any]:

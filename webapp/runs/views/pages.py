@@ -118,11 +118,13 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
     state = charts.run_state(run)
     evaluation = run_tab_context(request, run)
+    shown = charts.charts_for_methods([run.method]) + charts.system_charts(
+        run.summary or {}, live_gpus=max(1, run.num_gpus) if run.is_active else None)
     page = {
         "runs": [{"id": run.pk, "name": run.name, "tau": charts.tau_of(run), "state": state}],
-        "charts": charts.charts_for_methods([run.method]) + charts.system_charts(
-            run.summary or {}, live_gpus=max(1, run.num_gpus) if run.is_active else None),
+        "charts": shown,
         "urls": {"series": reverse("runs:series"), "stream": reverse("runs:stream", args=[run.pk]),
+                 "history": charts.history_url([run], shown, compare=False),
                  "groups": reverse("runs:groups", args=[run.pk]), **evaluation.pop("eval_urls")},
         "mode": "run",
         "group_sample_count": (run.config or {}).get("group_sample_count"),
@@ -180,7 +182,7 @@ def compare_context(request: HttpRequest, runs: list[Run], *, chart_ids: list[st
         "runs": [{"id": r.pk, "name": r.name, "tau": charts.tau_of(r), "state": charts.run_state(r)} for r in runs],
         "charts": chosen, "smoothing": smoothing, "settings": chart_settings or {}, "mode": "compare",
         "groups": charts.seed_groups(runs),
-        "urls": {"series": reverse("runs:series"),
+        "urls": {"series": reverse("runs:series"), "history": charts.history_url(runs, chosen, compare=True),
                  "streams": {str(r.pk): reverse("runs:stream", args=[r.pk]) for r in runs}},
     }
     from webapp.evaluations.views import leaderboard_context  # that module reuses this one's helpers

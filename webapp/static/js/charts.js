@@ -8,6 +8,7 @@ const KEY_COLORS = ["#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#d62728", "#17b
 const DASHES = ["solid", "dot", "dash", "dashdot", "longdash", "longdashdot"];
 const MAX_LEGEND = 9;  // more named lines than this: no legend on the chart (the run legend above says it)
 const XMODES = ["step", "wall", "relative"];
+const PLOT_PX = 200;  // height of a chart's plot area, legend and axes not counted
 const X_TITLES = { step: "step", wall: "wall time (UTC)", relative: "time since start (min)" };
 
 // Chart settings as kept in the URL (?smooth=0.6&log=1&x=relative&sync=1) and in saved dashboards.
@@ -145,6 +146,7 @@ export class ChartBoard {
           </span></div><div class="chart" id="chart-${c.id}"></div>`;
         card.querySelector(".png").addEventListener("click", () => {
           const el = card.querySelector(".chart");
+          if (!el._fullLayout) return;  // no data yet: nothing drawn
           Plotly.downloadImage(el, { format: "png", filename: `${c.id}`, width: el.clientWidth, height: 420 });
         });
         grid.appendChild(card);
@@ -155,11 +157,11 @@ export class ChartBoard {
   }
 
   async loadHistory() {
-    const params = { runs: this.runs.map(r => r.id).join(","), keys: this.keys().join(","),
-      max_points: String(Math.max(400, Math.min(2000, Math.round(window.innerWidth)))) };
-    const hk = this.histKey();
-    if (hk) params.hist = hk;
-    const resp = await fetch(this.seriesUrl(params), { credentials: "same-origin" });
+    // Sent by the page's inline script (runs/_chart_data.html) while plotly.js loaded.
+    const pending = window.gftChartData;
+    window.gftChartData = null;
+    if (!pending) throw new Error("this page did not request its chart data");
+    const resp = await pending;
     if (!resp.ok) throw new Error(`metrics request failed: ${resp.status}`);
     const body = await resp.json();
     for (const r of this.runs) {
@@ -418,13 +420,15 @@ export class ChartBoard {
     // user zoomed. A per-redraw axis uirevision stops Plotly from keeping an earlier range, e.g. the
     // [-1, 4] of a chart first drawn without data or the padded range of a first single point.
     const axisRev = `${this.xmode}-${this.revision + 1}`;
+    // ticklabeloverflow "allow": Plotly's default hides labels past the div, measuring every label
+    // on every draw (a quarter of the draw time); the margins below keep the labels inside anyway.
     const xaxis = { type: this.xmode === "wall" ? "date" : "linear", automargin: true, uirevision: axisRev,
-      title: { text: X_TITLES[this.xmode], font: { size: 11 }, standoff: 4 } };
+      ticklabeloverflow: "allow", title: { text: X_TITLES[this.xmode], font: { size: 11 }, standoff: 4 } };
     if (chart.kind === "heatmap") { xaxis.title.text = "step"; xaxis.type = "linear"; }  // its x is always the step
     if (z && z.xrange && (chart.kind !== "heatmap" || this.xmode === "step")) { xaxis.range = z.xrange; xaxis.autorange = false; }
     else { xaxis.autorange = true; }
     const log = this.logScale && chart.kind !== "heatmap" && !(logInfo && logInfo.allHidden);
-    const yaxis = { type: log ? "log" : "linear", automargin: true, exponentformat: "e", uirevision: axisRev,
+    const yaxis = { type: log ? "log" : "linear", automargin: true, exponentformat: "e", uirevision: axisRev, ticklabeloverflow: "allow",
       title: chart.y ? { text: chart.y, font: { size: 11 }, standoff: 4 } : undefined, autorange: true };
     const flat = this.constantValue(traces);
     if (z && z.yrange) { yaxis.range = z.yrange; yaxis.autorange = false; }
@@ -433,15 +437,30 @@ export class ChartBoard {
       const pad = flat === 0 ? 1 : Math.abs(flat) * 0.5;
       yaxis.range = [flat - pad, flat + pad]; yaxis.autorange = false;
     }
-    const named = traces.filter(t => t.showlegend !== false && t.type !== "heatmap").length;
+    const names = traces.filter(t => t.showlegend !== false && t.type !== "heatmap").map(t => t.name || "");
     // Short labels, several per row; past MAX_LEGEND entries the page's run legend (colour swatches
     // above the charts) says which line is which, instead of a legend that scrolls.
-    const perRow = 3;
-    const legendShown = named > 1 && named <= MAX_LEGEND;
-    const legendRows = legendShown ? Math.ceil(named / perRow) : 0;
+    const legendShown = names.length > 1 && names.length <= MAX_LEGEND;
+    // Margins that already hold the axis titles, tick labels (the x axis' last label, the y axis' top
+    // one, dates on two lines), the heatmap's colour bar and the legend under the x axis: automargin
+    // (kept for unusually wide labels) then finds nothing to push, and Plotly does not draw the chart
+    // a second time. Legend entries get equal widths (as many a row as the longest name allows), so
+    // the page knows the legend's rows; it sits a fixed number of pixels under the plot.
+    const heat = chart.kind === "heatmap";
+    const axisPx = heat ? 48 : this.xmode === "wall" ? 56 : 40;
+    const margin = { l: 64, r: heat ? 90 : 28, t: 22, b: axisPx };
+    let perRow = 1;
+    if (legendShown) {
+      const el = document.getElementById(`chart-${chart.id}`);
+      const plotPx = ((el && el.clientWidth) || 440) - margin.l - margin.r;
+      const entryPx = 40 + 6.5 * Math.max(...names.map(n => n.length));  // line sample + 11 px text
+      perRow = Math.max(1, Math.min(3, Math.floor(plotPx / entryPx)));
+      margin.b += 19 * Math.ceil(names.length / perRow) + 18;
+    }
     return {
-      height: 255 + 18 * legendRows, margin: { l: 55, r: 15, t: 10, b: 25 }, hovermode: "x unified",
-      showlegend: legendShown, legend: { orientation: "h", yanchor: "top", y: -0.18, font: { size: 11 } },
+      height: margin.t + PLOT_PX + margin.b, margin, hovermode: "x unified", showlegend: legendShown,
+      legend: { orientation: "h", yanchor: "top", y: -(axisPx - 4) / PLOT_PX, font: { size: 11 },
+        entrywidth: 1 / perRow, entrywidthmode: "fraction", traceorder: "normal" },
       xaxis, yaxis, shapes, annotations,
       // Keeps legend clicks across live redraws; a new value resets them (x mode change).
       uirevision: resetView ? `${this.xmode}-${Date.now()}` : this.xmode,
@@ -498,6 +517,9 @@ export class ChartBoard {
         note.title = `Not drawn on the log axis: values ≤ 0 of ${logInfo.keys.join(", ")}`;
       }
     }
+    // A chart that never had data shows "no data yet" (charts.css) without a Plotly figure: nine
+    // empty axes of a queued run cost as much to draw as nine charts. Its first points draw it.
+    if (!traces.length && !el._fullLayout) return Promise.resolve();
     const done = Plotly.react(el, traces, this.layout(chart, resetView, traces, logInfo),
       { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["toImage", "lasso2d", "select2d"] });
     if (!el.dataset.bound) {
