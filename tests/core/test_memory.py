@@ -1,6 +1,9 @@
 """The memory plan: parameter counts from config.json, and the plan against measured peaks."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
 from gft_core.config import GFTConfig
@@ -59,3 +62,35 @@ def test_config_with_lora_is_planned_with_adapters(tiny_cfg):
     cfg: GFTConfig = tiny_cfg(lora_rank=4)
     plan = plan_memory(Shape.from_dir(cfg.model_path), cfg)
     assert plan.trainable == Shape.from_dir(cfg.model_path).lora_params(4)
+
+
+@pytest.fixture(scope="module")
+def measured_model(tmp_path_factory) -> Path:
+    """A tiny Llama wide enough that its tensors, not fixed buffers, make the peak (~2.5M parameters)."""
+    from gft_core.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("memory") / "model", hidden_size=256, num_layers=2, seed=0)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"micro_batch_size": 4},  # full fine-tuning, two micro-batches per step: gradients beside activations
+    {"gradient_checkpointing": True},  # one micro-batch of 8
+    {"lora_rank": 16},
+], ids=["full-accumulating", "checkpointing", "lora"])
+def test_plan_within_25_percent_of_the_measured_peak(measured_model, toy_data, tmp_path, overrides):
+    """The plan's tensors against the peak tensor memory of two real training steps on CPU (the
+    profiler's allocator events: exact, unlike RSS); bench/memory.py has more settings."""
+    from gft_core.memory import measure_peak
+    from gft_core.trainer import Trainer
+
+    cfg = GFTConfig.from_dict({
+        "method": "gft", "model_path": str(measured_model), "output_dir": str(tmp_path / "run"),
+        "data": {"path": str(toy_data["train"]), "mapping": "toy"}, "n_expert": 1, "n_teacher": 1, "n_self": 2,
+        "tau": 0.5, "prompts_per_step": 2, "micro_batch_size": 8, "max_prompt_len": 16, "max_response_len": 32,
+        "max_steps": 2, "eval_max_prompts": None, "kl_interval": 0, "checkpoint_interval": 0, "save_final": False,
+        "group_sample_interval": 0, "eval_batch_size": 4, **overrides})
+    cfg.reward_fn()
+    plan = plan_memory(Shape.from_dir(measured_model), cfg)
+    measured = measure_peak(lambda: Trainer(cfg).train())
+    assert plan.accumulates == ("micro_batch_size" in overrides)
+    assert abs(plan.peak / measured - 1) <= 0.25, (plan.lines(), measured)
