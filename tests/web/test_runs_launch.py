@@ -371,7 +371,8 @@ def test_model_info_trainable_count_and_chat_template(auth_client, launch_inputs
     assert 'class="trainable"' in page and f"{trainable:,}" in page
 
 
-def test_a_launch_that_fits_no_gpu_worker_is_refused_with_the_numbers(auth_client, api_client, launch_inputs, settings):
+def test_a_launch_that_fits_no_gpu_worker_is_refused_with_the_numbers(auth_client, api_client, launch_inputs, settings,
+                                                                        team):
     """Workers publish their GPUs' free memory (workers/devices.py); a run whose memory plan fits
     none of the queue's GPU workers is a 400 naming memory_plan, with the numbers; a worker with
     room, or a CPU worker on the queue, lets it through. The report is written here as a worker
@@ -380,7 +381,11 @@ def test_a_launch_that_fits_no_gpu_worker_is_refused_with_the_numbers(auth_clien
 
     import redis
 
+    from gft_core.config import GFTConfig
+    from gft_core.memory import Shape, activation_bytes, plan_memory
     from webapp.resources.devices import DEVICES_KEY_PREFIX
+    from webapp.runs.launch import build_config
+    from webapp.runs.views.launch import PLAN_FIELDS
 
     client = redis.Redis.from_url(settings.REDIS_URL)
     key = DEVICES_KEY_PREFIX + "gpu-box@test"
@@ -405,6 +410,37 @@ def test_a_launch_that_fits_no_gpu_worker_is_refused_with_the_numbers(auth_clien
         assert Run.objects.count() == 0
         report(1.5)  # room enough for the small model's plan
         assert api_client.post("/api/runs/", launch_inputs, format="json").status_code == 201
+        assert auth_client.get(reverse("runs:launch_defaults"), {"model": launch_inputs["model"], "queue": "gpu"}
+                               ).json()["memory"]["strategy"] == "single"
+
+        # Two GPUs whose free memory holds the model only sharded: accepted, planned as FSDP (bf16: the
+        # gathered layers in half precision; a 2-layer model in float32 gathers all of it, no gain)
+        two = {**launch_inputs, "num_gpus": 2, "mixed_precision": "bf16"}
+        client.delete(key)
+        gcfg = GFTConfig.from_dict(build_config(team, two).config)  # nothing reported: nothing refused
+        shape = Shape.from_dir(gcfg.model_path)
+        whole = plan_memory(shape, gcfg, num_gpus=2)
+        sharded = whole.sharded(2, shape, activation_bytes(gcfg))
+        assert sharded.need < whole.need and whole.strategy == "ddp" and sharded.strategy == "fsdp"
+
+        def report2(free: int) -> None:
+            client.set(key, json.dumps({"hostname": "gpu-box@test", "queues": ["gpu"], "at": 0, "devices": [
+                {"index": i, "name": "Tiny GPU", "total_bytes": 2 * 2**30, "free_bytes": free} for i in (0, 1)]}), ex=60)
+
+        plan_query = {"model": launch_inputs["model"], "queue": "gpu", "num_gpus": 2,
+                      **{name: getattr(gcfg, name) for name in PLAN_FIELDS}}
+        report2((whole.need + sharded.need) // 2)
+        assert api_client.post("/api/runs/", two, format="json").status_code == 201
+        form_cfg = GFTConfig(**{name: getattr(gcfg, name) for name in PLAN_FIELDS})  # the form's other fields: defaults
+        form_whole = plan_memory(shape, form_cfg, num_gpus=2)
+        report2((form_whole.need + form_whole.sharded(2, shape, 2).need) // 2)
+        info = auth_client.get(reverse("runs:launch_defaults"), plan_query).json()["memory"]
+        assert info["strategy"] == "fsdp" and info["problem"] is None and "strategy FSDP" in info["lines"][-1], info
+        report2(sharded.need - 1)  # not even sharded
+        resp = api_client.post("/api/runs/", two, format="json")
+        assert resp.status_code == 400 and "sharded with FSDP" in resp.json()["memory_plan"][0], resp.json()
+        report2(max(whole.need, form_whole.need))  # the whole model fits each GPU: DDP
+        assert auth_client.get(reverse("runs:launch_defaults"), plan_query).json()["memory"]["strategy"] == "ddp"
     finally:
         client.delete(key)
 

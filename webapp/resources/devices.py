@@ -35,20 +35,36 @@ def worker_reports() -> list[dict[str, Any]]:
     return out
 
 
-def fit_problem(peak_bytes: int, num_gpus: int, queue: str, reports: list[dict[str, Any]]) -> str | None:
-    """Why a run needing `peak_bytes` on each of `num_gpus` GPUs fits no worker of `queue`, with the
-    numbers; None when one fits, or when the queue has a worker without GPUs (it trains on its CPU)
-    or no worker has reported (nothing is known)."""
+def fit_problem(plan: Any, num_gpus: int, queue: str, reports: list[dict[str, Any]],
+                sharded: Any = None) -> str | None:
+    """Why a run with memory plan `plan` (gft_core.memory.MemoryPlan: `need` bytes on each of
+    `num_gpus` GPUs), or its FSDP plan `sharded` (each GPU a 1/num_gpus share), fits no worker of
+    `queue`, with the numbers; None when one fits, or when the queue has a worker without GPUs (it
+    trains on its CPU) or no worker has reported (nothing is known)."""
+    return fit(plan, num_gpus, queue, reports, sharded)[1]
+
+
+def fit(plan: Any, num_gpus: int, queue: str, reports: list[dict[str, Any]],
+        sharded: Any = None) -> tuple[str | None, str | None]:
+    """(strategy, problem): the strategy a fitting worker of `queue` would run ("single" on one GPU,
+    "ddp" when the whole model fits each GPU, "fsdp" when only the sharded plan does; None when
+    nothing is known) and why none fits (see fit_problem)."""
     on_queue = [r for r in reports if queue in (r.get("queues") or [])]
     if not on_queue or any(not r["devices"] for r in on_queue):
-        return None
-    seen = []
+        return None, None
+    seen, strategies = [], []
     for r in on_queue:
         free = sorted((int(d.get("free_bytes") or 0) for d in r["devices"]), reverse=True)
-        if len(free) >= num_gpus and free[num_gpus - 1] >= peak_bytes:
-            return None
+        if len(free) >= num_gpus and free[num_gpus - 1] >= plan.need:
+            strategies.append(plan.strategy)
+        elif len(free) >= num_gpus and sharded is not None and num_gpus > 1 and free[num_gpus - 1] >= sharded.need:
+            strategies.append("fsdp")
         seen.append(f"{r.get('hostname', '?')}: {len(free)} GPU(s), free "
                     + ", ".join(f"{b / GIB:.1f}" for b in free) + " GiB")
-    return (f"The memory plan needs ~{peak_bytes / GIB:.1f} GiB on each of {num_gpus} GPU(s); no worker on "
-            f"queue {queue!r} has that free ({'; '.join(seen)}). Lower the micro-batch or the lengths, "
-            "turn on LoRA or activation checkpointing, or pick another queue.")
+    if strategies:  # a worker that holds the whole model is preferred: no gathers
+        return min(strategies, key=lambda s: s == "fsdp"), None
+    shard = (f", or ~{sharded.need / GIB:.1f} GiB each sharded with FSDP" if sharded is not None and num_gpus > 1
+             else "")
+    return None, (f"The memory plan needs ~{plan.need / GIB:.1f} GiB on each of {num_gpus} GPU(s){shard}; no "
+                  f"worker on queue {queue!r} has that free ({'; '.join(seen)}). Lower the micro-batch or the "
+                  "lengths, turn on LoRA or activation checkpointing, use more GPUs, or pick another queue.")

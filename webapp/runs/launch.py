@@ -186,16 +186,19 @@ def build_config(team, data: dict[str, Any]) -> LaunchPlan:
 
 
 def memory_problem(gcfg: GFTConfig, num_gpus: int, queue: str) -> str | None:
-    """Why the run's memory plan (gft_core.memory from the model's config.json) fits no GPU worker
-    of `queue` as the workers report their free memory (webapp.resources.devices), or None."""
-    from gft_core.memory import Shape, plan_memory
+    """Why the run's memory plan (gft_core.memory from the model's config.json), whole on each GPU
+    or sharded with FSDP over its num_gpus, fits no GPU worker of `queue` as the workers report
+    their free memory (webapp.resources.devices), or None."""
+    from gft_core.memory import Shape, activation_bytes, plan_memory
     from webapp.resources.devices import fit_problem, worker_reports
 
     try:
         shape = Shape.from_dir(gcfg.model_path)
     except (OSError, ValueError, KeyError, TypeError):  # e.g. a LoRA adapter directory: not planned
         return None
-    return fit_problem(plan_memory(shape, gcfg, num_gpus=num_gpus).peak, num_gpus, queue, worker_reports())
+    plan = plan_memory(shape, gcfg, num_gpus=num_gpus)
+    return fit_problem(plan, num_gpus, queue, worker_reports(),
+                       sharded=plan.sharded(num_gpus, shape, activation_bytes(gcfg)))
 
 
 def _recipe(value: Any, err):

@@ -131,12 +131,12 @@ def model_info(value: str, *, settings: dict | None = None, num_gpus: int = 1, q
     `chat_template` (whether its tokenizer has one: else prompts are sent plain), `trainable` and
     `parameters` (gft_core.memory's counts from its config.json, the LoRA settings in `settings`
     applied), and `memory`: the memory plan of `settings` (GFTConfig fields; the others at their
-    defaults) on `num_gpus` GPUs beside the GPU workers' reports, with why it fits none of
-    `queue`'s. The counts and plan are None when the config cannot be read (a LoRA adapter dir)."""
+    defaults) on `num_gpus` GPUs beside the GPU workers' reports, with the strategy (single, DDP,
+    FSDP) the queue's workers would run it with, or why it fits none of `queue`'s. The counts and plan are None when the config cannot be read (a LoRA adapter dir)."""
     from gft_core.config import GFTConfig
-    from gft_core.memory import GIB, Shape, plan_memory
+    from gft_core.memory import GIB, Shape, activation_bytes, plan_memory
     from gft_core.policy import model_has_chat_template
-    from webapp.resources.devices import fit_problem, worker_reports
+    from webapp.resources.devices import fit, worker_reports
 
     path = Path(resolve_model(value))
     out: dict = {"chat_template": model_has_chat_template(path), "trainable": None, "parameters": None,
@@ -148,14 +148,19 @@ def model_info(value: str, *, settings: dict | None = None, num_gpus: int = 1, q
     cfg = GFTConfig(**(settings or {}))
     out.update(parameters=shape.params, trainable=shape.trainable(cfg.lora_rank, cfg.lora_target_modules))
     plan = plan_memory(shape, cfg, num_gpus=num_gpus)
+    sharded = plan.sharded(num_gpus, shape, activation_bytes(cfg))
     reports = worker_reports()
+    strategy, problem = fit(plan, num_gpus, queue, reports, sharded) if queue else (None, None)
+    if strategy == "fsdp":  # the queue's workers hold it only sharded: that is the plan they will run
+        plan = sharded
     out["memory"] = {
-        "peak_bytes": plan.peak, "peak_gib": round(plan.peak / GIB, 2), "lines": plan.lines(),
+        "peak_bytes": plan.peak, "peak_gib": round(plan.peak / GIB, 2), "need_gib": round(plan.need / GIB, 2),
+        "strategy": strategy or plan.strategy, "lines": plan.lines(),
         "workers": [{"hostname": r.get("hostname"), "queues": r.get("queues"),
                      "devices": [f"{d.get('name')} {d.get('free_bytes', 0) / GIB:.1f} of "
                                  f"{d.get('total_bytes', 0) / GIB:.1f} GiB free" for d in r["devices"]]}
                     for r in reports],
-        "problem": fit_problem(plan.peak, num_gpus, queue, reports) if queue else None}
+        "problem": problem}
     return out
 
 

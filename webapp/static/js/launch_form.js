@@ -146,7 +146,8 @@
         memoryNote.textContent = "";
         if (m) {
           const workers = m.workers.filter((w) => w.devices.length);
-          const lines = [`Memory plan: ~${m.peak_gib} GiB per GPU.`, ...m.lines.slice(0, 2),
+          const how = {single: "one GPU", ddp: "DDP, the whole model on each GPU", fsdp: "FSDP, sharded over the GPUs"}[m.strategy] || m.strategy;
+          const lines = [`Memory plan: ~${m.peak_gib} GiB per GPU (~${m.need_gib} GiB free needed); strategy: ${how}.`, ...m.lines.slice(0, 2),
             workers.length ? "GPU workers: " + workers.map((w) => `${w.hostname} (${w.devices.join("; ")})`).join(" · ")
                            : "No GPU worker has reported its devices."];
           if (m.problem) lines.push(m.problem);
