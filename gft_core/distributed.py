@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 FSDP_FLAGS = ["--use_fsdp", "--fsdp_version", "1", "--fsdp_sharding_strategy", "FULL_SHARD",
               "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP", "--fsdp_state_dict_type", "FULL_STATE_DICT",
               "--fsdp_backward_prefetch", "BACKWARD_PRE", "--fsdp_use_orig_params", "true",
-              "--fsdp_sync_module_states", "true", "--fsdp_offload_params", "false"]
+              "--fsdp_sync_module_states", "true", "--fsdp_offload_params", "false",
+              # every rank loads the whole model (a resume loads its weights before prepare, on every rank)
+              "--fsdp_cpu_ram_efficient_loading", "false"]
 
 
 def accelerate_flags(*, num_gpus: int, mixed_precision: str, strategy: str, cuda: bool,
@@ -44,3 +47,20 @@ def decoder_layer_class(model_dir: str | Path) -> str | None:
         return None
     names = getattr(getattr(transformers, arch, None), "_no_split_modules", None) or []
     return names[0] if names else None
+
+
+def launch_plan(cfg: Any, *, num_gpus: int, free_bytes: int | None, cuda: bool) -> tuple[list[str], Any]:
+    """(accelerate flags, memory plan or None) of run config `cfg` (a GFTConfig) on `num_gpus` GPUs
+    of which the smallest has `free_bytes` free (None: unknown): the plan chooses the strategy
+    (gft_core.memory.plan_for); without CUDA it is DDP on CPU processes; a model without a
+    readable config.json (an adapter directory) is not planned and runs DDP."""
+    from gft_core.memory import Shape, plan_for
+
+    try:
+        plan = plan_for(Shape.from_dir(cfg.model_path), cfg, num_gpus, free_bytes if cuda else None)
+    except (OSError, ValueError, KeyError, TypeError):
+        plan = None
+    strategy = plan.strategy if plan is not None else "ddp"
+    layer = decoder_layer_class(cfg.model_path) if strategy == "fsdp" else None
+    return accelerate_flags(num_gpus=num_gpus, mixed_precision=cfg.mixed_precision, strategy=strategy, cuda=cuda,
+                            layer_class=layer), plan

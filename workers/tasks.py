@@ -201,11 +201,30 @@ class RunExecution:
 
     def _train_in_process(self) -> tuple[str, int]:
         from gft_core.config import GFTConfig
+        from gft_core.memory import Shape, plan_memory
         from gft_core.trainer import Trainer
 
         cfg = GFTConfig.from_dict({**self.run.config, "output_dir": str(self.dir)})
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # an adapter dir: not planned
+            log.info("strategy single; memory plan: %s", "; ".join(plan_memory(Shape.from_dir(cfg.model_path), cfg).lines()))
         result = Trainer(cfg, sink=self.sink, stop_hook=self._should_stop, resume=True).train()
         return result.status, result.step
+
+    def _launch_flags(self) -> list[str]:
+        """accelerate's flags for this run: DDP, or FSDP when the memory plan says the model fits
+        this worker's GPUs only sharded (gft_core.distributed.launch_plan); logged with the plan."""
+        from gft_core.config import GFTConfig
+        from gft_core.distributed import launch_plan
+
+        from workers.devices import probe_devices
+
+        n = self.run.num_gpus
+        free = [d["free_bytes"] for d in probe_devices()[:n]]
+        flags, plan = launch_plan(GFTConfig.from_dict({**self.run.config, "output_dir": str(self.dir)}), num_gpus=n,
+                                  free_bytes=min(free) if len(free) == n else None, cuda=_cuda_available())
+        strategy = "fsdp" if "--use_fsdp" in flags else "ddp"
+        log.info("strategy %s on %s GPU(s)%s", strategy, n, f"; memory plan: {'; '.join(plan.lines())}" if plan else "")
+        return flags
 
     def _train_child(self) -> tuple[str, int]:
         """`accelerate launch` the trainer on num_gpus processes; tail its JSONL into the sink."""
@@ -217,10 +236,8 @@ class RunExecution:
         for p in (metrics_path, stop_file, result_path):
             p.unlink(missing_ok=True)
         config_path.write_text(json.dumps({**self.run.config, "output_dir": str(self.dir)}))
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(self.run.num_gpus),
-               "--num_machines", "1", "--mixed_precision", self.run.config.get("mixed_precision", "no")]
-        cmd += ["--multi_gpu"] if _cuda_available() else ["--cpu"]
-        cmd += ["-m", "workers.train_child", "--config", str(config_path), "--metrics", str(metrics_path),
+        flags = self._launch_flags()
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", *flags, "-m", "workers.train_child", "--config", str(config_path), "--metrics", str(metrics_path),
                 "--stop-file", str(stop_file), "--result", str(result_path)]
         log.info("starting %s", " ".join(cmd))
         with open(self.log_path, "ab") as out:
