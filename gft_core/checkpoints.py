@@ -63,20 +63,23 @@ def prune_checkpoints(root: Path, keep: int) -> None:
 
 
 def write_checkpoint(path: Path, *, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, pending: Any,
-                     state: dict[str, Any], before_publish: Callable[[], None] | None = None) -> None:
+                     state: dict[str, Any], before_publish: Callable[[], None] | None = None,
+                     model_state: dict | None = None, optimizer_state: dict | None = None) -> None:
     """Write one checkpoint (main process only): to path.tmp, then renamed to path.
 
     `before_publish` runs just before the rename; if it raises, the unrenamed checkpoint is
-    removed and nothing is published (a fenced metric sink refusing a superseded attempt)."""
+    removed and nothing is published (a fenced metric sink refusing a superseded attempt).
+    Under FSDP the caller passes the gathered full states (`model_state`, `optimizer_state`): the
+    files are then the same as without FSDP."""
     import numpy as np
     import torch  # here, not at the top: the web reads checkpoint paths without loading torch
 
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp / "model")
+    model.save_pretrained(tmp / "model", **({"state_dict": model_state} if model_state is not None else {}))
     tokenizer.save_pretrained(tmp / "model")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(optimizer_state if optimizer_state is not None else optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(pending, tmp / "rollout.pt")
     torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),

@@ -116,18 +116,38 @@ def load_adapter_weights(peft_model: Any, adapter_dir: Path) -> None:
     set_peft_model_state_dict(peft_model, load_file(str(adapter_dir / ADAPTER_WEIGHTS)))
 
 
-def save_final_model(model: Any, tokenizer: Any, path: Path, *, peft: Any = None, merged: bool = True) -> None:
+def save_final_model(model: Any, tokenizer: Any, path: Path, *, peft: Any = None, merged: bool = True,
+                     state: dict | None = None) -> None:
     """The final model with its tokenizer: full weights, or for a LoRA run (`peft`) the adapters
-    merged into full weights or the adapter alone. Merging works on a copy: the policy stays as it is."""
+    merged into full weights or the adapter alone. Merging works on a copy: the policy stays as it is.
+    `state`: the gathered full state dict of an FSDP run (its modules hold only shards)."""
     import copy
 
-    if peft is None:
+    if state is not None and peft is not None and merged:
+        _unsharded_copy(peft, state).merge_and_unload().save_pretrained(path)
+    elif state is not None:
+        (peft or model).save_pretrained(path, state_dict=state)
+    elif peft is None:
         model.save_pretrained(path)
     elif merged:
         copy.deepcopy(peft).merge_and_unload().save_pretrained(path)
     else:
         peft.save_pretrained(path)
     tokenizer.save_pretrained(path)
+
+
+def _unsharded_copy(peft: Any, state: dict) -> Any:
+    """A CPU PeftModel like `peft` (whose modules hold FSDP shards) holding the gathered `state`:
+    its base loaded again from the base model's directory, the same adapter config."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    config = peft.peft_config["default"]
+    with _quiet():
+        base = AutoModelForCausalLM.from_pretrained(config.base_model_name_or_path, dtype=torch.float32)
+    copy = get_peft_model(base, config)
+    copy.load_state_dict(state, strict=False)  # the gathered state names every parameter
+    return copy
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from transformers import DynamicCache
@@ -80,8 +80,11 @@ def generate_samples(
     """
     if n < 1 or not prompt_ids:
         return [[] for _ in prompt_ids]
-    net = accelerator.unwrap_model(model) if accelerator is not None else model
-    device = next(net.parameters()).device
+    fsdp = accelerator is not None and is_fsdp(accelerator)
+    # Under FSDP the wrapper itself runs (its forward gathers the sharded parameters, unit by unit),
+    # and every rank takes the same number of decode steps: each one is a collective.
+    net = model if fsdp or accelerator is None else accelerator.unwrap_model(model)
+    device = accelerator.device if fsdp else next(net.parameters()).device
     stop_ids = eos_ids(net, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     if generator is None:
@@ -99,7 +102,8 @@ def generate_samples(
             with ctx:
                 responses = sample_tokens(net, input_ids, attention_mask, n=n, max_new_tokens=int(max_new_tokens),
                                           temperature=float(temperature), top_p=float(top_p), stop_ids=stop_ids,
-                                          pad_id=pad_id, generator=generator).tolist()
+                                          pad_id=pad_id, generator=generator,
+                                          all_done=_all_ranks_done(accelerator) if fsdp else None).tolist()
             for i in range(len(chunk)):
                 out.append([_to_sample(r, stop_ids, tokenizer) for r in responses[i * n:(i + 1) * n]])
     finally:
@@ -107,12 +111,29 @@ def generate_samples(
     return out
 
 
+def is_fsdp(accelerator: Any) -> bool:
+    """Whether accelerate runs the model under FSDP (launched with --use_fsdp)."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def _all_ranks_done(accelerator: Any) -> Callable[[torch.Tensor], bool]:
+    def all_done(done: torch.Tensor) -> bool:
+        left = (~done).sum().float().reshape(1)
+        return float(accelerator.reduce(left, reduction="sum")) == 0.0
+
+    return all_done
+
+
 @torch.no_grad()
 def sample_tokens(net: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, n: int, max_new_tokens: int,
                   temperature: float, top_p: float, stop_ids: Sequence[int], pad_id: int,
-                  generator: torch.Generator | None) -> torch.Tensor:
+                  generator: torch.Generator | None,
+                  all_done: Callable[[torch.Tensor], bool] | None = None) -> torch.Tensor:
     """(B * n, <= max_new_tokens) new tokens for left-padded prompts, rows i * n .. i * n + n - 1
-    sampled from prompt i; after its stop token a row is filled with pad_id."""
+    sampled from prompt i; after its stop token a row is filled with pad_id. `all_done(done)` says
+    when to stop early (default: every row of this process stopped; FSDP: of every process)."""
     prompt_kv = DynamicCache(config=net.config)
     pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(net.forward).parameters else {}
@@ -121,7 +142,7 @@ def sample_tokens(net: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     logits = logits.repeat_interleave(n, 0)
     B, P = logits.shape[0], attention_mask.shape[1]
     positions = pos[:, -1:].repeat_interleave(n, 0) + torch.arange(1, max_new_tokens + 1, device=pos.device)
-    if decode.supports(net, can_share_prefix(net)):
+    if all_done is None and decode.supports(net, can_share_prefix(net)):  # FSDP: the wrapper's own forward
         step = decode.SharedPromptDecoder(net, prompt_kv, attention_mask, positions).step
     else:  # the model's own forward, on a copy of the prompt cache per sample
         cache = prompt_kv
@@ -144,7 +165,7 @@ def sample_tokens(net: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         tok = _sample(logits, temperature, top_p, generator).masked_fill(done, pad_id)
         tokens.append(tok)
         done |= torch.isin(tok, stops)
-        if t == max_new_tokens - 1 or bool(done.all()):
+        if t == max_new_tokens - 1 or (all_done(done) if all_done is not None else bool(done.all())):
             break
         logits = step(tok, t)
     return torch.stack(tokens, 1) if tokens else input_ids.new_zeros(B, 0)

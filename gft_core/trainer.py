@@ -39,7 +39,7 @@ from gft_core.metrics import MetricSink, NullSink
 from gft_core.lora import AdaptersOff, load_adapter_weights, save_final_model
 from gft_core.policy import (PROMPT_FORMAT_FILE, derive_seed, encode_prompt, frozen_copy, load_policy, load_weights,
                              prepare_training, seed_everything)
-from gft_core.rollout import can_share_prefix, generate_samples
+from gft_core.rollout import can_share_prefix, generate_samples, is_fsdp
 from gft_core.step_stats import StepStats
 
 
@@ -449,17 +449,28 @@ class Trainer:
         if self.step == 0:
             return None
         path = self.checkpoint_root() / f"{CHECKPOINT_PREFIX}{self.step}"
+        model_state, optimizer_state = self._gathered_states()
         if acc.is_main_process:
             self._flush_sink()
             state = {"step": self.step, "epoch": self.epoch, "cursor": self.cursor, "rollout_index": self.rollout_index,
                      "total_steps": self.total_steps, "eval_history": self.eval_history, "config": self.cfg.to_dict()}
             write_checkpoint(path, model=self.peft or acc.unwrap_model(self.model), tokenizer=self.tokenizer, optimizer=self.optimizer,
-                             scheduler=self.scheduler, pending=self.pending, state=state, before_publish=self._flush_sink)
+                             scheduler=self.scheduler, pending=self.pending, state=state, before_publish=self._flush_sink,
+                             model_state=model_state, optimizer_state=optimizer_state)
             prune_checkpoints(self.checkpoint_root(), self.cfg.keep_checkpoints)
             self.sink.artifact("checkpoint", str(path), self.step)
         acc.wait_for_everyone()
         self.last_checkpoint = path
         return path
+
+    def _gathered_states(self) -> tuple[dict | None, dict | None]:
+        """Under FSDP (full state dicts): the whole model's and optimizer's states, gathered on the
+        main process (a collective: every rank calls it); (None, None) otherwise."""
+        if not is_fsdp(self.accelerator):
+            return None, None
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        return self.accelerator.get_state_dict(self.model), FSDP.optim_state_dict(self.model, self.optimizer)
 
     def _flush_sink(self) -> None:
         """Store the metrics logged so far before a checkpoint (or final model) exists: a resume
@@ -478,7 +489,12 @@ class Trainer:
         self.eval_history = [tuple(x) for x in state.get("eval_history", [])]
         if self.cfg.max_steps is None and state.get("total_steps"):
             self.total_steps = state["total_steps"]
-        self.optimizer.load_state_dict(checkpoint.optimizer)
+        optimizer_state = checkpoint.optimizer
+        if is_fsdp(self.accelerator):  # the full state, written as without FSDP: this rank's shard of it
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            optimizer_state = FSDP.optim_state_dict_to_load(self.model, self.optimizer, optimizer_state)
+        self.optimizer.load_state_dict(optimizer_state)
         self.scheduler.load_state_dict(checkpoint.scheduler)
         self.pending = checkpoint.pending
         self.last_checkpoint = path
@@ -488,10 +504,11 @@ class Trainer:
         acc = self.accelerator
         acc.wait_for_everyone()
         path = self.out / "final"
+        model_state, _ = self._gathered_states()
         if acc.is_main_process:
             self._flush_sink()
             save_final_model(acc.unwrap_model(self.model), self.tokenizer, path, peft=self.peft,
-                             merged=self.cfg.lora_export == "merged")
+                             merged=self.cfg.lora_export == "merged", state=model_state)
             # so an evaluation of the final model (gft_core eval) builds its prompts as training did
             (path / PROMPT_FORMAT_FILE).write_text(json.dumps(self.cfg.data.prompt_format.to_dict()))
             self.sink.artifact("final_model", str(path), self.step)
