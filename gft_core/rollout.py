@@ -78,9 +78,9 @@ def generate_samples(
     a batch holds batch_size // n prompts (at least 1). The model is put in eval mode for
     generation and restored to its previous mode.
     """
-    if n < 1 or not prompt_ids:
-        return [[] for _ in prompt_ids]
     fsdp = accelerator is not None and is_fsdp(accelerator)
+    if n < 1 or (not prompt_ids and not fsdp):  # under FSDP a rank without prompts still joins the others' steps
+        return [[] for _ in prompt_ids]
     # Under FSDP the wrapper itself runs (its forward gathers the sharded parameters, unit by unit),
     # and every rank takes the same number of decode steps: each one is a collective.
     net = model if fsdp or accelerator is None else accelerator.unwrap_model(model)
@@ -94,9 +94,13 @@ def generate_samples(
     net.eval()
     out: list[list[Sample]] = []
     per_batch = max(1, batch_size // n)
+    starts = list(range(0, len(prompt_ids), per_batch))
+    if fsdp:  # as many batches as the busiest rank: the extra ones sample a 1-token prompt, discarded
+        most = int(accelerator.gather(torch.tensor([len(starts)], device=device)).max())
+        starts += [-1] * (most - len(starts))
     try:
-        for start in range(0, len(prompt_ids), per_batch):
-            chunk = prompt_ids[start:start + per_batch]
+        for start in starts:
+            chunk = prompt_ids[start:start + per_batch] if start >= 0 else [[pad_id]]
             input_ids, attention_mask = left_pad(chunk, pad_id, device)
             ctx = accelerator.autocast() if accelerator is not None else contextlib.nullcontext()
             with ctx:
@@ -104,7 +108,7 @@ def generate_samples(
                                           temperature=float(temperature), top_p=float(top_p), stop_ids=stop_ids,
                                           pad_id=pad_id, generator=generator,
                                           all_done=_all_ranks_done(accelerator) if fsdp else None).tolist()
-            for i in range(len(chunk)):
+            for i in range(len(chunk) if start >= 0 else 0):
                 out.append([_to_sample(r, stop_ids, tokenizer) for r in responses[i * n:(i + 1) * n]])
     finally:
         net.train(was_training)

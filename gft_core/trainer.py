@@ -120,6 +120,10 @@ class Trainer:
             raise ConfigError("prompts_per_step", cfg.prompts_per_step,
                               f"with {world} processes, prompts_per_step and sequences_per_update / {world} "
                               "must divide evenly (micro_batch_size is per process)")
+        if cfg.eval_suite and is_fsdp(acc):
+            raise ConfigError("eval_suite", cfg.eval_suite.get("name", "suite"),
+                              "benchmark evaluation runs on the main process alone and cannot run a model sharded "
+                              "with FSDP: evaluate the final model instead (Evaluate on the run page)")
         # Each process takes 1/world of every optimizer step's sequences, in micro-batches.
         self.n_micro = cfg.update_size // world // cfg.micro_batch_size
         acc.gradient_accumulation_steps = self.n_micro
@@ -252,7 +256,9 @@ class Trainer:
         if self.suite_eval is not None and ((cfg.eval_interval and self.step % cfg.eval_interval == 0) or last):
             self.suite_eval.run(self.model, self.tokenizer, self.step, self.sink, self.accelerator)
         if self.kl_probe is not None and cfg.kl_interval and (self.step % cfg.kl_interval == 0 or last):
-            scalars["policy/kl_start"] = self.kl_probe.kl(self.accelerator.unwrap_model(self.model))
+            # under FSDP the wrapper runs (every rank calls this): its forward gathers the shards
+            net = self.model if is_fsdp(self.accelerator) else self.accelerator.unwrap_model(self.model)
+            scalars["policy/kl_start"] = self.kl_probe.kl(net)
 
     # ------------------------------------------------------------------ rollouts
 

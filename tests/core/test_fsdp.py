@@ -62,6 +62,25 @@ def test_fsdp_rollout_and_full_state_round_trip_on_cpu(gloo_group, tiny_model_di
                         generator=torch.Generator().manual_seed(0), all_done=_all_ranks_done(Reducer()))
     assert out.shape[0] == 4 and 1 <= out.shape[1] <= 6
 
+    # the trainer's call: generate_samples through accelerate's FSDP type, as many batches as the busiest rank
+    from accelerate.utils import DistributedType
+
+    from gft_core.rollout import generate_samples
+    from gft_core.tiny import build_tokenizer
+
+    class FsdpAccelerator(Reducer):
+        distributed_type, device, process_index, num_processes = DistributedType.FSDP, torch.device("cpu"), 0, 1
+
+        def gather(self, t):
+            return t
+
+        def autocast(self):
+            return torch.autocast("cpu", enabled=False)
+
+    samples = generate_samples(wrapped, build_tokenizer(), [[1, 5, 6], [1, 7], [1, 8, 9]], n=2, max_new_tokens=4,
+                               batch_size=4, accelerator=FsdpAccelerator())
+    assert [len(s) for s in samples] == [2, 2, 2]
+
     optimizer = torch.optim.AdamW([p for p in wrapped.parameters() if p.requires_grad], lr=1e-2)
     wrapped(input_ids=ids, attention_mask=mask).logits.float().pow(2).mean().backward()
     optimizer.step()
