@@ -34,7 +34,7 @@ BENCHMARKS = {
     "gpu": "MFU of a ~0.5B Qwen2-shaped model in bf16 and rollout tokens/s (CUDA only)",
     "dataread": "dataset reading: peak RSS and MB/s on large JSONL/Parquet and a 50 MB line vs old reader, pandas",
     "evaluation": "MATH-500 x k=4 on the tiny model: batched evaluate_benchmark vs a transformers generate loop",
-    "memory": "gft_core.memory's plan vs the measured peak RSS increase of real training steps (CPU)",
+    "memory": "gft_core.memory's plan vs the measured peak tensor memory of real training steps (CPU; GPU with CUDA)",
     "validate": "the worker's dataset validation (validate()): peak RSS and MB/s on a large JSONL/Parquet, a 50 MB line",
     "runtable": "run table page with 10,000 runs x 30 columns: server time + queries vs the Django admin changelist",
     "sweep_page": "sweep page of 500 runs drawn in Chromium (parcoords, scatters, table) vs the run table page",
