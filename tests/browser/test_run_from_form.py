@@ -250,7 +250,7 @@ def test_launch_form_model_notes_and_the_paper_recipe(live_server_url, chromium,
     page.press("#id_model", "Tab")
     page.wait_for_function("document.getElementById('trainable-note').textContent.includes('Trainable parameters')")
     assert "no chat template" in page.inner_text("#chat-template-note")
-    assert "Memory plan" in page.inner_text("#memory-note")
+    assert "Memory plan" in page.inner_text("#memory-note") and "strategy: one GPU" in page.inner_text("#memory-note")
     full = page.inner_text("#trainable-note")
     page.fill("#id_lora_rank", "4")
     page.wait_for_function(f"document.getElementById('trainable-note').textContent !== {full!r}")
