@@ -13,7 +13,7 @@ What it counts is tensor bytes (what the allocator hands out), in three parts:
   last-token logits).
 With FSDP (`MemoryPlan.sharded`) weights, gradients and moments are divided over the devices, and
 the gathered full parameters of the root unit and two decoder layers (the one running and the one
-prefetched), with their unsharded gradients, come on top. Not counted: the CUDA context, kernels'
+prefetched), with their unsharded gradients when every parameter trains, come on top. Not counted: the CUDA context, kernels'
 workspaces, the allocator's rounding and fragmentation (`need` adds OVERHEAD for those when a plan
 is held against a GPU's free memory).
 
@@ -35,7 +35,6 @@ GIB = 1024**3
 # of the planned tensors, plus the CUDA context and libraries' workspaces: an allowance, not measured.
 OVERHEAD = 0.10
 CONTEXT = 512 * 2**20
-STRATEGIES = ("single", "ddp", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -136,9 +135,11 @@ class MemoryPlan:
         if devices <= 1:
             return replace(self, strategy="single")
         root = shape.params - shape.layers * shape.layer_params
+        units = (root + 2 * shape.layer_params) * act_bytes
+        full = self.trainable >= shape.params  # full fine-tuning: the gathered units' gradients too, unsharded
         return replace(self, weights=-(-self.weights // devices), gradients=-(-self.gradients // devices),
                        optimizer=-(-self.optimizer // devices), devices=devices, strategy="fsdp",
-                       gathered=2 * (root + 2 * shape.layer_params) * act_bytes)
+                       gathered=units * (2 if full else 1))
 
     def lines(self) -> list[str]:
         """The plan as short lines for a form or a log."""

@@ -31,6 +31,9 @@ def test_sharded_estimate_divides_the_state_and_adds_the_gathered_layers(tiny_cf
     assert whole.peak > 110 * GIB and sharded.peak < 40 * GIB
     assert "each 1/4, FSDP" in sharded.lines()[0] and "strategy FSDP" in sharded.lines()[-1]
     assert whole.sharded(1, QWEN7B).strategy == "single"
+    lora = plan_memory(QWEN7B, tiny_cfg(max_prompt_len=512, max_response_len=1024, micro_batch_size=1,
+                                        mixed_precision="bf16", prompts_per_step=8, lora_rank=16), num_gpus=4)
+    assert lora.sharded(4, QWEN7B, 2).gathered == sharded.gathered // 2  # frozen: no unsharded gradients
 
 
 def test_strategy_follows_what_fits_one_gpu(tiny_cfg):
