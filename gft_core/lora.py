@@ -98,11 +98,16 @@ class AdaptersOff(torch.nn.Module):
     def __init__(self, peft_model: Any):
         super().__init__()
         object.__setattr__(self, "peft", peft_model)  # not a submodule: its weights are the policy's
+        object.__setattr__(self, "runner", None)
         self.config = peft_model.get_base_model().config
+
+    def run_through(self, wrapper: Any) -> None:
+        """Call `wrapper` (the FSDP-wrapped base: its forward gathers the shards) instead of the base."""
+        object.__setattr__(self, "runner", wrapper)
 
     def forward(self, *args, **kwargs):
         with torch.no_grad(), self.peft.disable_adapter():
-            return self.peft.get_base_model()(*args, **kwargs)
+            return (self.runner or self.peft.get_base_model())(*args, **kwargs)
 
     def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]:  # for dtype/device probes
         return self.peft.get_base_model().parameters(recurse)
@@ -120,7 +125,8 @@ def save_final_model(model: Any, tokenizer: Any, path: Path, *, peft: Any = None
                      state: dict | None = None) -> None:
     """The final model with its tokenizer: full weights, or for a LoRA run (`peft`) the adapters
     merged into full weights or the adapter alone. Merging works on a copy: the policy stays as it is.
-    `state`: the gathered full state dict of an FSDP run (its modules hold only shards)."""
+    `state`: the gathered full state dict of an FSDP run (its modules hold only shards), for a LoRA
+    run under the PeftModel's names (peft_state)."""
     import copy
 
     if state is not None and peft is not None and merged:
@@ -134,6 +140,11 @@ def save_final_model(model: Any, tokenizer: Any, path: Path, *, peft: Any = None
     else:
         peft.save_pretrained(path)
     tokenizer.save_pretrained(path)
+
+
+def peft_state(state: dict) -> dict:
+    """A state dict of the model PEFT injected adapters into, under the PeftModel's names."""
+    return {f"base_model.model.{k}": v for k, v in state.items()}
 
 
 def _unsharded_copy(peft: Any, state: dict) -> Any:

@@ -36,7 +36,7 @@ from gft_core.groups import Group, Response, group_advantages, off_policy_respon
 from gft_core.logprobs import TrainSeq, accepts_logits_to_keep, collate, pad_rows, response_logprobs
 from gft_core.losses import dcr_coefficients, dft_loss, gft_loss, grpo_loss, sft_loss
 from gft_core.metrics import MetricSink, NullSink
-from gft_core.lora import AdaptersOff, load_adapter_weights, save_final_model
+from gft_core.lora import AdaptersOff, load_adapter_weights, peft_state, save_final_model
 from gft_core.policy import (PROMPT_FORMAT_FILE, derive_seed, encode_prompt, frozen_copy, load_policy, load_weights,
                              prepare_training, seed_everything)
 from gft_core.rollout import can_share_prefix, generate_samples, is_fsdp
@@ -165,6 +165,8 @@ class Trainer:
             optimizer, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, self.total_steps))
         # The scheduler is not prepared: accelerate would step it once per process.
         self.model, self.optimizer = acc.prepare(model, optimizer)
+        if is_fsdp(acc) and isinstance(self.ref_model, AdaptersOff):  # the base's layers now hold shards
+            self.ref_model.run_through(self.model)
         self.step, self.epoch, self.cursor, self.rollout_index = 0, 0, 0, 0
         self.pending: RolloutBatch | None = None
         self.eval_history: list[tuple[int, float]] = []
@@ -476,7 +478,10 @@ class Trainer:
             return None, None
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-        return self.accelerator.get_state_dict(self.model), FSDP.optim_state_dict(self.model, self.optimizer)
+        state = self.accelerator.get_state_dict(self.model)  # the prepared model: the base, adapters injected
+        if self.peft is not None and state is not None:  # named as the PeftModel names them (its save filters)
+            state = peft_state(state)
+        return state, FSDP.optim_state_dict(self.model, self.optimizer)
 
     def _flush_sink(self) -> None:
         """Store the metrics logged so far before a checkpoint (or final model) exists: a resume

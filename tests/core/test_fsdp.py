@@ -96,6 +96,29 @@ def test_fsdp_rollout_and_full_state_round_trip_on_cpu(gloo_group, tiny_model_di
     assert all(s["step"].item() == 1 for s in optimizer.state.values())
 
 
+@pytest.mark.parametrize("merged", [True, False], ids=["merged", "adapter"])
+def test_final_lora_model_from_a_gathered_state_equals_the_usual_export(tiny_model_dir, tmp_path, merged):
+    """Under FSDP the final model and checkpoints are written from the gathered state dict (the
+    trainer's _gathered_states): a LoRA run's export from it is the same files as without FSDP."""
+    from safetensors.torch import load_file
+
+    from gft_core.lora import apply_lora, peft_state, save_final_model
+    from gft_core.policy import load_policy
+
+    model, tokenizer = load_policy(tiny_model_dir)
+    peft = apply_lora(model, rank=4, alpha=8, dropout=0.0, targets="auto")
+    with torch.no_grad():  # trained adapters: B is zero at the start
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.01)
+    save_final_model(model, tokenizer, tmp_path / "usual", peft=peft, merged=merged)
+    save_final_model(model, tokenizer, tmp_path / "gathered", peft=peft, merged=merged,
+                     state=peft_state(model.state_dict()))
+    name = "model.safetensors" if merged else "adapter_model.safetensors"
+    usual, gathered = load_file(tmp_path / "usual" / name), load_file(tmp_path / "gathered" / name)
+    assert sorted(usual) == sorted(gathered) and all(torch.equal(usual[k], gathered[k]) for k in usual)
+
+
 def _launch(cfg: dict, tmp_path: Path, tag: str) -> dict:
     """workers.train_child on two GPUs with the worker's FSDP flags; its result file."""
     config, result = tmp_path / f"{tag}.json", tmp_path / f"{tag}-result.json"
@@ -117,7 +140,8 @@ def test_fsdp_bf16_on_two_gpus_trains_checkpoints_and_resumes(tiny_cfg, tmp_path
     Face directory; a third step resumes from it (optimizer state re-sharded)."""
     from transformers import AutoModelForCausalLM
 
-    cfg = tiny_cfg(mixed_precision="bf16", max_steps=2, checkpoint_interval=1, kl_interval=0, eval_max_prompts=2,
+    cfg = tiny_cfg(mixed_precision="bf16", max_steps=2, checkpoint_interval=1, kl_interval=1, kl_probe_size=2,
+                   eval_max_prompts=3,  # 3 prompts on 2 ranks: uneven shards, the rollouts still in lockstep
                    lora_rank=lora_rank, lora_export="merged").to_dict()
     first = _launch(cfg, tmp_path, "first")
     assert first["status"] == "succeeded" and first["step"] == 2
