@@ -218,12 +218,12 @@ class RunExecution:
 
         from workers.devices import probe_devices
 
-        n = self.run.num_gpus
+        n, cuda = self.run.num_gpus, _cuda_available()
         free = [d["free_bytes"] for d in probe_devices()[:n]]
         flags, plan = launch_plan(GFTConfig.from_dict({**self.run.config, "output_dir": str(self.dir)}), num_gpus=n,
-                                  free_bytes=min(free) if len(free) == n else None, cuda=_cuda_available())
-        strategy = "fsdp" if "--use_fsdp" in flags else "ddp"
-        log.info("strategy %s on %s GPU(s)%s", strategy, n, f"; memory plan: {'; '.join(plan.lines())}" if plan else "")
+                                  free_bytes=min(free) if len(free) == n else None, cuda=cuda)
+        log.info("strategy %s on %s %s%s", "fsdp" if "--use_fsdp" in flags else "ddp", n,
+                 "GPU(s)" if cuda else "CPU processes", f"; memory plan: {'; '.join(plan.lines())}" if plan else "")
         return flags
 
     def _train_child(self) -> tuple[str, int]:

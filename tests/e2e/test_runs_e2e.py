@@ -132,7 +132,7 @@ def test_two_process_run_through_accelerate_launch_cancel_and_resume(celery_work
     assert run.status == "cancelled", (run.error, run.log_tail)
     assert loss_steps(pk) == list(range(1, run.step + 1))
     run_log = open(Artifact.objects.get(run=run, kind="log").path).read()
-    assert "accelerate" in run_log and "strategy ddp on 2 GPU(s); memory plan: weights" in run_log  # CPU: no FSDP
+    assert "accelerate" in run_log and "strategy ddp on 2 CPU processes; memory plan: weights" in run_log
     # System samples of the child process tree, through the same sink as the tailed metrics.
     rss = MetricPoint.objects.filter(run=run, key__name="system/rss_gb").values_list("step", "value")
     assert rss and all(0 <= step <= run.step and value > 0 for step, value in rss)
