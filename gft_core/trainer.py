@@ -158,15 +158,21 @@ class Trainer:
             load_adapter_weights(self.peft, checkpoint / "model") if self.peft else load_weights(model, checkpoint / "model")
         self._skip_prompt_logits = accepts_logits_to_keep(model)
         self._shared_prefix = can_share_prefix(model)
+        fsdp = is_fsdp(acc)
+        if fsdp:  # FSDP (version 1) replaces the parameters: the optimizer is built over the wrapped model's
+            model = acc.prepare(model)
         # fused: one kernel per step instead of a Python loop over the parameters (same update)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=tuple(cfg.adam_betas),
                                       weight_decay=cfg.weight_decay, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, self.total_steps))
         # The scheduler is not prepared: accelerate would step it once per process.
-        self.model, self.optimizer = acc.prepare(model, optimizer)
-        if is_fsdp(acc) and isinstance(self.ref_model, AdaptersOff):  # the base's layers now hold shards
-            self.ref_model.run_through(self.model)
+        if fsdp:
+            self.model, self.optimizer = model, acc.prepare(optimizer)
+            if isinstance(self.ref_model, AdaptersOff):  # the base's layers now hold shards
+                self.ref_model.run_through(self.model)
+        else:
+            self.model, self.optimizer = acc.prepare(model, optimizer)
         self.step, self.epoch, self.cursor, self.rollout_index = 0, 0, 0, 0
         self.pending: RolloutBatch | None = None
         self.eval_history: list[tuple[int, float]] = []
