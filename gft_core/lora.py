@@ -125,16 +125,12 @@ def save_final_model(model: Any, tokenizer: Any, path: Path, *, peft: Any = None
                      state: dict | None = None) -> None:
     """The final model with its tokenizer: full weights, or for a LoRA run (`peft`) the adapters
     merged into full weights or the adapter alone. Merging works on a copy: the policy stays as it is.
-    `state`: the gathered full state dict of an FSDP run (its modules hold only shards), for a LoRA
-    run under the PeftModel's names (peft_state)."""
+    `state`: the gathered full state dict of a full fine-tuning FSDP run (its modules hold only
+    shards; a LoRA run under FSDP passes `unsharded_copy` as `peft` instead)."""
     import copy
 
-    if state is not None and peft is not None and merged:
-        _unsharded_copy(peft, state).merge_and_unload().save_pretrained(path)
-    elif state is not None:
-        (peft or model).save_pretrained(path, state_dict=state)
-    elif peft is None:
-        model.save_pretrained(path)
+    if peft is None:
+        model.save_pretrained(path, **({"state_dict": state} if state is not None else {}))
     elif merged:
         copy.deepcopy(peft).merge_and_unload().save_pretrained(path)
     else:
@@ -147,18 +143,22 @@ def peft_state(state: dict) -> dict:
     return {f"base_model.model.{k}": v for k, v in state.items()}
 
 
-def _unsharded_copy(peft: Any, state: dict) -> Any:
-    """A CPU PeftModel like `peft` (whose modules hold FSDP shards) holding the gathered `state`:
-    its base loaded again from the base model's directory, the same adapter config."""
+def unsharded_copy(peft: Any, state: dict, into: Any = None) -> Any:
+    """A CPU PeftModel like `peft` (whose modules hold FSDP shards, and whose module names PEFT's
+    own save would not match) holding the gathered `state` (peft_state names): `into` when given
+    (a copy made before), else its base loaded again from the base model's directory."""
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    config = peft.peft_config["default"]
-    with _quiet():
-        base = AutoModelForCausalLM.from_pretrained(config.base_model_name_or_path, dtype=torch.float32)
-    copy = get_peft_model(base, config)
-    copy.load_state_dict(state, strict=False)  # the gathered state names every parameter
-    return copy
+    if into is None:
+        config = peft.peft_config["default"]
+        with _quiet():
+            base = AutoModelForCausalLM.from_pretrained(config.base_model_name_or_path, dtype=torch.float32)
+        into = get_peft_model(base, config)
+    result = into.load_state_dict(state, strict=False)
+    if result.missing_keys:  # every parameter is in a gathered state: a mismatch is a naming bug
+        raise RuntimeError(f"the gathered state misses {result.missing_keys[:3]}")
+    return into
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from gft_core.groups import Group, Response, group_advantages, off_policy_respon
 from gft_core.logprobs import TrainSeq, accepts_logits_to_keep, collate, pad_rows, response_logprobs
 from gft_core.losses import dcr_coefficients, dft_loss, gft_loss, grpo_loss, sft_loss
 from gft_core.metrics import MetricSink, NullSink
-from gft_core.lora import AdaptersOff, load_adapter_weights, peft_state, save_final_model
+from gft_core.lora import AdaptersOff, load_adapter_weights, peft_state, save_final_model, unsharded_copy
 from gft_core.policy import (PROMPT_FORMAT_FILE, derive_seed, encode_prompt, frozen_copy, load_policy, load_weights,
                              prepare_training, seed_everything)
 from gft_core.rollout import can_share_prefix, generate_samples, is_fsdp
@@ -144,6 +144,7 @@ class Trainer:
         model, self.tokenizer = load_policy(cfg.model_path)
         self.pad_id = self.tokenizer.pad_token_id
         self.peft = prepare_training(model, cfg)  # LoRA: the PeftModel wrapper, else None
+        self._lora_copy = None  # LoRA under FSDP: the CPU PeftModel its gathered states are saved through
         self.ref_model = None
         if self.method.uses_old_logprobs and cfg.kl_coef > 0:  # GRPO's KL term needs the reference model
             self.ref_model = AdaptersOff(self.peft) if self.peft else frozen_copy(model, acc.device)
@@ -468,7 +469,8 @@ class Trainer:
             self._flush_sink()
             state = {"step": self.step, "epoch": self.epoch, "cursor": self.cursor, "rollout_index": self.rollout_index,
                      "total_steps": self.total_steps, "eval_history": self.eval_history, "config": self.cfg.to_dict()}
-            write_checkpoint(path, model=self.peft or acc.unwrap_model(self.model), tokenizer=self.tokenizer, optimizer=self.optimizer,
+            model, model_state = self._to_save(model_state)
+            write_checkpoint(path, model=model, tokenizer=self.tokenizer, optimizer=self.optimizer,
                              scheduler=self.scheduler, pending=self.pending, state=state, before_publish=self._flush_sink,
                              model_state=model_state, optimizer_state=optimizer_state)
             prune_checkpoints(self.checkpoint_root(), self.cfg.keep_checkpoints)
@@ -488,6 +490,16 @@ class Trainer:
         if self.peft is not None and state is not None:  # named as the PeftModel names them (its save filters)
             state = peft_state(state)
         return state, FSDP.optim_state_dict(self.model, self.optimizer)
+
+    def _to_save(self, model_state: dict | None) -> tuple[Any, dict | None]:
+        """(the model to save, the state dict to save it with): the PeftModel or the model itself;
+        under FSDP the gathered state, which for LoRA goes into a CPU copy of the PeftModel (PEFT's
+        save picks the adapters by module names, which FSDP's wrappers change)."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if model_state is None or self.peft is None:
+            return self.peft or unwrapped, model_state
+        self._lora_copy = unsharded_copy(self.peft, model_state, self._lora_copy)
+        return self._lora_copy, None
 
     def _flush_sink(self) -> None:
         """Store the metrics logged so far before a checkpoint (or final model) exists: a resume
@@ -524,7 +536,8 @@ class Trainer:
         model_state, _ = self._gathered_states()
         if acc.is_main_process:
             self._flush_sink()
-            save_final_model(acc.unwrap_model(self.model), self.tokenizer, path, peft=self.peft,
+            model, model_state = self._to_save(model_state)
+            save_final_model(acc.unwrap_model(self.model), self.tokenizer, path, peft=model if self.peft is not None else None,
                              merged=self.cfg.lora_export == "merged", state=model_state)
             # so an evaluation of the final model (gft_core eval) builds its prompts as training did
             (path / PROMPT_FORMAT_FILE).write_text(json.dumps(self.cfg.data.prompt_format.to_dict()))

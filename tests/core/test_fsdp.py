@@ -97,12 +97,13 @@ def test_fsdp_rollout_and_full_state_round_trip_on_cpu(gloo_group, tiny_model_di
 
 
 @pytest.mark.parametrize("merged", [True, False], ids=["merged", "adapter"])
-def test_final_lora_model_from_a_gathered_state_equals_the_usual_export(tiny_model_dir, tmp_path, merged):
-    """Under FSDP the final model and checkpoints are written from the gathered state dict (the
-    trainer's _gathered_states): a LoRA run's export from it is the same files as without FSDP."""
+def test_lora_saved_from_a_gathered_state_equals_the_usual_export(tiny_model_dir, tmp_path, merged):
+    """Under FSDP a LoRA run's checkpoints and final model are saved through a CPU copy of the
+    PeftModel holding the gathered state (PEFT's own save picks adapters by module names, which
+    FSDP's wrappers change): the files equal those of the run's usual save."""
     from safetensors.torch import load_file
 
-    from gft_core.lora import apply_lora, peft_state, save_final_model
+    from gft_core.lora import apply_lora, peft_state, save_final_model, unsharded_copy
     from gft_core.policy import load_policy
 
     model, tokenizer = load_policy(tiny_model_dir)
@@ -112,11 +113,12 @@ def test_final_lora_model_from_a_gathered_state_equals_the_usual_export(tiny_mod
             if "lora_B" in name:
                 p.add_(0.01)
     save_final_model(model, tokenizer, tmp_path / "usual", peft=peft, merged=merged)
-    save_final_model(model, tokenizer, tmp_path / "gathered", peft=peft, merged=merged,
-                     state=peft_state(model.state_dict()))
+    copy = unsharded_copy(peft, peft_state(model.state_dict()))  # the state as FSDP gathers it: the base's names
+    assert unsharded_copy(peft, peft_state(model.state_dict()), into=copy) is copy  # later checkpoints reuse it
+    save_final_model(None, tokenizer, tmp_path / "gathered", peft=copy, merged=merged)
     name = "model.safetensors" if merged else "adapter_model.safetensors"
     usual, gathered = load_file(tmp_path / "usual" / name), load_file(tmp_path / "gathered" / name)
-    assert sorted(usual) == sorted(gathered) and all(torch.equal(usual[k], gathered[k]) for k in usual)
+    assert usual and sorted(usual) == sorted(gathered) and all(torch.equal(usual[k], gathered[k]) for k in usual)
 
 
 def _launch(cfg: dict, tmp_path: Path, tag: str) -> dict:
