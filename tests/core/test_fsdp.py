@@ -1,6 +1,7 @@
-"""FSDP: the mechanisms the trainer relies on, on CPU (torch's FSDP on gloo, one process), and real
-FSDP training through `accelerate launch` with the flags the worker builds (two CUDA GPUs, bf16;
-skipped without them)."""
+"""FSDP: the mechanisms the trainer relies on, on CPU (torch's FSDP on gloo, one process); the
+trainer on two CPU ranks under FSDP, with the environment accelerate derives from the worker's
+flags (tests/core/fsdp_cpu_child.py); and real FSDP training through `accelerate launch` with
+those flags on two CUDA GPUs in bf16 (skipped without them)."""
 from __future__ import annotations
 
 import functools
@@ -119,6 +120,71 @@ def test_lora_saved_from_a_gathered_state_equals_the_usual_export(tiny_model_dir
     name = "model.safetensors" if merged else "adapter_model.safetensors"
     usual, gathered = load_file(tmp_path / "usual" / name), load_file(tmp_path / "gathered" / name)
     assert usual and sorted(usual) == sorted(gathered) and all(torch.equal(usual[k], gathered[k]) for k in usual)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cpu_fsdp(cfg: dict, tmp_path: Path, tag: str) -> dict:
+    """Two CPU ranks of workers.train_child under FSDP: the environment `accelerate launch` makes
+    of the worker's FSDP flags (its own parser and prepare_multi_gpu_env), started by torchrun."""
+    import os
+
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    config, result = tmp_path / f"{tag}.json", tmp_path / f"{tag}-result.json"
+    config.write_text(json.dumps(cfg))
+    flags = accelerate_flags(num_gpus=2, mixed_precision="no", strategy="fsdp", cuda=True,
+                             layer_class=decoder_layer_class(cfg["model_path"]))
+    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(flags + ["x.py"]))
+    env = {k: v for k, v in prepare_multi_gpu_env(args).items() if k.startswith(("ACCELERATE_", "FSDP_"))}
+    env["FSDP_SYNC_MODULE_STATES"] = "false"  # every rank loaded the same weights; the sync needs a GPU device
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           str(root / "tests" / "core" / "fsdp_cpu_child.py"), "--config", str(config), "--metrics",
+           str(tmp_path / f"{tag}.jsonl"), "--stop-file", str(tmp_path / "STOP"), "--result", str(result)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=root,
+                          env={**os.environ, **env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(result.read_text())
+
+
+def _steps(path: Path) -> list[dict]:
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r["type"] == "step"]
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4], ids=["full", "lora"])
+def test_trainer_under_fsdp_on_two_cpu_ranks(tiny_cfg, tmp_path, lora_rank):
+    """Rollouts, the loss, the KL probe and evaluation with every parameter sharded over two
+    ranks; checkpoints of the gathered states in the usual format; the final model; a resume."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    cfg = tiny_cfg(max_steps=2, checkpoint_interval=1, kl_interval=1, kl_probe_size=2, eval_max_prompts=3,
+                   max_response_len=48, lora_rank=lora_rank, lora_export="merged").to_dict()
+    first = _cpu_fsdp(cfg, tmp_path, "first")
+    assert first["status"] == "succeeded" and first["step"] == 2
+    steps = _steps(tmp_path / "first.jsonl")
+    assert [r["step"] for r in steps] == [1, 2] and all(r["scalars"]["grad_norm"] > 0 for r in steps), steps
+    assert all("policy/kl_start" in r["scalars"] for r in steps) and "eval/accuracy" in steps[-1]["scalars"]
+    model_dir = Path(cfg["output_dir"]) / "checkpoints" / "step-2" / "model"
+    start = AutoModelForCausalLM.from_pretrained(cfg["model_path"])
+    if lora_rank:  # the adapters alone, trained (B starts at zero)
+        adapter = load_file(model_dir / "adapter_model.safetensors")
+        assert adapter and any(v.abs().max() > 0 for k, v in adapter.items() if "lora_B" in k)
+    else:  # the whole model, gathered from both ranks' shards
+        trained = AutoModelForCausalLM.from_pretrained(model_dir)
+        assert sum(p.numel() for p in trained.parameters()) == sum(p.numel() for p in start.parameters())
+        assert not torch.equal(trained.model.layers[0].mlp.up_proj.weight, start.model.layers[0].mlp.up_proj.weight)
+    final = AutoModelForCausalLM.from_pretrained(first["final_dir"])  # LoRA: merged
+    assert not torch.equal(final.model.layers[0].self_attn.q_proj.weight, start.model.layers[0].self_attn.q_proj.weight)
+    if not lora_rank:
+        second = _cpu_fsdp({**cfg, "max_steps": 3}, tmp_path, "second")
+        assert second["step"] == 3 and [r["step"] for r in _steps(tmp_path / "second.jsonl")] == [3]
 
 
 def _launch(cfg: dict, tmp_path: Path, tag: str) -> dict:
