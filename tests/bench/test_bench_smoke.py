@@ -94,3 +94,9 @@ def test_validate_memory():
     out = run_bench("validate")
     assert "Dataset validation (webapp.datasets.validation.validate)" in out
     assert "valid, 4,000 of 4,000 rows valid" in out and "line 3: longer than 16 MiB" in out
+
+
+def test_memory_plan_vs_measured():
+    out = run_bench("memory")
+    assert "memory plan vs measured peak tensor memory" in out and "activation checkpointing, same" in out
+    assert "no CUDA" in out or "MiB (" in out  # the GPU column: measured with CUDA, said so without
