@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
+from tests.eval_support import benchmark, suite  # noqa: F401
 from tests.runs_support import launch_inputs, make_dataset, reward_config, tiny_assets, toy_dataset  # noqa: F401
 from gft_core.config import config_diff
 from webapp.accounts.models import Membership
@@ -372,7 +373,7 @@ def test_model_info_trainable_count_and_chat_template(auth_client, launch_inputs
 
 
 def test_a_launch_that_fits_no_gpu_worker_is_refused_with_the_numbers(auth_client, api_client, launch_inputs, settings,
-                                                                        team):
+                                                                        team, suite):
     """Workers publish their GPUs' free memory (workers/devices.py); a run whose memory plan fits
     none of the queue's GPU workers is a 400 naming memory_plan, with the numbers; a worker with
     room, or a CPU worker on the queue, lets it through. The report is written here as a worker
@@ -431,6 +432,9 @@ def test_a_launch_that_fits_no_gpu_worker_is_refused_with_the_numbers(auth_clien
                       **{name: getattr(gcfg, name) for name in PLAN_FIELDS}}
         report2((whole.need + sharded.need) // 2)
         assert api_client.post("/api/runs/", two, format="json").status_code == 201
+        # Benchmark evaluation during training runs the whole model on one process: not under FSDP.
+        resp = api_client.post("/api/runs/", {**two, "eval_suite": suite.pk}, format="json")
+        assert resp.status_code == 400 and "FSDP" in resp.json()["eval_suite"][0], resp.json()
         form_cfg = GFTConfig(**{name: getattr(gcfg, name) for name in PLAN_FIELDS})  # the form's other fields: defaults
         form_whole = plan_memory(shape, form_cfg, num_gpus=2)
         report2((form_whole.need + form_whole.sharded(2, shape, 2).need) // 2)

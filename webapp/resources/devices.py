@@ -35,20 +35,14 @@ def worker_reports() -> list[dict[str, Any]]:
     return out
 
 
-def fit_problem(plan: Any, num_gpus: int, queue: str, reports: list[dict[str, Any]],
-                sharded: Any = None) -> str | None:
-    """Why a run with memory plan `plan` (gft_core.memory.MemoryPlan: `need` bytes on each of
-    `num_gpus` GPUs), or its FSDP plan `sharded` (each GPU a 1/num_gpus share), fits no worker of
-    `queue`, with the numbers; None when one fits, or when the queue has a worker without GPUs (it
-    trains on its CPU) or no worker has reported (nothing is known)."""
-    return fit(plan, num_gpus, queue, reports, sharded)[1]
-
-
 def fit(plan: Any, num_gpus: int, queue: str, reports: list[dict[str, Any]],
         sharded: Any = None) -> tuple[str | None, str | None]:
-    """(strategy, problem): the strategy a fitting worker of `queue` would run ("single" on one GPU,
-    "ddp" when the whole model fits each GPU, "fsdp" when only the sharded plan does; None when
-    nothing is known) and why none fits (see fit_problem)."""
+    """(strategy, problem) of a run with memory plan `plan` (gft_core.memory.MemoryPlan: `need` bytes
+    on each of `num_gpus` GPUs) or its FSDP plan `sharded` (each GPU a 1/num_gpus share): the
+    strategy a fitting worker of `queue` would run ("single" on one GPU, "ddp" when the whole model
+    fits each GPU, "fsdp" when only the sharded plan does; None when nothing is known), and why no
+    worker fits, with the numbers. No problem when the queue has a worker without GPUs (it trains
+    on its CPU) or no worker has reported."""
     on_queue = [r for r in reports if queue in (r.get("queues") or [])]
     if not on_queue or any(not r["devices"] for r in on_queue):
         return None, None

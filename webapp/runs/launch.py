@@ -174,9 +174,8 @@ def build_config(team, data: dict[str, Any]) -> LaunchPlan:
     if recipe is not None:
         cfg["data"].update({k[5:]: v for k, v in recipe.settings.items() if k.startswith("data.")})
     gcfg = _validate(cfg, base, errors)
-    problem = memory_problem(gcfg, num_gpus, merged["queue"])
-    if problem:
-        raise LaunchError.one("memory_plan", problem)
+    if problem := memory_problem(gcfg, num_gpus, merged["queue"]):
+        raise LaunchError.one(*problem)
     fields = {"name": name or f"{gcfg.method} on {dataset}", "method": gcfg.method,
               "dataset": dataset, "reward_config": reward, "eval_suite": suite, "queue": merged["queue"], "num_gpus": num_gpus,
               "init_from_run": source, "init_from_step": source_step, "recipe": recipe.name if recipe else "",
@@ -185,20 +184,29 @@ def build_config(team, data: dict[str, Any]) -> LaunchPlan:
     return LaunchPlan(gcfg.to_dict(), fields)
 
 
-def memory_problem(gcfg: GFTConfig, num_gpus: int, queue: str) -> str | None:
-    """Why the run's memory plan (gft_core.memory from the model's config.json), whole on each GPU
-    or sharded with FSDP over its num_gpus, fits no GPU worker of `queue` as the workers report
-    their free memory (webapp.resources.devices), or None."""
+def memory_problem(gcfg: GFTConfig, num_gpus: int, queue: str) -> tuple[str, str] | None:
+    """(field, why) when the run's memory plan (gft_core.memory from the model's config.json), whole
+    on each GPU or sharded with FSDP over its num_gpus, fits no GPU worker of `queue` as the workers
+    report their free memory (webapp.resources.devices): `memory_plan`; or when it fits only with
+    FSDP and asks for benchmark evaluation during training, which needs the whole model on one
+    process: `eval_suite`. None when it can run."""
     from gft_core.memory import Shape, activation_bytes, plan_memory
-    from webapp.resources.devices import fit_problem, worker_reports
+    from webapp.resources.devices import fit, worker_reports
 
     try:
         shape = Shape.from_dir(gcfg.model_path)
     except (OSError, ValueError, KeyError, TypeError):  # e.g. a LoRA adapter directory: not planned
         return None
     plan = plan_memory(shape, gcfg, num_gpus=num_gpus)
-    return fit_problem(plan, num_gpus, queue, worker_reports(),
-                       sharded=plan.sharded(num_gpus, shape, activation_bytes(gcfg)))
+    strategy, problem = fit(plan, num_gpus, queue, worker_reports(),
+                            sharded=plan.sharded(num_gpus, shape, activation_bytes(gcfg)))
+    if problem:
+        return "memory_plan", problem
+    if strategy == "fsdp" and gcfg.eval_suite:
+        return "eval_suite", ("This run fits its GPUs only sharded with FSDP, and benchmark evaluation during "
+                              "training needs the whole model on one process: leave the suite out and evaluate "
+                              "the final model (Evaluate on the run page), or use GPUs that hold the whole model.")
+    return None
 
 
 def _recipe(value: Any, err):
