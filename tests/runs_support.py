@@ -5,6 +5,7 @@ Import the fixtures into a test module (or conftest) by name.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -85,6 +86,17 @@ def reward_config(team):
     from webapp.rewards.models import RewardConfig
 
     return RewardConfig.objects.create(team=team, name="math", spec={"name": "math_verify", "params": {}})
+
+
+def stream_steps(pk: int) -> list[int]:
+    """Steps of the run's live stream entries, in order, leaving out the worker's system samples
+    (entries of their own, workers/system.py)."""
+    from gft_core.metric_names import SYSTEM_PREFIX
+    from webapp.runs import live
+
+    entries = [json.loads(f[b"data"]) for _, f in live.client().xrange(live.stream_key(pk)) if b"data" in f]
+    return [e["step"] for e in entries
+            if not (e.get("scalars") and all(k.startswith(SYSTEM_PREFIX) for k in e["scalars"]))]
 
 
 @pytest.fixture

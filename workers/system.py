@@ -147,8 +147,9 @@ class SystemSampler:
             with nvml_handles() as handles:
                 gpus = [h for _, h in handles[:self.num_gpus]]
                 psutil.cpu_percent(interval=None)  # the first reading only starts the measurement
-                # Until the first sample (the sink starts after the model loads), look often.
-                while not self._stop.wait(self.interval if self._last_step is not None else min(self.interval, 0.5)):
+                # Until the first sample, look often: the sink starts after the model loads, and a
+                # short run must still get its sample at the start step before it ends.
+                while not self._stop.wait(self.interval if self._last_step is not None else min(self.interval, 0.02)):
                     if not self.sample_once(gpus):
                         return
         except Exception:  # noqa: BLE001 - system metrics are advice: training goes on without them

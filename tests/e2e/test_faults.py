@@ -23,7 +23,7 @@ import pytest
 from django.db import connection
 
 from tests.conftest import Proc, purge_queues, subprocess_env
-from tests.runs_support import wait_for
+from tests.runs_support import stream_steps, wait_for
 from webapp.runs import live
 from webapp.runs.models import Artifact, MetricKey, MetricPoint, Run, RunEvent
 from workers.sink import AttemptSuperseded, PostgresRedisSink
@@ -79,12 +79,6 @@ def wait_end(pk: int, worker: Proc, statuses=("succeeded", "failed", "cancelled"
 def loss_steps(pk: int) -> list[int]:
     key = MetricKey.objects.get(name="loss")
     return list(MetricPoint.objects.filter(run_id=pk, key_id=key.pk).order_by("step").values_list("step", flat=True))
-
-
-def stream_steps(pk: int) -> list[int]:
-    """Steps of the trainer's entries (the worker's system samples are entries of their own)."""
-    entries = [json.loads(f[b"data"]) for _, f in live.client().xrange(live.stream_key(pk)) if b"data" in f]
-    return [e["step"] for e in entries if "loss" in e["scalars"]]
 
 
 def assert_every_step_once(run: Run, total: int) -> None:

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from gft_core.metric_names import system_metric_names
 from tests.conftest import start_worker
-from tests.runs_support import wait_for
+from tests.runs_support import stream_steps, wait_for
 from webapp.runs import live
 from webapp.runs.models import Artifact, MetricKey, MetricPoint, Run
 from webapp.runs.housekeeping import fail_stale_runs
@@ -42,12 +42,6 @@ def wait_status(pk: int, statuses: tuple[str, ...], worker, timeout: float = 240
 def loss_steps(pk: int) -> list[int]:
     key = MetricKey.objects.get(name="loss")
     return list(MetricPoint.objects.filter(run_id=pk, key_id=key.pk).order_by("step").values_list("step", flat=True))
-
-
-def stream_steps(pk: int) -> list[int]:
-    """Steps of the trainer's entries (the worker's system samples are entries of their own)."""
-    entries = [json.loads(f[b"data"]) for _, f in live.client().xrange(live.stream_key(pk)) if b"data" in f]
-    return [e["step"] for e in entries if "loss" in e["scalars"]]
 
 
 def test_form_run_trains_metrics_reach_postgres_and_redis(celery_worker, auth_client, launch_inputs):
