@@ -186,8 +186,11 @@ def test_status_follows_the_run_everywhere(live_server_url, chromium, team, user
     table.wait_for_selector("#live-note.live-sse", timeout=20_000)
     row = f"tr[data-run='{run.pk}']"
     # It starts, and trains four steps through the real sink with nearly every token rectified.
-    transition(run.pk, Run.Status.RUNNING, worker="w")
+    assert page.locator(".run-head .device").is_hidden()  # not started: no device yet
+    transition(run.pk, Run.Status.RUNNING, worker="w", event_data={"device": "CPU: Test CPU, 2 cores"})
     page.wait_for_selector(queued_note, state="detached", timeout=20_000)
+    page.wait_for_selector(".run-head .device:not([hidden])", timeout=20_000)  # named by the start event
+    assert page.inner_text(".run-head .device") == "on CPU: Test CPU, 2 cores"
     assert page.locator(".run-head .cancel-run").is_visible()
     sink = sink_for(run, 0, 4)
     try:

@@ -54,7 +54,7 @@ def transition(run: Run | int, to: str, *, message: str = "", event_data: dict |
         kind = "resume" if current in (RunStatus.FAILED, RunStatus.CANCELLED) and to == RunStatus.QUEUED else "status"
         RunEvent.objects.create(run=locked, kind=kind, from_status=current, to_status=to, message=message,
                                 data=event_data or {})
-        transaction.on_commit(lambda: _announce(locked.pk, to, locked.step, message))
+        transaction.on_commit(lambda: _announce(locked.pk, to, locked.step, message, event_data))
         transaction.on_commit(lambda: _signal(locked.pk, to, current, message))
     if not isinstance(run, int):
         run.refresh_from_db()
@@ -87,11 +87,14 @@ def _signal(run_id: int, status: str, previous: str, message: str) -> None:
             log.error("run %s -> %s: receiver %s failed: %r", run_id, status, receiver, result)
 
 
-def _announce(run_id: int, status: str, step: int, message: str) -> None:
+def _announce(run_id: int, status: str, step: int, message: str, data: dict | None = None) -> None:
+    """The status event on the run's stream; a start names its device (the run page's header)."""
     from . import live
 
+    device = (data or {}).get("device")
     try:
-        live.publish_event(run_id, {"status": status, "step": step, "message": message})
+        live.publish_event(run_id, {"status": status, "step": step, "message": message,
+                                    **({"device": device} if device else {})})
     except Exception as exc:  # live viewers fall back to polling; the database is the truth
         log.warning("could not publish status of run %s to Redis: %s", run_id, exc)
 

@@ -35,6 +35,8 @@ export function showState(runId, state) {
     const error = el.querySelector(".run-error");
     if (error && state.error !== undefined) { error.textContent = state.error; error.hidden = !state.error; }
     if (state.step !== undefined) showProgress(el, state.step, state.total_steps, state.eta_s, state.status);
+    const device = el.querySelector(".device");
+    if (device && state.device) { device.querySelector("b").textContent = state.device; device.hidden = false; }
   }
   if (state.status && state.status !== "queued") dropQueuedMessage(runId);
 }
@@ -128,12 +130,12 @@ export function onEntry(runId, entry) {
   }
 }
 
-// A lifecycle event from the stream {status, step, message}; other events on the stream (alerts,
-// evaluations) carry no status and change nothing here. At the end, the final step, total and
-// error are read from the server.
+// A lifecycle event from the stream {status, step, message, device (a start)}; other events on the
+// stream (alerts, evaluations) carry no status and change nothing here. At the end, the final step,
+// total and error are read from the server.
 export function onStatus(runId, event) {
   if (!event.status) return;
-  showState(runId, { status: event.status, step: event.step,
+  showState(runId, { status: event.status, step: event.step, device: event.device,
     total_steps: Number((els(runId)[0] || { dataset: {} }).dataset.total || 0), eta_s: null });
   if (isTerminal(event.status)) refreshState(runId, true);
 }
