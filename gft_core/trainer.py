@@ -464,7 +464,7 @@ class Trainer:
         if self.step == 0:
             return None
         path = self.checkpoint_root() / f"{CHECKPOINT_PREFIX}{self.step}"
-        model_state, optimizer_state = self._gathered_states()
+        model_state, optimizer_state = self._gathered_states(optimizer=True)
         if acc.is_main_process:
             self._flush_sink()
             state = {"step": self.step, "epoch": self.epoch, "cursor": self.cursor, "rollout_index": self.rollout_index,
@@ -479,9 +479,10 @@ class Trainer:
         self.last_checkpoint = path
         return path
 
-    def _gathered_states(self) -> tuple[dict | None, dict | None]:
-        """Under FSDP (full state dicts): the whole model's and optimizer's states, gathered on the
-        main process (a collective: every rank calls it); (None, None) otherwise."""
+    def _gathered_states(self, optimizer: bool = False) -> tuple[dict | None, dict | None]:
+        """Under FSDP (full state dicts): the whole model's state and, with `optimizer` (a
+        checkpoint; the final model has none), the optimizer's, gathered on the main process (a
+        collective: every rank calls it); (None, None) otherwise."""
         if not is_fsdp(self.accelerator):
             return None, None
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
@@ -489,7 +490,7 @@ class Trainer:
         state = self.accelerator.get_state_dict(self.model)  # the prepared model: the base, adapters injected
         if self.peft is not None and state is not None:  # named as the PeftModel names them (its save filters)
             state = peft_state(state)
-        return state, FSDP.optim_state_dict(self.model, self.optimizer)
+        return state, FSDP.optim_state_dict(self.model, self.optimizer) if optimizer else None
 
     def _to_save(self, model_state: dict | None) -> tuple[Any, dict | None]:
         """(the model to save, the state dict to save it with): the PeftModel or the model itself;
