@@ -557,6 +557,11 @@ class PostgresRedisSink:
     def superseded(self) -> bool:
         return self._superseded is not None
 
+    @property
+    def total_steps(self) -> int | None:
+        """The run's total steps, as the trainer gave them to start()."""
+        return self._total
+
     def _raise_if_superseded(self) -> None:
         if self._superseded is not None:
             raise AttemptSuperseded(str(self._superseded))

@@ -138,7 +138,7 @@ class RunExecution:
         self.log_path = run.log_path
         # The alert rules, and a sweep trial's pruner, see each batch of steps as it is stored; each
         # stored training step becomes a line of the run's log (workers/steplog.py).
-        step_log = StepLog(logging.getLogger(f"gft.run.{run.pk}"), lambda: self.sink._total)
+        step_log = StepLog(logging.getLogger(f"gft.run.{run.pk}"), lambda: self.sink.total_steps)
         self.sink = PostgresRedisSink(run.pk, attempt=run.attempt, observers=[*run_observers(run.pk), step_log])
         self._stop = threading.Event()
         self._superseded = threading.Event()  # set by the heartbeat when its update is refused
@@ -199,12 +199,16 @@ class RunExecution:
             return RunStatus.SUCCEEDED
         return REQUEUED if self._stopped_for == "preempt" else RunStatus.CANCELLED
 
+    def _config(self) -> dict:
+        """The run's trainer config, writing into this run's directory."""
+        return {**self.run.config, "output_dir": str(self.dir)}
+
     def _train_in_process(self) -> tuple[str, int]:
         from gft_core.config import GFTConfig
         from gft_core.memory import Shape, plan_memory
         from gft_core.trainer import Trainer
 
-        cfg = GFTConfig.from_dict({**self.run.config, "output_dir": str(self.dir)})
+        cfg = GFTConfig.from_dict(self._config())
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # an adapter dir: not planned
             log.info("strategy single; memory plan: %s", "; ".join(plan_memory(Shape.from_dir(cfg.model_path), cfg).lines()))
         result = Trainer(cfg, sink=self.sink, stop_hook=self._should_stop, resume=True).train()
@@ -220,7 +224,7 @@ class RunExecution:
 
         n, cuda = self.run.num_gpus, _cuda_available()
         free = [d["free_bytes"] for d in probe_devices()[:n]]
-        flags, plan = launch_plan(GFTConfig.from_dict({**self.run.config, "output_dir": str(self.dir)}), num_gpus=n,
+        flags, plan = launch_plan(GFTConfig.from_dict(self._config()), num_gpus=n,
                                   free_bytes=min(free) if len(free) == n else None, cuda=cuda)
         log.info("strategy %s on %s %s%s", "fsdp" if "--use_fsdp" in flags else "ddp", n,
                  "GPU(s)" if cuda else "CPU processes", f"; memory plan: {'; '.join(plan.lines())}" if plan else "")
@@ -235,10 +239,11 @@ class RunExecution:
         result_path = self.dir / f"result-attempt{attempt}.json"
         for p in (metrics_path, stop_file, result_path):
             p.unlink(missing_ok=True)
-        config_path.write_text(json.dumps({**self.run.config, "output_dir": str(self.dir)}))
+        config_path.write_text(json.dumps(self._config()))
         flags = self._launch_flags()
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", *flags, "-m", "workers.train_child", "--config", str(config_path), "--metrics", str(metrics_path),
-                "--stop-file", str(stop_file), "--result", str(result_path)]
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", *flags, "-m", "workers.train_child",
+               "--config", str(config_path), "--metrics", str(metrics_path), "--stop-file", str(stop_file),
+               "--result", str(result_path)]
         log.info("starting %s", " ".join(cmd))
         with open(self.log_path, "ab") as out:
             child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
