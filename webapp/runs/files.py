@@ -39,6 +39,12 @@ def disk_size(path: str | Path) -> int:
     return 0
 
 
+def _servable(root: Path, artifact: Artifact) -> Path | None:
+    """The artifact's resolved path when it exists inside the run's resolved directory `root`."""
+    path = Path(artifact.path).resolve()
+    return path if path.is_relative_to(root) and path.exists() else None
+
+
 def artifacts_with_sizes(run: Run) -> list[Artifact]:
     """The run's artifacts, size_bytes the real size on disk now (the log grows after it is
     recorded; a checkpoint may be pruned), on_disk whether it can be downloaded: what the run page
@@ -46,10 +52,9 @@ def artifacts_with_sizes(run: Run) -> list[Artifact]:
     root = run.directory.resolve()
     arts = list(run.artifacts.all())
     for a in arts:
-        path = Path(a.path).resolve()
-        # Only what can be downloaded (see artifact_path) is measured and offered.
-        a.on_disk = path.is_relative_to(root) and path.exists()
-        if a.on_disk:
+        path = _servable(root, a)  # only what can be downloaded (artifact_path) is measured and offered
+        a.on_disk = path is not None
+        if path is not None:
             a.size_bytes = disk_size(path)
     return arts
 
@@ -112,9 +117,8 @@ async def file_chunks(path: Path, size: int, chunk: int = CHUNK_BYTES) -> AsyncI
 # ---------------------------------------------------------------------------- artifacts
 def artifact_path(run: Run, artifact: Artifact) -> Path:
     """The artifact's path, when it exists inside the run's directory; else 404."""
-    root = run.directory.resolve()
-    path = Path(artifact.path).resolve()
-    if not path.is_relative_to(root) or not path.exists():
+    path = _servable(run.directory.resolve(), artifact)
+    if path is None:
         raise Http404("This artifact is not on disk (pruned or deleted).")
     return path
 
