@@ -448,7 +448,9 @@ export class ChartBoard {
     // the page knows the legend's rows; it sits a fixed number of pixels under the plot.
     const heat = chart.kind === "heatmap";
     const axisPx = heat ? 48 : this.xmode === "wall" ? 56 : 40;
-    const margin = { l: 64, r: heat ? 90 : 28, t: 22, b: axisPx };
+    // A date axis' last tick label is wider than a step number and can overhang the right edge
+    // (seen pushing that margin to 34 px, depending on the time of day): room for it.
+    const margin = { l: 64, r: heat ? 90 : this.xmode === "wall" ? 40 : 28, t: 22, b: axisPx };
     let perRow = 1;
     if (legendShown) {
       const el = document.getElementById(`chart-${chart.id}`);
